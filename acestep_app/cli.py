@@ -1,0 +1,45 @@
+"""The ``acestep-app`` command line.
+
+Each subcommand lives in its own module exposing ``HELP``, ``add_arguments(parser)`` and
+``run(args) -> int``; modules import torch and friends inside ``run`` so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+COMMANDS = {
+    "generate": "acestep_app.commands.generate",
+    "serve": "acestep_app.commands.serve",
+    "weights": "acestep_app.commands.weights",
+    "usage": "acestep_app.commands.usage",
+    "parity": "acestep_app.parity",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="acestep-app", description="ACE-Step v1 text-to-music, served.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, module_name in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        command = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(command)
+        command.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    return int(args._run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
