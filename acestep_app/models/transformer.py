@@ -1,0 +1,461 @@
+"""ACE-Step v1 DiT: ``ACEStepTransformer2DModel`` (checkpoint subfolder ``ace_step_transformer/``).
+
+A Sana-style linear-attention transformer over latent frames. ``encode`` turns the conditioning
+(UMT5 text states, speaker embedding, lyric ids) into one encoder sequence; ``decode`` is one
+denoiser evaluation predicting the flow-matching velocity. Parameter names follow the official
+checkpoint exactly, including modules the forward never uses (the cross-attention ``add_*`` /
+``to_add_out`` projections and the SSL ``projectors``), so loading is strict.
+
+ERG (entropy-rectifying guidance) scales query projections by 0.01. Here it is an argument, per
+sample, instead of the reference's forward hooks, so guided passes can share one batched forward.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.embeddings import TimestepEmbedding, Timesteps
+from diffusers.models.modeling_utils import ModelMixin
+from diffusers.models.normalization import RMSNorm
+from torch import nn
+
+from ..errors import WeightsError
+from .lyric_encoder import ConformerLyricEncoder
+
+logger = logging.getLogger(__name__)
+
+ERG_SCALE = 0.01
+LYRIC_ERG_LAYERS = (4, 5)
+DIFFUSION_ERG_BLOCKS = (15, 16, 17, 18, 19)
+PATCH_EMBED_HIDDEN = 2048  # fixed in the reference, independent of the config
+FP16_MAX = 65504.0
+
+ErgFlag = bool | torch.Tensor | None
+
+
+def erg_scale(erg: ErgFlag, batch_size: int, device: torch.device) -> torch.Tensor | None:
+    """Per-sample query factor for ERG: fp32 ``(B, 1, 1)`` with 0.01 where ERG is on, else 1.
+
+    ``erg`` is None/False (off: returns None), True (all samples) or a bool tensor ``(B,)``.
+    """
+    if erg is None or erg is False:
+        return None
+    if erg is True:
+        return torch.full((batch_size, 1, 1), ERG_SCALE, dtype=torch.float32, device=device)
+    if erg.dim() == 0:
+        erg = erg.expand(batch_size)
+    if erg.shape != (batch_size,):
+        raise ValueError(f"per-sample ERG flags must have shape ({batch_size},), got {tuple(erg.shape)}")
+    erg = erg.to(device=device, dtype=torch.bool)
+    return torch.where(erg, ERG_SCALE, 1.0).to(torch.float32)[:, None, None]
+
+
+def _scale_query(query: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:
+    # fp32 factor then round back: bit-identical to the reference hook's `output * 0.01`.
+    return query if scale is None else (query * scale).to(query.dtype)
+
+
+class RotaryTables(nn.Module):
+    """RoPE angle tables of the reference (Qwen2 "half" layout): ``ang[p, i] = p * inv_freq[i mod D/2]``.
+
+    Tables are built in fp32 on CPU, rounded to the activation dtype (as the reference's cached,
+    dtype-cast buffers are) and kept in fp32 for the fp32 rotation; cached per device and dtype.
+    """
+
+    def __init__(self, head_dim: int, max_position: int, theta: float):
+        super().__init__()
+        self.head_dim = head_dim
+        self.max_position = max_position
+        self.theta = theta
+        self._cache: dict[tuple[torch.device, torch.dtype], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def _build(self, length: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        exponents = torch.arange(0, self.head_dim, 2, dtype=torch.int64).float() / self.head_dim
+        inv_freq = 1.0 / (self.theta**exponents)
+        positions = torch.arange(length, dtype=torch.int64).float()
+        freqs = torch.outer(positions, inv_freq)
+        angles = torch.cat((freqs, freqs), dim=-1)
+        cos, sin = (t.to(dtype).to(device=device, dtype=torch.float32) for t in (angles.cos(), angles.sin()))
+        return cos, sin
+
+    def forward(self, length: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """(cos, sin), each fp32 ``(length, head_dim)``."""
+        if length > self.max_position:
+            raise ValueError(f"sequence length {length} exceeds max_position {self.max_position}")
+        key = (torch.device(device), dtype)
+        cached = self._cache.get(key)
+        if cached is None or cached[0].shape[0] < length:
+            grown = min(self.max_position, max(length, 2 * (cached[0].shape[0] if cached else 256)))
+            cached = self._cache[key] = self._build(grown, device, dtype)
+        return cached[0][:length], cached[1][:length]
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate ``x (..., N, D)`` pairing ADJACENT elements (2j, 2j+1) against the half-layout tables.
+
+    Reproduces the reference quirk (spec §4.5): not a proper rotation, but what the weights expect.
+    """
+    pairs = x.unflatten(-1, (-1, 2))
+    rotated = torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)
+    return (x.float() * cos + rotated.float() * sin).to(x.dtype)
+
+
+def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    return x.unflatten(-1, (heads, -1)).transpose(1, 2)  # (B, N, H*D) -> (B, H, N, D)
+
+
+def _merge_heads(x: torch.Tensor) -> torch.Tensor:
+    return x.transpose(1, 2).flatten(2)
+
+
+class LinearSelfAttention(nn.Module):
+    """ReLU linear attention (Sana "LiteLA") with RoPE; the attention core runs in fp32."""
+
+    def __init__(self, dim: int, heads: int, eps: float = 1e-15):
+        super().__init__()
+        self.heads = heads
+        self.eps = eps
+        self.to_q = nn.Linear(dim, dim)
+        self.to_k = nn.Linear(dim, dim)
+        self.to_v = nn.Linear(dim, dim)
+        self.to_out = nn.ModuleList([nn.Linear(dim, dim)])
+
+    def forward(self, x, mask, rope, q_scale=None):
+        """x ``(B, T, C)``; mask ``(B, T)`` 0/1 in x's dtype; rope (cos, sin) for T positions."""
+        query = _split_heads(_scale_query(self.to_q(x), q_scale), self.heads)
+        key = _split_heads(self.to_k(x), self.heads)
+        value = _split_heads(self.to_v(x), self.heads)
+        query, key = apply_rotary(query, *rope), apply_rotary(key, *rope)
+
+        token_mask = mask[:, None, :, None]
+        query = F.relu(query * token_mask).float()
+        key = F.relu(key * token_mask).float()
+        value = (value * token_mask).float()
+
+        # One matmul gives numerator and denominator: a ones column on v makes the last output
+        # column sum_n (k_n . q_t).
+        value = F.pad(value, (0, 1), value=1.0)
+        out = query @ (key.transpose(-2, -1) @ value)
+        out = out[..., :-1] / (out[..., -1:] + self.eps)
+        out = self.to_out[0](_merge_heads(out).to(x.dtype))
+        # The reference clamps to the fp16 range unconditionally (its fp16 check is always true).
+        return out.clamp(-FP16_MAX, FP16_MAX)
+
+
+class CrossAttention(nn.Module):
+    """Softmax cross-attention (SDPA) with RoPE on queries (latent positions) and keys (encoder positions).
+
+    ``add_q_proj``/``add_k_proj``/``add_v_proj``/``to_add_out`` exist only because the official
+    checkpoint holds them; the forward never uses them.
+    """
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.to_q = nn.Linear(dim, dim)
+        self.to_k = nn.Linear(dim, dim)
+        self.to_v = nn.Linear(dim, dim)
+        self.to_out = nn.ModuleList([nn.Linear(dim, dim)])
+        self.add_q_proj = nn.Linear(dim, dim)
+        self.add_k_proj = nn.Linear(dim, dim)
+        self.add_v_proj = nn.Linear(dim, dim)
+        self.to_add_out = nn.Linear(dim, dim)
+
+    def forward(self, x, context, query_mask, key_mask, rope, context_rope, q_scale=None):
+        """x ``(B, T, C)``, context ``(B, S, C)``; query_mask ``(B, T)`` and key_mask ``(B, S)`` bool."""
+        query = apply_rotary(_split_heads(_scale_query(self.to_q(x), q_scale), self.heads), *rope)
+        key = apply_rotary(_split_heads(self.to_k(context), self.heads), *context_rope)
+        value = _split_heads(self.to_v(context), self.heads)
+        out = F.scaled_dot_product_attention(query, key, value, attn_mask=key_mask[:, None, None, :])
+        # Masked latent frames see no key at all in the reference; SDPA gives them zeros there.
+        out = out * query_mask[:, None, :, None].to(out.dtype)
+        return self.to_out[0](_merge_heads(out))
+
+
+class ConvLayer(nn.Module):
+    """A 1-D conv stored as ``<name>.conv`` (channels-first)."""
+
+    def __init__(self, in_channels, out_channels, kernel_size=1, groups=1, bias=True):
+        super().__init__()
+        self.conv = nn.Conv1d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, groups=groups, bias=bias)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+class GLUMBConv(nn.Module):
+    """Sana feed-forward: 1x1 expand + SiLU, depthwise k=3, GLU (first half * SiLU(second half)), 1x1 project."""
+
+    def __init__(self, dim: int, hidden_dim: int):
+        super().__init__()
+        self.inverted_conv = ConvLayer(dim, 2 * hidden_dim)
+        self.depth_conv = ConvLayer(2 * hidden_dim, 2 * hidden_dim, kernel_size=3, groups=2 * hidden_dim)
+        self.point_conv = ConvLayer(hidden_dim, dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.depth_conv(F.silu(self.inverted_conv(x.transpose(1, 2))))
+        y, gate = y.chunk(2, dim=1)
+        return self.point_conv(y * F.silu(gate)).transpose(1, 2)
+
+
+class LinearTransformerBlock(nn.Module):
+    """adaLN-modulated linear self-attention, ungated cross-attention on the raw stream, GLUMBConv."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float):
+        super().__init__()
+        self.norm1 = RMSNorm(dim, eps=1e-6, elementwise_affine=False)
+        self.attn = LinearSelfAttention(dim, heads)
+        self.cross_attn = CrossAttention(dim, heads)
+        self.norm2 = RMSNorm(dim, eps=1e-6, elementwise_affine=False)
+        self.ff = GLUMBConv(dim, int(dim * mlp_ratio))
+        self.scale_shift_table = nn.Parameter(torch.randn(6, dim) / dim**0.5)
+
+    def forward(self, h, temb, mask, context, query_mask, key_mask, rope, context_rope, q_scale=None):
+        modulation = self.scale_shift_table[None] + temb.unflatten(1, (6, -1))
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = modulation.chunk(6, dim=1)
+        n = self.norm1(h) * (1 + scale_msa) + shift_msa
+        h = h + gate_msa * self.attn(n, mask, rope, q_scale)
+        h = h + self.cross_attn(h, context, query_mask, key_mask, rope, context_rope, q_scale)
+        n = self.norm2(h) * (1 + scale_mlp) + shift_mlp
+        return h + gate_mlp * self.ff(n)
+
+
+class PatchEmbed(nn.Module):
+    """Collapse the 16-high latent axis: conv (16,1)/(16,1) -> GroupNorm(32) -> 1x1 conv; one token per frame."""
+
+    def __init__(self, in_channels: int, dim: int, patch_size: tuple[int, int], height: int):
+        super().__init__()
+        if height != patch_size[0] or patch_size[1] != 1:
+            raise ValueError(f"expected patch_size [max_height, 1], got {patch_size} with max_height {height}")
+        self.early_conv_layers = nn.Sequential(
+            nn.Conv2d(in_channels, PATCH_EMBED_HIDDEN, kernel_size=patch_size, stride=patch_size),
+            nn.GroupNorm(32, PATCH_EMBED_HIDDEN, eps=1e-6),
+            nn.Conv2d(PATCH_EMBED_HIDDEN, dim, kernel_size=1),
+        )
+
+    def forward(self, latent: torch.Tensor) -> torch.Tensor:
+        return self.early_conv_layers(latent).flatten(2).transpose(1, 2)
+
+
+class FinalLayer(nn.Module):
+    """RMSNorm + (shift, scale) from the embedded timestep, linear to patch pixels, unpatchify."""
+
+    def __init__(self, dim: int, patch_size: tuple[int, int], out_channels: int):
+        super().__init__()
+        self.patch_size = tuple(patch_size)
+        self.out_channels = out_channels
+        self.norm_final = RMSNorm(dim, eps=1e-6, elementwise_affine=False)
+        self.linear = nn.Linear(dim, patch_size[0] * patch_size[1] * out_channels)
+        self.scale_shift_table = nn.Parameter(torch.randn(2, dim) / dim**0.5)
+
+    def forward(self, h: torch.Tensor, embedded_timestep: torch.Tensor, output_length: int) -> torch.Tensor:
+        shift, scale = (self.scale_shift_table[None] + embedded_timestep[:, None]).chunk(2, dim=1)
+        h = self.linear(self.norm_final(h) * (1 + scale) + shift)
+        # token t's outputs are (p, q, c) with c fastest -> out[b, c, p, t*q_size + q]
+        p, q = self.patch_size
+        batch, frames = h.shape[:2]
+        out = h.reshape(batch, frames, p, q, self.out_channels).permute(0, 4, 2, 1, 3)
+        out = out.reshape(batch, self.out_channels, p, frames * q)
+        width = out.shape[-1]
+        if output_length > width:
+            return F.pad(out, (0, output_length - width))
+        return out[..., :output_length]
+
+
+class ACEStepTransformer2DModel(ModelMixin, ConfigMixin):
+    """The ACE-Step v1 DiT (official config: 24 blocks, 20 heads x 128, 3.3 B parameters stored).
+
+    Constructor keywords are the official ``config.json`` keys. The four ``lyric_encoder_*`` keys are
+    not in the official config (the reference hard-codes 1024/16/4096/6); the tiny test checkpoint
+    sets them. ``ssl_*`` and ``max_width`` only size the training-time ``projectors`` or are unused.
+    """
+
+    config_name = "config.json"
+    _no_split_modules = ["LinearTransformerBlock", "ConformerEncoderLayer"]
+
+    @register_to_config
+    def __init__(
+        self,
+        in_channels: int = 8,
+        num_layers: int = 24,
+        inner_dim: int = 2560,
+        attention_head_dim: int = 128,
+        num_attention_heads: int = 20,
+        mlp_ratio: float = 2.5,
+        out_channels: int = 8,
+        max_position: int = 32768,
+        rope_theta: float = 1000000.0,
+        speaker_embedding_dim: int = 512,
+        text_embedding_dim: int = 768,
+        ssl_encoder_depths: list[int] = (8, 8),
+        ssl_names: list[str] = ("mert", "m-hubert"),
+        ssl_latent_dims: list[int] = (1024, 768),
+        lyric_encoder_vocab_size: int = 6693,
+        lyric_hidden_size: int = 1024,
+        patch_size: list[int] = (16, 1),
+        max_height: int = 16,
+        max_width: int = 32768,
+        lyric_encoder_output_size: int = 1024,
+        lyric_encoder_attention_heads: int = 16,
+        lyric_encoder_linear_units: int = 4096,
+        lyric_encoder_num_blocks: int = 6,
+    ):
+        super().__init__()
+        dim = num_attention_heads * attention_head_dim  # the config's inner_dim is recomputed, as upstream
+        self.inner_dim = dim
+        patch_size = tuple(patch_size)
+
+        self.rotary_emb = RotaryTables(attention_head_dim, max_position, rope_theta)
+        self.proj_in = PatchEmbed(in_channels, dim, patch_size, max_height)
+        self.time_proj = Timesteps(num_channels=256, flip_sin_to_cos=True, downscale_freq_shift=0)
+        self.timestep_embedder = TimestepEmbedding(in_channels=256, time_embed_dim=dim)
+        self.t_block = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
+        self.speaker_embedder = nn.Linear(speaker_embedding_dim, dim)
+        self.genre_embedder = nn.Linear(text_embedding_dim, dim)
+        self.lyric_embs = nn.Embedding(lyric_encoder_vocab_size, lyric_hidden_size)
+        self.lyric_encoder = ConformerLyricEncoder(
+            input_size=lyric_hidden_size,
+            output_size=lyric_encoder_output_size,
+            attention_heads=lyric_encoder_attention_heads,
+            linear_units=lyric_encoder_linear_units,
+            num_blocks=lyric_encoder_num_blocks,
+        )
+        if lyric_encoder_output_size != lyric_hidden_size:
+            raise ValueError(
+                f"lyric_encoder_output_size ({lyric_encoder_output_size}) must equal lyric_hidden_size ({lyric_hidden_size})"
+            )
+        self.lyric_proj = nn.Linear(lyric_hidden_size, dim)
+        self.transformer_blocks = nn.ModuleList(
+            LinearTransformerBlock(dim, num_attention_heads, mlp_ratio) for _ in range(num_layers)
+        )
+        self.final_layer = FinalLayer(dim, patch_size, out_channels)
+        # Training-only SSL alignment heads; kept so the official checkpoint loads strictly.
+        self.projectors = nn.ModuleList(
+            nn.Sequential(
+                nn.Linear(dim, 2 * dim), nn.SiLU(), nn.Linear(2 * dim, 2 * dim), nn.SiLU(), nn.Linear(2 * dim, ssl_dim)
+            )
+            for ssl_dim in ssl_latent_dims
+        )
+
+    # -- loading -------------------------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, *args, device=None, **kwargs):
+        """diffusers ``from_pretrained`` made strict: any missing, unexpected or mis-shaped key raises.
+
+        Extra keyword ``device`` (e.g. ``"cuda"``) places the weights directly on that device
+        (diffusers ``device_map``); ``torch_dtype`` casts while loading. Safetensors are memory-mapped.
+        """
+        if device is not None:
+            kwargs.setdefault("device_map", str(torch.device(device)))
+        kwargs.pop("output_loading_info", None)
+        model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
+        problems = [
+            f"{label}: {sorted(str(k) for k in info[name])}"
+            for name, label in (
+                ("missing_keys", "missing keys"),
+                ("unexpected_keys", "unexpected keys"),
+                ("mismatched_keys", "mismatched shapes"),
+            )
+            if info[name]
+        ]
+        if problems:
+            raise WeightsError(f"{cls.__name__} checkpoint at {pretrained_model_name_or_path} does not match: " + "; ".join(problems))
+        return model
+
+    # -- conditioning --------------------------------------------------------------------------
+
+    def encode_lyrics(self, lyric_token_idx: torch.Tensor, lyric_mask: torch.Tensor, erg_lyric: ErgFlag = None) -> torch.Tensor:
+        """Lyric ids ``(B, L)`` + mask -> projected lyric states ``(B, L, C)``; ERG on encoder blocks 4, 5."""
+        scale = erg_scale(erg_lyric, lyric_token_idx.shape[0], lyric_token_idx.device)
+        states = self.lyric_encoder(self.lyric_embs(lyric_token_idx), lyric_mask, scale, LYRIC_ERG_LAYERS)
+        return self.lyric_proj(states)
+
+    def encode(
+        self,
+        encoder_text_hidden_states: torch.Tensor,
+        text_attention_mask: torch.Tensor,
+        speaker_embeds: torch.Tensor,
+        lyric_token_idx: torch.Tensor,
+        lyric_mask: torch.Tensor,
+        erg_lyric: ErgFlag = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Build the encoder sequence ``[speaker (1) | text (L_text) | lyrics (L_lyr)]``.
+
+        Args:
+            encoder_text_hidden_states: UMT5 states ``(B, L_text, text_embedding_dim)``.
+            text_attention_mask: ``(B, L_text)`` 0/1.
+            speaker_embeds: ``(B, speaker_embedding_dim)`` (zeros in text2music).
+            lyric_token_idx: ``(B, L_lyr)`` long; lyric_mask ``(B, L_lyr)`` 0/1.
+            erg_lyric: None/False, True, or bool ``(B,)``: which samples get the lyric ERG.
+        Returns:
+            encoder_hidden_states ``(B, S, C)`` in the model dtype and its float32 mask ``(B, S)``.
+        """
+        speaker = self.speaker_embedder(speaker_embeds)[:, None]
+        text = self.genre_embedder(encoder_text_hidden_states)
+        lyrics = self.encode_lyrics(lyric_token_idx, lyric_mask, erg_lyric)
+        states = torch.cat([speaker, text, lyrics], dim=1)
+        speaker_mask = torch.ones(speaker.shape[0], 1, device=speaker.device, dtype=torch.float32)
+        mask = torch.cat([speaker_mask, text_attention_mask.float(), lyric_mask.float()], dim=1)
+        return states, mask
+
+    # -- denoiser ------------------------------------------------------------------------------
+
+    def decode(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        encoder_hidden_mask: torch.Tensor,
+        timestep: torch.Tensor,
+        output_length: int,
+        erg_diffusion: ErgFlag = None,
+    ) -> torch.Tensor:
+        """One denoiser evaluation: the flow-matching velocity.
+
+        Args:
+            hidden_states: noisy latents ``(B, 8, 16, T)``; attention_mask ``(B, T)`` 0/1.
+            encoder_hidden_states, encoder_hidden_mask: from :meth:`encode`, ``(B, S, C)``, ``(B, S)``.
+            timestep: ``(B,)`` sigma * 1000 (float).
+            output_length: frames of the output (zero-padded or cropped to it).
+            erg_diffusion: None/False, True, or bool ``(B,)``: which samples get the diffusion ERG.
+        Returns:
+            ``(B, out_channels, 16, output_length)`` in the latents' dtype.
+        """
+        dtype, device = hidden_states.dtype, hidden_states.device
+        embedded_timestep = self.timestep_embedder(self.time_proj(timestep).to(dtype))
+        temb = self.t_block(embedded_timestep)
+        h = self.proj_in(hidden_states)
+
+        rope = self.rotary_emb(h.shape[1], device, h.dtype)
+        context_rope = self.rotary_emb(encoder_hidden_states.shape[1], device, encoder_hidden_states.dtype)
+        mask = attention_mask.to(h.dtype)
+        query_mask, key_mask = attention_mask.bool(), encoder_hidden_mask.bool()
+        scale = erg_scale(erg_diffusion, h.shape[0], device)
+        for index, block in enumerate(self.transformer_blocks):
+            block_scale = scale if index in DIFFUSION_ERG_BLOCKS else None
+            h = block(h, temb, mask, encoder_hidden_states, query_mask, key_mask, rope, context_rope, block_scale)
+        return self.final_layer(h, embedded_timestep, output_length)
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: torch.Tensor,
+        encoder_text_hidden_states: torch.Tensor,
+        text_attention_mask: torch.Tensor,
+        speaker_embeds: torch.Tensor,
+        lyric_token_idx: torch.Tensor,
+        lyric_mask: torch.Tensor,
+        timestep: torch.Tensor,
+    ) -> torch.Tensor:
+        """``encode`` then ``decode`` with ``output_length = T``."""
+        context, context_mask = self.encode(
+            encoder_text_hidden_states, text_attention_mask, speaker_embeds, lyric_token_idx, lyric_mask
+        )
+        return self.decode(
+            hidden_states, attention_mask, context, context_mask, timestep, output_length=hidden_states.shape[-1]
+        )
