@@ -420,7 +420,8 @@ class ACEStepTransformer2DModel(ModelMixin, ConfigMixin):
         Args:
             hidden_states: noisy latents ``(B, 8, 16, T)``; attention_mask ``(B, T)`` 0/1.
             encoder_hidden_states, encoder_hidden_mask: from :meth:`encode`, ``(B, S, C)``, ``(B, S)``.
-            timestep: ``(B,)`` sigma * 1000 (float).
+            timestep: ``(B,)`` sigma * 1000, float32 even when the model runs in bf16 (as in the
+                reference; bf16 cannot hold e.g. 937.5).
             output_length: frames of the output (zero-padded or cropped to it).
             erg_diffusion: None/False, True, or bool ``(B,)``: which samples get the diffusion ERG.
         Returns:
