@@ -38,7 +38,8 @@ def _encode(model, c, erg_lyric=None, null=False):
     text, speaker = c["encoder_text_hidden_states"], c["speaker_embeds"]
     if null:
         text, speaker = torch.zeros_like(text), torch.zeros_like(speaker)
-    return model.encode(text, c["text_attention_mask"], speaker, c["lyric_token_idx"], c["lyric_mask"], erg_lyric=erg_lyric)
+    lyrics, lyric_mask = c["lyric_token_idx"], c["lyric_mask"]
+    return model.encode(text, c["text_attention_mask"], speaker, lyrics, lyric_mask, erg_lyric=erg_lyric)
 
 
 def _decode(model, c, states, mask, erg_diffusion=None):
@@ -187,3 +188,30 @@ def test_bfloat16_path_close_to_float32(transformer_dir, model, case):
     reference = _decode(model, case, ref_states, ref_mask, erg_diffusion=flags)
     error = (sample.float() - reference).norm() / reference.norm()
     assert error < 0.03, f"bf16 relative error {error:.4f}"
+
+
+@torch.no_grad()
+def test_empty_lyrics_attend_to_nothing(model, case):
+    # Empty lyrics reach the encoder as ids [[0]] with mask [[0]]: the reference's attention then
+    # yields zero weights (not NaN), so each lyric self-attention outputs just its linear_out bias.
+    attention = model.lyric_encoder.encoders[0].self_attn
+    x = torch.randn(1, 1, attention.linear_q.in_features)
+    pos = torch.randn(1, 1, attention.linear_q.in_features)
+    _close(attention(x, torch.zeros(1, 1, dtype=torch.bool), pos)[0, 0], attention.linear_out.bias, tol=0)
+
+    text, text_mask = case["encoder_text_hidden_states"][:1], case["text_attention_mask"][:1]
+    zeros = torch.zeros(1, 1, dtype=torch.long)
+    states, mask = model.encode(text, text_mask, case["speaker_embeds"][:1], zeros, zeros)
+    assert torch.isfinite(states).all()
+    assert mask[0, -1] == 0 and mask.shape[1] == 1 + text.shape[1] + 1
+
+
+def test_loading_ignores_the_official_class_name(transformer_dir, tmp_path):
+    # The official config says "_class_name": "Transformer2DModel" (spec §1.2); loading must not care.
+    config = json.loads((transformer_dir / "config.json").read_text())
+    config.update({"_class_name": "Transformer2DModel", "_diffusers_version": "0.27.2"})
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    (tmp_path / WEIGHTS).symlink_to(transformer_dir / WEIGHTS)
+    loaded = ACEStepTransformer2DModel.from_pretrained(tmp_path)
+    assert isinstance(loaded, ACEStepTransformer2DModel)
+    assert loaded.config.lyric_encoder_num_blocks == 8

@@ -181,7 +181,8 @@ class ConvLayer(nn.Module):
 
     def __init__(self, in_channels, out_channels, kernel_size=1, groups=1, bias=True):
         super().__init__()
-        self.conv = nn.Conv1d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, groups=groups, bias=bias)
+        padding = kernel_size // 2
+        self.conv = nn.Conv1d(in_channels, out_channels, kernel_size, padding=padding, groups=groups, bias=bias)
 
     def forward(self, x):
         return self.conv(x)
@@ -326,7 +327,8 @@ class ACEStepTransformer2DModel(ModelMixin, ConfigMixin):
         )
         if lyric_encoder_output_size != lyric_hidden_size:
             raise ValueError(
-                f"lyric_encoder_output_size ({lyric_encoder_output_size}) must equal lyric_hidden_size ({lyric_hidden_size})"
+                f"lyric_encoder_output_size ({lyric_encoder_output_size}) must equal "
+                f"lyric_hidden_size ({lyric_hidden_size})"
             )
         self.lyric_proj = nn.Linear(lyric_hidden_size, dim)
         self.transformer_blocks = nn.ModuleList(
@@ -364,12 +366,15 @@ class ACEStepTransformer2DModel(ModelMixin, ConfigMixin):
             if info[name]
         ]
         if problems:
-            raise WeightsError(f"{cls.__name__} checkpoint at {pretrained_model_name_or_path} does not match: " + "; ".join(problems))
+            where = f"{cls.__name__} checkpoint at {pretrained_model_name_or_path}"
+            raise WeightsError(f"{where} does not match: " + "; ".join(problems))
         return model
 
     # -- conditioning --------------------------------------------------------------------------
 
-    def encode_lyrics(self, lyric_token_idx: torch.Tensor, lyric_mask: torch.Tensor, erg_lyric: ErgFlag = None) -> torch.Tensor:
+    def encode_lyrics(
+        self, lyric_token_idx: torch.Tensor, lyric_mask: torch.Tensor, erg_lyric: ErgFlag = None
+    ) -> torch.Tensor:
         """Lyric ids ``(B, L)`` + mask -> projected lyric states ``(B, L, C)``; ERG on encoder blocks 4, 5."""
         scale = erg_scale(erg_lyric, lyric_token_idx.shape[0], lyric_token_idx.device)
         states = self.lyric_encoder(self.lyric_embs(lyric_token_idx), lyric_mask, scale, LYRIC_ERG_LAYERS)
