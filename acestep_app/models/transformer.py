@@ -8,6 +8,11 @@ checkpoint exactly, including modules the forward never uses (the cross-attentio
 
 ERG (entropy-rectifying guidance) scales query projections by 0.01. Here it is an argument, per
 sample, instead of the reference's forward hooks, so guided passes can share one batched forward.
+
+Shape buckets (``enable_shape_buckets``) pad latent frames and encoder tokens up to fixed multiples
+inside ``decode`` so a compiled model sees few distinct shapes. Padding is masked out of every op
+that mixes frames (GroupNorm statistics, linear attention, cross-attention keys, the depthwise conv),
+so the real frames come out as in an unpadded run (to float rounding).
 """
 
 from __future__ import annotations
@@ -84,6 +89,8 @@ class RotaryTables(nn.Module):
 
     def forward(self, length: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """(cos, sin), each fp32 ``(length, head_dim)``."""
+        if torch.compiler.is_compiling():
+            return self._build(length, device, dtype)  # a traced graph computes it; no python cache
         if length > self.max_position:
             raise ValueError(f"sequence length {length} exceeds max_position {self.max_position}")
         key = (torch.device(device), dtype)
@@ -189,7 +196,11 @@ class ConvLayer(nn.Module):
 
 
 class GLUMBConv(nn.Module):
-    """Sana feed-forward: 1x1 expand + SiLU, depthwise k=3, GLU (first half * SiLU(second half)), 1x1 project."""
+    """Sana feed-forward: 1x1 expand + SiLU, depthwise k=3, GLU (first half * SiLU(second half)), 1x1 project.
+
+    ``frame_mask`` (bool ``(B or 1, T)``, False on bucket padding) zeroes padded frames before the
+    depthwise conv, so the last real frame sees a zero neighbour exactly as the conv's own padding.
+    """
 
     def __init__(self, dim: int, hidden_dim: int):
         super().__init__()
@@ -197,9 +208,11 @@ class GLUMBConv(nn.Module):
         self.depth_conv = ConvLayer(2 * hidden_dim, 2 * hidden_dim, kernel_size=3, groups=2 * hidden_dim)
         self.point_conv = ConvLayer(hidden_dim, dim, bias=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.depth_conv(F.silu(self.inverted_conv(x.transpose(1, 2))))
-        y, gate = y.chunk(2, dim=1)
+    def forward(self, x: torch.Tensor, frame_mask: torch.Tensor | None = None) -> torch.Tensor:
+        y = F.silu(self.inverted_conv(x.transpose(1, 2)))
+        if frame_mask is not None:
+            y = torch.where(frame_mask[:, None, :], y, 0.0)
+        y, gate = self.depth_conv(y).chunk(2, dim=1)
         return self.point_conv(y * F.silu(gate)).transpose(1, 2)
 
 
@@ -215,14 +228,14 @@ class LinearTransformerBlock(nn.Module):
         self.ff = GLUMBConv(dim, int(dim * mlp_ratio))
         self.scale_shift_table = nn.Parameter(torch.randn(6, dim) / dim**0.5)
 
-    def forward(self, h, temb, mask, context, query_mask, key_mask, rope, context_rope, q_scale=None):
+    def forward(self, h, temb, mask, context, query_mask, key_mask, rope, context_rope, q_scale=None, frame_mask=None):
         modulation = self.scale_shift_table[None] + temb.unflatten(1, (6, -1))
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = modulation.chunk(6, dim=1)
         n = self.norm1(h) * (1 + scale_msa) + shift_msa
         h = h + gate_msa * self.attn(n, mask, rope, q_scale)
         h = h + self.cross_attn(h, context, query_mask, key_mask, rope, context_rope, q_scale)
         n = self.norm2(h) * (1 + scale_mlp) + shift_mlp
-        return h + gate_mlp * self.ff(n)
+        return h + gate_mlp * self.ff(n, frame_mask)
 
 
 class PatchEmbed(nn.Module):
@@ -238,8 +251,30 @@ class PatchEmbed(nn.Module):
             nn.Conv2d(PATCH_EMBED_HIDDEN, dim, kernel_size=1),
         )
 
-    def forward(self, latent: torch.Tensor) -> torch.Tensor:
-        return self.early_conv_layers(latent).flatten(2).transpose(1, 2)
+    def forward(self, latent: torch.Tensor, frame_mask: torch.Tensor | None = None) -> torch.Tensor:
+        conv, norm, project = self.early_conv_layers
+        x = conv(latent)
+        x = norm(x) if frame_mask is None else _group_norm_over_frames(norm, x, frame_mask)
+        return project(x).flatten(2).transpose(1, 2)
+
+
+def _group_norm_over_frames(norm: nn.GroupNorm, x: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
+    """``norm`` applied to ``x (B, C, 1, T)`` with statistics over the frames where ``frame_mask`` is True only.
+
+    nn.GroupNorm pools over all frames; bucket padding must not shift the real frames' statistics.
+    Computed in fp32 (as GroupNorm kernels accumulate) and cast back.
+    """
+    batch, channels, height, frames = x.shape
+    grouped = x.float().reshape(batch, norm.num_groups, -1, frames)
+    weight = frame_mask.float().reshape(-1, 1, 1, frames)
+    count = weight.sum(dim=-1, keepdim=True) * grouped.shape[2] * height
+    mean = (grouped * weight).sum(dim=(2, 3), keepdim=True) / count
+    centered = (grouped - mean) * weight
+    var = (centered * centered).sum(dim=(2, 3), keepdim=True) / count
+    normed = ((grouped - mean) * torch.rsqrt(var + norm.eps)).reshape(x.shape)
+    if norm.affine:
+        normed = normed * norm.weight.float()[:, None, None] + norm.bias.float()[:, None, None]
+    return normed.to(x.dtype)
 
 
 class FinalLayer(nn.Module):
@@ -260,11 +295,28 @@ class FinalLayer(nn.Module):
         p, q = self.patch_size
         batch, frames = h.shape[:2]
         out = h.reshape(batch, frames, p, q, self.out_channels).permute(0, 4, 2, 1, 3)
-        out = out.reshape(batch, self.out_channels, p, frames * q)
-        width = out.shape[-1]
-        if output_length > width:
-            return F.pad(out, (0, output_length - width))
-        return out[..., :output_length]
+        return _fit_length(out.reshape(batch, self.out_channels, p, frames * q), output_length)
+
+
+def _fit_length(x: torch.Tensor, length: int) -> torch.Tensor:
+    """Right-pad with zeros or crop the last axis to ``length``."""
+    if length > x.shape[-1]:
+        return F.pad(x, (0, length - x.shape[-1]))
+    return x[..., :length]
+
+
+def _pad_axis(x: torch.Tensor, dim: int, length: int) -> torch.Tensor:
+    """Zero-pad ``x`` along ``dim`` up to ``length``."""
+    extra = length - x.shape[dim]
+    if extra == 0:
+        return x
+    shape = list(x.shape)
+    shape[dim] = extra
+    return torch.cat([x, x.new_zeros(shape)], dim=dim)
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
 
 
 class ACEStepTransformer2DModel(ModelMixin, ConfigMixin):
@@ -277,6 +329,7 @@ class ACEStepTransformer2DModel(ModelMixin, ConfigMixin):
 
     config_name = "config.json"
     _no_split_modules = ["LinearTransformerBlock", "ConformerEncoderLayer"]
+    _repeated_blocks = ["LinearTransformerBlock"]  # diffusers regional compilation (compile_repeated_blocks)
 
     @register_to_config
     def __init__(
@@ -342,6 +395,20 @@ class ACEStepTransformer2DModel(ModelMixin, ConfigMixin):
             )
             for ssl_dim in ssl_latent_dims
         )
+        self.shape_buckets: tuple[int, int] | None = None
+
+    def enable_shape_buckets(self, frames: int = 128, tokens: int = 64) -> None:
+        """Pad ``decode`` inputs up to multiples of ``frames`` latent frames and ``tokens`` encoder tokens.
+
+        For compiled models: durations (and prompt/lyric lengths) in one bucket share one graph.
+        The padding is masked out, so real frames match an unpadded run to float rounding.
+        """
+        if frames < 1 or tokens < 1:
+            raise ValueError(f"bucket sizes must be positive, got frames={frames}, tokens={tokens}")
+        self.shape_buckets = (frames, tokens)
+
+    def disable_shape_buckets(self) -> None:
+        self.shape_buckets = None
 
     # -- loading -------------------------------------------------------------------------------
 
@@ -432,10 +499,22 @@ class ACEStepTransformer2DModel(ModelMixin, ConfigMixin):
         Returns:
             ``(B, out_channels, 16, output_length)`` in the latents' dtype.
         """
+        frames = hidden_states.shape[-1]
+        frame_mask = None
+        if self.shape_buckets is not None:
+            frame_bucket, token_bucket = self.shape_buckets
+            padded = _round_up(frames, frame_bucket)
+            tokens = _round_up(encoder_hidden_states.shape[1], token_bucket)
+            hidden_states = _pad_axis(hidden_states, -1, padded)
+            attention_mask = _pad_axis(attention_mask, 1, padded)
+            encoder_hidden_states = _pad_axis(encoder_hidden_states, 1, tokens)
+            encoder_hidden_mask = _pad_axis(encoder_hidden_mask, 1, tokens)
+            frame_mask = (torch.arange(padded, device=hidden_states.device) < frames)[None]
+
         dtype, device = hidden_states.dtype, hidden_states.device
         embedded_timestep = self.timestep_embedder(self.time_proj(timestep).to(dtype))
         temb = self.t_block(embedded_timestep)
-        h = self.proj_in(hidden_states)
+        h = self.proj_in(hidden_states, frame_mask)
 
         rope = self.rotary_emb(h.shape[1], device, h.dtype)
         context_rope = self.rotary_emb(encoder_hidden_states.shape[1], device, encoder_hidden_states.dtype)
@@ -444,8 +523,12 @@ class ACEStepTransformer2DModel(ModelMixin, ConfigMixin):
         scale = erg_scale(erg_diffusion, h.shape[0], device)
         for index, block in enumerate(self.transformer_blocks):
             block_scale = scale if index in DIFFUSION_ERG_BLOCKS else None
-            h = block(h, temb, mask, encoder_hidden_states, query_mask, key_mask, rope, context_rope, block_scale)
-        return self.final_layer(h, embedded_timestep, output_length)
+            h = block(
+                h, temb, mask, encoder_hidden_states, query_mask, key_mask, rope, context_rope, block_scale, frame_mask
+            )
+        if frame_mask is None:
+            return self.final_layer(h, embedded_timestep, output_length)
+        return _fit_length(self.final_layer(h, embedded_timestep, frames), output_length)
 
     def forward(
         self,
