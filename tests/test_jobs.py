@@ -1,0 +1,211 @@
+"""The SQLite job store and worker: FIFO, transitions, cancellation, recovery, usage rows."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+
+import pytest
+
+from acestep_app.jobs import (
+    MAX_ATTEMPTS,
+    JobError,
+    JobOutcome,
+    JobStatus,
+    JobStore,
+    JobWorker,
+)
+
+
+@pytest.fixture()
+def store(tmp_path):
+    store = JobStore(tmp_path)
+    yield store
+    store.close()
+
+
+def wait_for(predicate, timeout: float = 10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.01)
+    raise AssertionError("condition not reached in time")
+
+
+def test_store_uses_wal_and_persists(tmp_path):
+    store = JobStore(tmp_path)
+    job = store.create("prompt-to-audio", "owner-a", {"prompt": "x"})
+    store.close()
+    reopened = JobStore(tmp_path)
+    assert reopened.get(job.request_id).input == {"prompt": "x"}
+    (mode,) = sqlite3.connect(tmp_path / "jobs.sqlite3").execute("PRAGMA journal_mode").fetchone()
+    assert mode == "wal"
+    reopened.close()
+
+
+def test_queue_positions_and_fifo_claims(store):
+    jobs = [store.create("prompt-to-audio", "o", {"i": i}) for i in range(3)]
+    assert [store.queue_position(job) for job in jobs] == [0, 1, 2]
+    first = store.claim_next()
+    assert first.request_id == jobs[0].request_id and first.status is JobStatus.IN_PROGRESS
+    assert first.attempts == 1 and first.started_at is not None
+    assert [store.queue_position(store.get(job.request_id)) for job in jobs[1:]] == [0, 1]
+    assert store.claim_next().request_id == jobs[1].request_id
+
+
+def test_owner_isolation(store):
+    job = store.create("prompt-to-audio", "owner-a", {})
+    assert store.get(job.request_id, owner="owner-a") is not None
+    assert store.get(job.request_id, owner="owner-b") is None
+    assert store.get("no-such-id") is None
+
+
+def test_terminal_transitions_write_one_usage_row(store):
+    done, failed, cancelled = (store.create("prompt-to-audio", "o", {}) for _ in range(3))
+    for job in (done, failed):
+        store.claim_next()
+    assert store.complete(done, {"seed": 1}, seconds=12.5, price_usd=0.0025)
+    assert store.fail(failed, "boom")
+    assert store.request_cancel(cancelled.request_id) is JobStatus.CANCELLED
+    assert not store.complete(done, {"seed": 2}, seconds=99, price_usd=1)  # terminal is final
+    rows = {row["request_id"]: row for row in store.usage_rows()}
+    assert len(rows) == 3
+    assert rows[done.request_id]["seconds"] == 12.5 and rows[done.request_id]["price_usd"] == 0.0025
+    assert rows[failed.request_id]["seconds"] == 0 and rows[failed.request_id]["price_usd"] == 0
+    assert rows[cancelled.request_id]["status"] == "CANCELLED" and rows[cancelled.request_id]["seconds"] == 0
+    totals = store.usage_totals()
+    assert totals["all"].jobs == 3 and totals["all"].completed == 1 and totals["all"].seconds == 12.5
+
+
+def test_recover_requeues_once_then_fails(store):
+    job = store.create("prompt-to-audio", "o", {})
+    for attempt in range(1, MAX_ATTEMPTS + 1):
+        claimed = store.claim_next()
+        assert claimed.request_id == job.request_id and claimed.attempts == attempt
+        requeued, failed = store.recover()  # as after a crash mid-run
+        if attempt < MAX_ATTEMPTS:
+            assert (requeued, failed) == (1, 0)
+            assert store.get(job.request_id).status is JobStatus.IN_QUEUE
+    final = store.get(job.request_id)
+    assert (requeued, failed) == (0, 1)
+    assert final.status is JobStatus.FAILED and final.error_type == "server_restarted"
+    assert "stopped while this request was running" in final.error
+
+
+def test_recover_keeps_queue_order(store):
+    running = store.create("prompt-to-audio", "o", {})
+    queued = store.create("prompt-to-audio", "o", {})
+    store.claim_next()
+    store.recover()
+    assert store.claim_next().request_id == running.request_id
+    assert store.queue_position(store.get(queued.request_id)) == 0
+
+
+def test_unwritable_data_dir_is_a_clear_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a dir")
+    with pytest.raises(RuntimeError, match="cannot open the job database"):
+        JobStore(blocker / "data")
+
+
+class ScriptedHandler:
+    """Runs ``steps`` checked steps; the test can hold it at a step or make it fail."""
+
+    def __init__(self, steps: int = 3):
+        self.steps = steps
+        self.release = threading.Event()
+        self.release.set()
+        self.entered = threading.Event()
+        self.error: Exception | None = None
+
+    def __call__(self, job, context):
+        self.entered.set()
+        for step in range(self.steps):
+            self.release.wait(10)
+            context.check()
+            context.log(f"step {step}")
+        if self.error is not None:
+            raise self.error
+        return JobOutcome({"n": job.input["n"]}, billable_seconds=5.0, price_usd=0.001)
+
+
+@pytest.fixture()
+def worker(store):
+    handler = ScriptedHandler()
+    worker = JobWorker(store, handler, poll_interval=0.05)
+    worker.handler_script = handler
+    finished = []
+    worker.add_listener(finished.append)
+    worker.finished = finished
+    worker.start()
+    yield worker
+    handler.release.set()
+    worker.stop(5)
+
+
+def test_worker_runs_jobs_in_order(store, worker):
+    jobs = [store.create("prompt-to-audio", "o", {"n": n}) for n in range(4)]
+    worker.notify()
+    wait_for(lambda: len(worker.finished) == 4)
+    assert [job.request_id for job in worker.finished] == [job.request_id for job in jobs]
+    for n, job in enumerate(jobs):
+        stored = store.get(job.request_id)
+        assert stored.status is JobStatus.COMPLETED and stored.result == {"n": n}
+        assert stored.billable_seconds == 5.0
+        assert [entry["message"] for entry in stored.logs][-2:] == ["step 2", "Request completed."]
+        assert all(set(entry) == {"message", "level", "source", "timestamp"} for entry in stored.logs)
+
+
+def test_cancel_queued_and_running(store, worker):
+    script = worker.handler_script
+    script.release.clear()
+    running = store.create("prompt-to-audio", "o", {"n": 0})
+    queued = store.create("prompt-to-audio", "o", {"n": 1})
+    worker.notify()
+    assert script.entered.wait(5)
+    wait_for(lambda: store.get(running.request_id).status is JobStatus.IN_PROGRESS)
+
+    assert store.request_cancel(queued.request_id) is JobStatus.CANCELLED
+    assert store.request_cancel(running.request_id) is JobStatus.IN_PROGRESS  # flagged
+    script.release.set()
+    wait_for(lambda: store.get(running.request_id).status is JobStatus.CANCELLED)
+    assert store.get(queued.request_id).status is JobStatus.CANCELLED
+    assert all(row["seconds"] == 0 and row["price_usd"] == 0 for row in store.usage_rows())
+    assert store.request_cancel(running.request_id) is JobStatus.CANCELLED  # idempotent
+
+
+def test_failures_are_reported_and_the_worker_keeps_going(store, worker):
+    script = worker.handler_script
+    script.error = RuntimeError("CUDA fell over")
+    failed = store.create("prompt-to-audio", "o", {"n": 0})
+    worker.notify()
+    wait_for(lambda: store.get(failed.request_id).status is JobStatus.FAILED)
+    job = store.get(failed.request_id)
+    assert job.error == "RuntimeError: CUDA fell over" and job.error_status == 500
+    script.error = JobError("bad field", status_code=422, error_type="validation_error",
+                            detail=[{"loc": ["body", "seed"], "msg": "bad", "type": "value_error"}])
+    invalid = store.create("prompt-to-audio", "o", {"n": 1})
+    worker.notify()
+    wait_for(lambda: store.get(invalid.request_id).status is JobStatus.FAILED)
+    assert store.get(invalid.request_id).error_status == 422
+    script.error = None
+    ok = store.create("prompt-to-audio", "o", {"n": 2})
+    worker.notify()
+    wait_for(lambda: store.get(ok.request_id).status is JobStatus.COMPLETED)
+    seconds = {row["request_id"]: row["seconds"] for row in store.usage_rows()}
+    assert seconds == {failed.request_id: 0, invalid.request_id: 0, ok.request_id: 5.0}
+
+
+def test_stop_puts_the_running_job_back_without_spending_an_attempt(store, worker):
+    script = worker.handler_script
+    script.release.clear()
+    job = store.create("prompt-to-audio", "o", {"n": 0})
+    worker.notify()
+    assert script.entered.wait(5)
+    threading.Timer(0.2, script.release.set).start()
+    worker.stop(5)
+    stopped = store.get(job.request_id)
+    assert stopped.status is JobStatus.IN_QUEUE and stopped.attempts == 0
+    assert store.usage_rows() == []
