@@ -1,0 +1,73 @@
+"""``acestep-app serve``: the local fal-compatible server (see :mod:`acestep_app.server`)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+
+HELP = "serve the endpoint locally with fal's queue protocol (fal_client works against it)"
+
+logger = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    parser.add_argument("--weights", type=Path, default=None,
+                        help="checkpoint dir (default: [engine] weights_dir of infra.toml)")
+    parser.add_argument("--data-dir", type=Path, default=Path("data"),
+                        help="jobs database and generated audio (default ./data)")
+    parser.add_argument("--api-key", action="append", default=None,
+                        help="require 'Authorization: Key <key>'; repeat for several isolated keys "
+                             "(default: env ACESTEP_API_KEY, else no auth)")
+    parser.add_argument("--ssl-certfile", type=Path, default=None, help="TLS certificate (PEM); fal_client needs https")
+    parser.add_argument("--ssl-keyfile", type=Path, default=None, help="TLS private key (PEM)")
+    parser.add_argument("--max-body-bytes", type=int, default=None, help="request body limit (413 above it)")
+
+
+def serve_app(app, host: str, port: int, ssl_certfile: Path | None = None, ssl_keyfile: Path | None = None) -> None:
+    """Run an ASGI app with uvicorn (blocking) until SIGINT/SIGTERM."""
+    import uvicorn
+
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        ssl_certfile=str(ssl_certfile) if ssl_certfile else None,
+        ssl_keyfile=str(ssl_keyfile) if ssl_keyfile else None,
+        proxy_headers=True,
+        log_level="info",
+    )
+    uvicorn.Server(config).run()
+
+
+def api_keys(args: argparse.Namespace) -> list[str] | None:
+    keys = args.api_key or ([os.environ["ACESTEP_API_KEY"]] if os.environ.get("ACESTEP_API_KEY") else None)
+    return keys
+
+
+def run(args: argparse.Namespace) -> int:
+    from acestep_app.engine import Engine
+    from acestep_app.jobs import JobStore
+    from acestep_app.server import DEFAULT_MAX_BODY_BYTES, create_app
+    from acestep_app.settings import Settings
+
+    if (args.ssl_certfile is None) != (args.ssl_keyfile is None):
+        logger.error("--ssl-certfile and --ssl-keyfile go together")
+        return 2
+    settings = Settings.load()
+    if args.weights is not None:
+        engine_settings = settings.engine.model_copy(update={"weights_dir": str(args.weights)})
+        settings = settings.model_copy(update={"engine": engine_settings})
+    try:  # an unusable data dir fails now, not after minutes of loading weights
+        JobStore(args.data_dir).close()
+    except RuntimeError as error:
+        logger.error("%s", error)
+        return 1
+    engine = Engine.load(settings)
+    app = create_app(engine, settings, args.data_dir, api_key=api_keys(args),
+                     max_body_bytes=args.max_body_bytes or DEFAULT_MAX_BODY_BYTES)
+    serve_app(app, args.host, args.port, args.ssl_certfile, args.ssl_keyfile)
+    return 0

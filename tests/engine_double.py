@@ -1,0 +1,111 @@
+"""A controllable stand-in for ``acestep_app.engine.Engine`` (same ``generate`` contract).
+
+Server and queue tests use it to hold a job mid-run, inject failures and delays, and run hundreds of
+jobs quickly; end-to-end tests use the real Engine on the tiny checkpoint instead.
+Also runnable as a server: ``python tests/engine_double.py --data-dir D --port P [--step-delay S]``
+(the restart tests kill -9 it while a job is held in a slow step).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import threading
+import time
+import wave
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Progress:
+    step: int
+    total: int
+    message: str = ""
+
+
+@dataclass
+class Generation:
+    waveform: np.ndarray
+    sample_rate: int
+    seed: int
+    tags: str
+    lyrics: str
+    duration: float
+    billable_seconds: float
+    logs: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class EngineDouble:
+    """Generates silence; ``steps`` progress callbacks, ``step_delay`` seconds apart.
+
+    ``hold``: when set to an Event, every step waits for it (tests release it to let jobs run).
+    ``fail_with``: an exception raised after the first step. ``started`` is set when a job begins.
+    """
+
+    def __init__(self, steps: int = 3, step_delay: float = 0.0, sample_rate: int = 8000):
+        self.steps = steps
+        self.step_delay = step_delay
+        self.sample_rate = sample_rate
+        self.hold: threading.Event | None = None
+        self.fail_with: BaseException | None = None
+        self.started = threading.Event()
+        self.calls: list[object] = []
+
+    def generate(self, request, on_progress=None) -> Generation:
+        self.calls.append(request)
+        self.started.set()
+        for step in range(1, self.steps + 1):
+            if self.hold is not None:
+                self.hold.wait(30)
+            time.sleep(self.step_delay)
+            if on_progress is not None:
+                on_progress(Progress(step, self.steps, f"denoising step {step}/{self.steps}"))
+            if self.fail_with is not None:
+                raise self.fail_with
+        samples = int(round(request.duration * self.sample_rate))
+        tags = getattr(request, "tags", None) or "double, silence"
+        lyrics = getattr(request, "lyrics", None) or "[inst]"
+        return Generation(
+            waveform=np.zeros((2, samples), dtype=np.float32),
+            sample_rate=self.sample_rate,
+            seed=request.seed if request.seed is not None else 1234,
+            tags=tags,
+            lyrics=lyrics,
+            duration=request.duration,
+            billable_seconds=samples / self.sample_rate,
+            logs=["engine double: silent audio"],
+        )
+
+    def wav_bytes(self, generation: Generation) -> bytes:
+        buffer = io.BytesIO()
+        with wave.open(buffer, "wb") as out:
+            out.setnchannels(generation.waveform.shape[0])
+            out.setsampwidth(2)
+            out.setframerate(generation.sample_rate)
+            out.writeframes((generation.waveform.T * 32767).astype("<i2").tobytes())
+        return buffer.getvalue()
+
+    def describe(self) -> dict:
+        return {"is_tiny": True, "engine": "double"}
+
+
+def main() -> None:
+    from acestep_app.commands.serve import serve_app
+    from acestep_app.server import create_app
+    from acestep_app.settings import Settings
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--data-dir", required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--step-delay", type=float, default=0.0)
+    args = parser.parse_args()
+    engine = EngineDouble(steps=args.steps, step_delay=args.step_delay)
+    serve_app(create_app(engine, Settings.load(), args.data_dir), "127.0.0.1", args.port)
+
+
+if __name__ == "__main__":
+    main()
