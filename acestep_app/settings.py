@@ -1,0 +1,140 @@
+"""Typed loader for ``infra.toml``, the single deploy and runtime config.
+
+``Settings.load()`` reads, in order of precedence: an explicit path, the file named by
+``$ACESTEP_INFRA``, ``infra.toml`` at the repository root. Installed without the repository (no
+such file), it falls back to the built-in defaults below, which mirror the shipped ``infra.toml``;
+a deploy that customises the file must ship it (and point ``ACESTEP_INFRA`` at it) or build its
+``Settings`` at deploy time. Unknown keys and wrongly typed values are errors that name the key.
+
+Sections: ``[app]``, ``[engine]``, ``[weights]``, ``[fal]``, ``[modal]``. Settings are frozen pydantic
+models, so they pickle (fal ships the App by value) and compare by value.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+logger = logging.getLogger(__name__)
+
+INFRA_ENV = "ACESTEP_INFRA"
+REPO_INFRA_PATH = Path(__file__).resolve().parents[1] / "infra.toml"
+
+_SECTION_CONFIG = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class SettingsError(ValueError):
+    """``infra.toml`` is missing, unreadable, or has an unknown or invalid key."""
+
+
+class AppSection(BaseModel):
+    model_config = _SECTION_CONFIG
+
+    name: str = "acestep-app"
+    price_per_second_usd: float = Field(default=0.0002, ge=0, allow_inf_nan=False)
+
+
+class EngineSection(BaseModel):
+    model_config = _SECTION_CONFIG
+
+    weights_dir: str = ""
+    device: str = Field(default="auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    batched_guidance: bool = True
+    compile: bool = False
+    decode_chunk_frames: int = Field(default=0, ge=0)
+
+
+class WeightsSection(BaseModel):
+    model_config = _SECTION_CONFIG
+
+    repo: str = "ACE-Step/ACE-Step-v1-3.5B"
+    revision: str = Field(default="82cd0d7b6322bd28cd4e830fe675ddb6180ce36c", pattern=r"^[0-9a-f]{40}$")
+    cache_dir: str = ""
+
+
+class FalSection(BaseModel):
+    model_config = _SECTION_CONFIG
+
+    app_name: str = "ace-step"
+    app_auth: Literal["private", "public", "shared"] = "private"
+    machine_type: str | list[str] = "GPU-H100"
+    num_gpus: int = Field(default=1, ge=1)
+    keep_alive: int = Field(default=300, ge=0)
+    min_concurrency: int = Field(default=0, ge=0)
+    max_concurrency: int = Field(default=4, ge=1)
+    request_timeout: int = Field(default=600, ge=1)
+
+
+class ModalSection(BaseModel):
+    model_config = _SECTION_CONFIG
+
+    gpu: str | list[str] = "H100"
+    timeout: int = Field(default=600, ge=1)
+    scaledown_window: int = Field(default=300, ge=2)
+    max_inputs: int = Field(default=1, ge=1)
+    volume: str = "acestep-weights"
+    secret: str = ""
+
+
+class Settings(BaseModel):
+    """Every setting of the app, one attribute per ``infra.toml`` section."""
+
+    model_config = _SECTION_CONFIG
+
+    app: AppSection = AppSection()
+    engine: EngineSection = EngineSection()
+    weights: WeightsSection = WeightsSection()
+    fal: FalSection = FalSection()
+    modal: ModalSection = ModalSection()
+
+    @classmethod
+    def load(cls, path: str | os.PathLike | None = None) -> Settings:
+        """Load ``path``, else ``$ACESTEP_INFRA``, else the repository's ``infra.toml``, else defaults."""
+        if path is None and os.environ.get(INFRA_ENV):
+            path = os.environ[INFRA_ENV]
+        if path is None:
+            if not REPO_INFRA_PATH.is_file():
+                logger.warning("no infra.toml at %s and %s unset: using built-in defaults", REPO_INFRA_PATH, INFRA_ENV)
+                return cls()
+            path = REPO_INFRA_PATH
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as error:
+            raise SettingsError(f"cannot read settings file {path}: {error}") from error
+        logger.debug("settings from %s", path)
+        return cls.from_toml(text, source=str(path))
+
+    @classmethod
+    def from_toml(cls, text: str, source: str = "<string>") -> Settings:
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as error:
+            raise SettingsError(f"{source}: invalid TOML: {error}") from error
+        return cls.from_dict(data, source=source)
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "<dict>") -> Settings:
+        try:
+            return cls.model_validate(data)
+        except ValidationError as error:
+            raise SettingsError(_describe(error, source)) from None
+
+
+def _describe(error: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid settings"]
+    for item in error.errors():
+        section, *rest = [str(part) for part in item["loc"]]
+        key = ".".join(rest)
+        where = f"[{section}] {key}" if key else f"[{section}]"
+        if item["type"] == "extra_forbidden":
+            lines.append(f"  {where}: unknown {'key' if key else 'section'}")
+        else:
+            lines.append(f"  {where}: {item['msg']} (got {item.get('input')!r})")
+    return "\n".join(lines)
