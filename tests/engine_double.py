@@ -102,9 +102,13 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--step-delay", type=float, default=0.0)
+    parser.add_argument("--api-key", default=None)
+    parser.add_argument("--ssl-certfile", default=None)
+    parser.add_argument("--ssl-keyfile", default=None)
     args = parser.parse_args()
     engine = EngineDouble(steps=args.steps, step_delay=args.step_delay)
-    serve_app(create_app(engine, Settings.load(), args.data_dir), "127.0.0.1", args.port)
+    app = create_app(engine, Settings.load(), args.data_dir, api_key=args.api_key)
+    serve_app(app, "127.0.0.1", args.port, args.ssl_certfile, args.ssl_keyfile)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,161 @@
+"""Server processes: kill -9 with jobs queued and running, restart, nothing lost; bounded load.
+
+Every accepted job must end COMPLETED, or FAILED with a reason, with exactly one usage row.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import statistics
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from server_process import ServerProcess, double_command, free_port, running, serve_command
+
+APP = "fal-ai/ace-step"
+
+
+def submit(base_url: str, payload: dict, path: str = "/prompt-to-audio", client: httpx.Client | None = None) -> dict:
+    response = (client or httpx).post(f"{base_url}/{APP}{path}", json=payload, timeout=30)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def status_of(handle: dict) -> dict:
+    return httpx.get(handle["status_url"], timeout=30).json()
+
+
+def wait_until(predicate, timeout: float = 60.0, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError("condition not reached in time")
+
+
+def jobs_table(data_dir: Path) -> list[sqlite3.Row]:
+    db = sqlite3.connect(data_dir / "jobs.sqlite3")
+    db.row_factory = sqlite3.Row
+    try:
+        return db.execute("SELECT * FROM jobs ORDER BY seq").fetchall()
+    finally:
+        db.close()
+
+
+def usage_table(data_dir: Path) -> list[sqlite3.Row]:
+    db = sqlite3.connect(data_dir / "jobs.sqlite3")
+    db.row_factory = sqlite3.Row
+    try:
+        return db.execute("SELECT * FROM usage").fetchall()
+    finally:
+        db.close()
+
+
+def test_kill_9_with_jobs_running_and_queued_then_restart_completes_all(tmp_path):
+    data_dir, port = tmp_path / "data", free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    server = ServerProcess(double_command(data_dir, port, "--steps", "10", "--step-delay", "0.1"), base_url,
+                           tmp_path / "server.log")
+    server.start()
+    try:
+        handles = [submit(base_url, {"prompt": f"song {i}", "duration": 5}) for i in range(3)]
+        handles.append(submit(base_url, {"tags": "jazz", "duration": 5}, path=""))
+        wait_until(lambda: status_of(handles[0])["status"] == "IN_PROGRESS")
+        server.kill()
+        assert [row["status"] for row in jobs_table(data_dir)] == ["IN_PROGRESS"] + ["IN_QUEUE"] * 3
+
+        server.start()
+        for handle in handles:
+            final = wait_until(lambda: (body := status_of(handle))["status"] == "COMPLETED" and body)
+            assert "error" not in final, final
+        logs = httpx.get(handles[0]["status_url"], params={"logs": "true"}).json()["logs"]
+        assert any("re-queued" in entry["message"] for entry in logs)
+        results = [httpx.get(handle["response_url"]) for handle in handles]
+        assert all(result.status_code == 200 for result in results)
+        assert all(result.headers["x-fal-billable-units"] == "5" for result in results)
+    finally:
+        server.stop()
+    rows = jobs_table(data_dir)
+    assert [row["status"] for row in rows] == ["COMPLETED"] * 4
+    assert [row["attempts"] for row in rows] == [2, 1, 1, 1]
+    assert sorted(row["request_id"] for row in usage_table(data_dir)) == sorted(h["request_id"] for h in handles)
+
+
+def test_a_job_that_crashes_the_server_twice_fails_with_a_reason(tmp_path):
+    data_dir, port = tmp_path / "data", free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    server = ServerProcess(double_command(data_dir, port, "--steps", "50", "--step-delay", "0.1"), base_url,
+                           tmp_path / "server.log")
+    server.start()
+    try:
+        handle = submit(base_url, {"prompt": "poison", "duration": 5})
+        for _ in range(2):
+            wait_until(lambda: status_of(handle)["status"] == "IN_PROGRESS")
+            server.kill()
+            server.start()
+        final = wait_until(lambda: (body := status_of(handle))["status"] == "COMPLETED" and body)
+        assert final["error_type"] == "server_restarted"
+        assert "stopped while this request was running" in final["error"]
+        result = httpx.get(handle["response_url"])
+        assert result.status_code == 500 and result.headers["x-fal-billable-units"] == "0"
+    finally:
+        server.stop()
+    assert [(row["status"], row["seconds"]) for row in usage_table(data_dir)] == [("FAILED", 0)]
+
+
+def test_graceful_stop_requeues_the_running_job(tmp_path):
+    data_dir, port = tmp_path / "data", free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    server = ServerProcess(double_command(data_dir, port, "--steps", "50", "--step-delay", "0.1"), base_url,
+                           tmp_path / "server.log")
+    server.start()
+    try:
+        handle = submit(base_url, {"prompt": "x", "duration": 5})
+        wait_until(lambda: status_of(handle)["status"] == "IN_PROGRESS")
+        server.stop()  # SIGTERM
+        (row,) = jobs_table(data_dir)
+        assert (row["status"], row["attempts"]) == ("IN_QUEUE", 0)
+    finally:
+        server.stop()
+
+
+def test_load_200_submissions_from_20_clients(tmp_path):
+    data_dir, port = tmp_path / "data", free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    total, clients = 200, 20
+
+    def one_client(index: int) -> list[tuple[dict, float]]:
+        done = []
+        with httpx.Client(timeout=60) as client:
+            for n in range(total // clients):
+                started = time.perf_counter()
+                handle = submit(base_url, {"prompt": f"load {index}-{n}", "duration": 5}, client=client)
+                while (body := client.get(handle["status_url"]).json())["status"] != "COMPLETED":
+                    time.sleep(0.02)
+                result = client.get(handle["response_url"])
+                assert result.status_code == 200 and "error" not in body
+                done.append((handle, time.perf_counter() - started))
+        return done
+
+    with running(double_command(data_dir, port, "--steps", "1"), base_url, tmp_path / "server.log"):
+        with ThreadPoolExecutor(clients) as pool:
+            outcomes = [item for batch in pool.map(one_client, range(clients)) for item in batch]
+
+    handles = [handle for handle, _ in outcomes]
+    latencies = sorted(latency for _, latency in outcomes)
+    rows = jobs_table(data_dir)
+    assert len(handles) == total and len({h["request_id"] for h in handles}) == total
+    assert len(rows) == total and all(row["status"] == "COMPLETED" for row in rows)
+    assert all(0 <= h["queue_position"] < total for h in handles)
+    started_order = sorted(rows, key=lambda row: row["started_at"])
+    assert [row["seq"] for row in started_order] == [row["seq"] for row in rows]  # FIFO
+    assert len(usage_table(data_dir)) == total
+    p50, p99 = statistics.median(latencies), latencies[int(0.99 * (len(latencies) - 1))]
+    print(f"\nload: {total} jobs from {clients} clients: submitted {total}, completed {len(rows)}, "
+          f"lost 0; latency p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms")
