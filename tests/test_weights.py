@@ -1,0 +1,414 @@
+"""Weights manifest, pull and verify, offline: huggingface_hub and the HTTP fetch are replaced by
+local fakes serving files from a temp folder."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import re
+import sys
+import types
+from pathlib import Path
+
+import huggingface_hub
+import pytest
+
+from acestep_app import weights
+from acestep_app.commands import weights as weights_command
+from acestep_app.errors import WeightsError
+from acestep_app.settings import Settings
+from acestep_app.weights import (
+    PACKAGED_MANIFEST_PATH,
+    REPO_MANIFEST_PATH,
+    STAMP_FILE,
+    Manifest,
+    check_pin,
+    default_weights_dir,
+    ensure_weights,
+    find_problems,
+    pull,
+    resolve_weights_dir,
+    verify,
+    weights_cache_dir,
+)
+
+REPO = "someone/tiny-music"
+REVISION = "0123456789abcdef0123456789abcdef01234567"
+VOCAB_URL = "https://example.invalid/vocab.json"
+REMOTE_FILES = {
+    "ace_step_transformer/config.json": b'{"_class_name": "Transformer2DModel"}',
+    "ace_step_transformer/diffusion_pytorch_model.safetensors": os.urandom(4096),
+    "umt5-base/tokenizer.json": b'{"version": "1.0"}',
+}
+VOCAB = b'{"model": {"vocab": {"a": 0}}}'
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _manifest(vocab: bytes = VOCAB) -> Manifest:
+    files = [{"path": path, "sha256": _sha(data), "size": len(data)} for path, data in REMOTE_FILES.items()]
+    return Manifest.from_dict(
+        {
+            "hub": {"acestep": {"repo": REPO, "revision": REVISION, "target": "", "files": files}},
+            "url": {"lyric_vocab": {"url": VOCAB_URL, "sha256": _sha(vocab), "path": "lyric_tokenizer/vocab.json"}},
+        }
+    )
+
+
+class FakeHub:
+    """Serves REMOTE_FILES like ``hf_hub_download(..., local_dir=...)`` and records every call."""
+
+    def __init__(self, remote: Path):
+        self.remote = remote
+        self.calls: list[dict] = []
+        self.fail: set[str] = set()
+
+    def __call__(self, repo_id, filename, *, revision, local_dir, token=None, force_download=False, **kwargs):
+        call = dict(repo_id=repo_id, filename=filename, revision=revision, token=token, force=force_download)
+        self.calls.append(call)
+        if filename in self.fail:
+            raise OSError("connection reset")
+        target = Path(local_dir) / filename
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes((self.remote / filename).read_bytes())
+        return str(target)
+
+
+@pytest.fixture
+def remote(tmp_path) -> Path:
+    root = tmp_path / "remote"
+    for path, data in REMOTE_FILES.items():
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_bytes(data)
+    return root
+
+
+@pytest.fixture
+def hub(remote, monkeypatch) -> FakeHub:
+    fake = FakeHub(remote)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake)
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    return fake
+
+
+@pytest.fixture
+def http(monkeypatch) -> list[str]:
+    requested: list[str] = []
+
+    def fake_get(url: str) -> bytes:
+        requested.append(url)
+        return VOCAB
+
+    monkeypatch.setattr(weights, "_http_get", fake_get)
+    return requested
+
+
+# ------------------------------------------------------------------------------------------ manifest
+
+
+def _spec_digests(shared_dir: Path) -> dict[str, str]:
+    text = (shared_dir / "spec" / "official-weights.md").read_text(encoding="utf-8")
+    return dict(re.findall(r"^\| ([\w./-]+) \| ([0-9a-f]{64}) \|$", text, flags=re.MULTILINE))
+
+
+def test_manifest_pins_equal_the_spec(shared_dir):
+    manifest = Manifest.load()
+    acestep = manifest.hub["acestep"]
+    assert (acestep.repo, acestep.revision) == ("ACE-Step/ACE-Step-v1-3.5B", "82cd0d7b6322bd28cd4e830fe675ddb6180ce36c")
+    assert acestep.target == ""
+    spec = _spec_digests(shared_dir)
+    assert len(spec) == 11
+    assert {f.path: f.sha256 for f in acestep.files} == spec
+    assert [f.remote for f in acestep.files] == [f.path for f in acestep.files]
+
+    vocab = manifest.url["lyric_vocab"]
+    assert vocab.url == (
+        "https://raw.githubusercontent.com/ace-step/ACE-Step/d612523f50e252c0e138e68ae75b06223f96e934/"
+        "acestep/models/lyrics_utils/vocab.json"
+    )
+    assert vocab.file.path == "lyric_tokenizer/vocab.json"
+    spec_copy = (shared_dir / "spec" / "lyrics_vocab.json").read_bytes()
+    assert vocab.file.sha256 == _sha(spec_copy) == "c2a66ea48c478c0bb9acb5497144b926acdeaa37128faa799508d40f2b9cc558"
+    assert vocab.file.size == len(spec_copy)
+
+
+def test_manifest_sizes_agree_with_the_spec_state_dicts(shared_dir):
+    import json
+    import math
+
+    shapes = json.loads((shared_dir / "spec" / "official-state-dict-shapes.json").read_text())
+    sizes = {f.path: f.size for f in Manifest.load().hub["acestep"].files}
+    for folder in ("ace_step_transformer", "music_dcae_f8c8", "music_vocoder"):
+        tensors = {k: v for k, v in shapes[folder].items() if isinstance(v, list)}
+        payload = 2 * sum(math.prod(shape) for shape in tensors.values())  # 16-bit parameters
+        header = sizes[f"{folder}/diffusion_pytorch_model.safetensors"] - payload
+        assert 50 * len(tensors) < header < 200 * len(tensors), folder
+
+
+def test_packaged_manifest_is_the_repository_copy():
+    assert PACKAGED_MANIFEST_PATH.read_bytes() == REPO_MANIFEST_PATH.read_bytes(), (
+        "copy weights/manifest.toml to acestep_app/data/manifest.toml"
+    )
+
+
+def test_infra_toml_pins_the_manifest_revision():
+    check_pin(Settings.load(), Manifest.load())
+    other = Settings.from_dict({"weights": {"revision": "f" * 40}})
+    with pytest.raises(WeightsError, match="update both"):
+        check_pin(other, Manifest.load())
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"models": {}}, "unknown sections"),
+        ({"hub": {"x": {"repo": "a/b", "revision": "r", "files": [], "mirror": "y"}}}, "unknown keys"),
+        ({"hub": {"x": {"repo": "a/b", "revision": "r", "files": [{"path": "a", "sha256": "00"}]}}}, "64 lowercase"),
+        ({"hub": {"x": {"repo": "a/b", "revision": "r", "files": [{"path": "../a", "sha256": "0" * 64}]}}}, "inside"),
+        ({"url": {"v": {"url": "http://x/v.json", "sha256": "0" * 64, "path": "v.json"}}}, "https"),
+        (
+            {
+                "hub": {"x": {"repo": "a/b", "revision": "r", "files": [{"path": "v.json", "sha256": "0" * 64}]}},
+                "url": {"v": {"url": "https://x/v.json", "sha256": "1" * 64, "path": "v.json"}},
+            },
+            "listed twice",
+        ),
+    ],
+)
+def test_invalid_manifests_are_rejected(tmp_path, data, message):
+    with pytest.raises(ValueError, match=message):
+        Manifest.from_dict(data)
+
+
+def test_manifest_accepts_more_entries(tmp_path):
+    text = REPO_MANIFEST_PATH.read_text() + (
+        '\n[hub.songwriter]\nrepo = "someone/llm"\nrevision = "' + "a" * 40 + '"\ntarget = "songwriter"\n'
+        'files = [{ path = "model.safetensors", sha256 = "' + "b" * 64 + '" }]\n'
+    )
+    (tmp_path / "manifest.toml").write_text(text)
+    manifest = Manifest.load(tmp_path / "manifest.toml")
+    assert manifest.names() == ["acestep", "songwriter", "lyric_vocab"]
+    [llm_file] = manifest.files(only=["songwriter"])
+    assert (llm_file.path, llm_file.remote) == ("songwriter/model.safetensors", "model.safetensors")
+    assert len(manifest.files(only=["acestep", "lyric_vocab"])) == 12
+    with pytest.raises(WeightsError, match="unknown manifest entries"):
+        manifest.files(only=["nope"])
+
+
+# ---------------------------------------------------------------------------------------------- pull
+
+
+def test_pull_fetches_checks_and_stamps(tmp_path, hub, http, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_secret")
+    dest = tmp_path / "weights"
+    assert pull(dest, progress=False, manifest=_manifest()) == dest
+    for path, data in REMOTE_FILES.items():
+        assert (dest / path).read_bytes() == data
+    assert (dest / "lyric_tokenizer" / "vocab.json").read_bytes() == VOCAB
+    assert sorted(call["filename"] for call in hub.calls) == sorted(REMOTE_FILES)
+    assert {(c["repo_id"], c["revision"], c["token"], c["force"]) for c in hub.calls} == {
+        (REPO, REVISION, "hf_secret", False)
+    }
+    assert http == [VOCAB_URL]
+    assert (dest / STAMP_FILE).is_file()
+
+    hub.calls.clear()
+    http.clear()
+    pull(dest, progress=False, manifest=_manifest())  # warm: verified files are trusted, no network
+    assert hub.calls == [] and http == []
+
+
+def test_pull_refetches_only_missing_or_bad_files(tmp_path, hub, http):
+    dest = tmp_path / "weights"
+    pull(dest, progress=False, manifest=_manifest())
+    hub.calls.clear()
+    http.clear()
+    (dest / "umt5-base" / "tokenizer.json").unlink()
+    (dest / "ace_step_transformer" / "config.json").write_bytes(b"corrupted!")
+    pull(dest, progress=False, manifest=_manifest())
+    fetched = {call["filename"]: call["force"] for call in hub.calls}
+    assert fetched == {"umt5-base/tokenizer.json": False, "ace_step_transformer/config.json": True}
+    assert http == []
+    verify(dest, _manifest())
+
+
+def test_pull_adopts_files_already_present(tmp_path, hub, http, remote):
+    dest = tmp_path / "weights"
+    for path in REMOTE_FILES:  # e.g. copied from another cache: hashed once, not downloaded
+        (dest / path).parent.mkdir(parents=True, exist_ok=True)
+        (dest / path).write_bytes((remote / path).read_bytes())
+    pull(dest, progress=False, manifest=_manifest())
+    assert hub.calls == [] and http == [VOCAB_URL]
+
+
+def test_pull_digest_mismatch_names_file_and_both_digests(tmp_path, hub, http, remote):
+    bad = b"a different, longer upload"
+    (remote / "umt5-base" / "tokenizer.json").write_bytes(bad)
+    dest = tmp_path / "weights"
+    with pytest.raises(WeightsError) as caught:
+        pull(dest, progress=False, manifest=_manifest())
+    message = str(caught.value)
+    assert "umt5-base/tokenizer.json" in message
+    assert f"expected {_sha(REMOTE_FILES['umt5-base/tokenizer.json'])}" in message
+    assert f"got {_sha(bad)} (size {len(bad)} bytes, expected 18)" in message
+    assert "ace_step_transformer" not in message  # only the bad file is named
+    # the good files are remembered; the bad one is fetched again next time
+    hub.calls.clear()
+    with pytest.raises(WeightsError):
+        pull(dest, progress=False, manifest=_manifest())
+    assert [call["filename"] for call in hub.calls] == ["umt5-base/tokenizer.json"]
+
+
+def test_pull_sha256_mismatch_with_matching_size(tmp_path, hub, http, remote):
+    original = REMOTE_FILES["ace_step_transformer/config.json"]
+    tampered = original[:-2] + b"X}"
+    (remote / "ace_step_transformer" / "config.json").write_bytes(tampered)
+    with pytest.raises(WeightsError, match=f"sha256 mismatch: expected {_sha(original)}, got {_sha(tampered)}"):
+        pull(tmp_path / "weights", progress=False, manifest=_manifest())
+
+
+def test_vocab_digest_mismatch(tmp_path, hub, monkeypatch):
+    monkeypatch.setattr(weights, "_http_get", lambda url: b"not the vocabulary")
+    with pytest.raises(WeightsError, match=r"lyric_tokenizer/vocab.json: .*expected"):
+        pull(tmp_path / "weights", progress=False, manifest=_manifest())
+
+
+def test_download_failures_are_reported_per_file(tmp_path, hub, http):
+    hub.fail.add("umt5-base/tokenizer.json")
+    with pytest.raises(WeightsError, match=r"umt5-base/tokenizer.json: download failed: OSError: connection reset"):
+        pull(tmp_path / "weights", progress=False, manifest=_manifest())
+    assert (tmp_path / "weights" / "ace_step_transformer" / "config.json").is_file()  # the rest was fetched
+
+
+def test_pull_checks_free_space_first(tmp_path, hub, http, monkeypatch):
+    huge = Manifest.from_dict(
+        {"url": {"big": {"url": "https://x/big.bin", "sha256": "0" * 64, "size": 10**18, "path": "big.bin"}}}
+    )
+    with pytest.raises(WeightsError, match="not enough disk space"):
+        pull(tmp_path / "weights", progress=False, manifest=huge)
+    assert http == []
+
+
+def test_real_manifest_requests_the_pinned_files(tmp_path, hub, http, monkeypatch):
+    monkeypatch.setattr(weights, "_check_free_space", lambda root, files: None)
+    manifest = Manifest.load()
+    hub.remote = tmp_path / "any"
+    for f in manifest.files(["acestep"]):
+        (hub.remote / f.path).parent.mkdir(parents=True, exist_ok=True)
+        (hub.remote / f.path).write_bytes(b"x")
+    with pytest.raises(WeightsError):  # the stand-in bytes fail every digest
+        pull(tmp_path / "weights", progress=False, manifest=manifest)
+    assert sorted(call["filename"] for call in hub.calls) == sorted(_spec_paths(manifest))
+    assert {(call["repo_id"], call["revision"]) for call in hub.calls} == {
+        ("ACE-Step/ACE-Step-v1-3.5B", "82cd0d7b6322bd28cd4e830fe675ddb6180ce36c")
+    }
+    assert http == [manifest.url["lyric_vocab"].url]
+
+
+def _spec_paths(manifest: Manifest) -> list[str]:
+    return [f.path for f in manifest.hub["acestep"].files]
+
+
+# -------------------------------------------------------------------------------------------- verify
+
+
+def test_verify_names_every_missing_or_bad_file(tmp_path, hub, http):
+    dest = tmp_path / "weights"
+    pull(dest, progress=False, manifest=_manifest())
+    (dest / "umt5-base" / "tokenizer.json").unlink()
+    (dest / "lyric_tokenizer" / "vocab.json").write_bytes(b"{}")
+    problems = find_problems(dest, _manifest())
+    assert problems == ["umt5-base/tokenizer.json: missing", f"lyric_tokenizer/vocab.json: sha256 mismatch: "
+                        f"expected {_sha(VOCAB)}, got {_sha(b'{}')}"]
+    with pytest.raises(WeightsError) as caught:
+        verify(dest, _manifest())
+    assert "umt5-base/tokenizer.json: missing" in str(caught.value)
+    assert "lyric_tokenizer/vocab.json" in str(caught.value)
+    assert len(find_problems(tmp_path / "nowhere", _manifest())) == 4
+
+
+def test_quick_verify_trusts_stamps_and_full_verify_rehashes(tmp_path, hub, http):
+    dest = tmp_path / "weights"
+    pull(dest, progress=False, manifest=_manifest())
+    target = dest / "ace_step_transformer" / "diffusion_pytorch_model.safetensors"
+    stat = target.stat()
+    target.write_bytes(os.urandom(stat.st_size))  # same size, restored mtime: only a hash can tell
+    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    verify(dest, _manifest(), quick=True)
+    with pytest.raises(WeightsError, match="diffusion_pytorch_model.safetensors: sha256 mismatch"):
+        verify(dest, _manifest())
+    with pytest.raises(WeightsError):  # the failed full check also withdrew the stamp
+        verify(dest, _manifest(), quick=True)
+
+
+# ----------------------------------------------------------------------------------------- locations
+
+
+def test_weights_locations(tmp_path, monkeypatch):
+    monkeypatch.delenv(weights.WEIGHTS_DIR_ENV, raising=False)
+    assert default_weights_dir() == Path.home() / ".cache" / "acestep-app" / "weights"
+    monkeypatch.setenv(weights.WEIGHTS_DIR_ENV, str(tmp_path / "env"))
+    assert default_weights_dir() == tmp_path / "env"
+    assert weights_cache_dir(Settings()) == tmp_path / "env"
+    configured = Settings.from_dict({"weights": {"cache_dir": str(tmp_path / "cache")}})
+    assert weights_cache_dir(configured) == resolve_weights_dir(configured) == tmp_path / "cache"
+    explicit = Settings.from_dict({"engine": {"weights_dir": str(tmp_path / "tiny")}})
+    assert resolve_weights_dir(explicit) == tmp_path / "tiny"
+
+
+def test_ensure_weights(tmp_path, hub, http, monkeypatch):
+    explicit = Settings.from_dict({"engine": {"weights_dir": str(tmp_path / "tiny")}})
+    assert ensure_weights(explicit, manifest=_manifest()) == tmp_path / "tiny"  # used as is: no pull
+    assert hub.calls == []
+    pinned = Settings.from_dict({"weights": {"repo": REPO, "revision": REVISION, "cache_dir": str(tmp_path / "c")}})
+    assert ensure_weights(pinned, progress=False, manifest=_manifest()) == tmp_path / "c"
+    assert len(hub.calls) == 3
+    with pytest.raises(WeightsError, match="update both"):
+        ensure_weights(Settings.from_dict({"weights": {"cache_dir": str(tmp_path / "c")}}), manifest=_manifest())
+
+
+# ------------------------------------------------------------------------------------------- command
+
+
+def _run_command(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser()
+    weights_command.add_arguments(parser)
+    return weights_command.run(parser.parse_args(argv))
+
+
+def test_command_pull_and_verify(tmp_path, hub, http, monkeypatch, capsys):
+    monkeypatch.setattr(weights.Manifest, "load", classmethod(lambda cls, path=None: _manifest()))
+    dest = tmp_path / "weights"
+    assert _run_command(["pull", "--dir", str(dest), "--quiet"]) == 0
+    assert _run_command(["verify", "--dir", str(dest)]) == 0
+    assert "match the manifest (4 files)" in capsys.readouterr().out
+    (dest / "umt5-base" / "tokenizer.json").unlink()
+    assert _run_command(["verify", "--dir", str(dest), "--quick"]) == 1
+
+
+def test_command_default_dir_comes_from_settings(tmp_path, hub, http, monkeypatch):
+    monkeypatch.setattr(weights.Manifest, "load", classmethod(lambda cls, path=None: _manifest()))
+    infra = tmp_path / "infra.toml"
+    infra.write_text(f'[weights]\nrepo = "{REPO}"\nrevision = "{REVISION}"\ncache_dir = "{tmp_path / "cache"}"\n')
+    monkeypatch.setenv("ACESTEP_INFRA", str(infra))
+    assert _run_command(["pull", "--quiet"]) == 0
+    assert (tmp_path / "cache" / "lyric_tokenizer" / "vocab.json").is_file()
+    infra.write_text("[weights]\ncache_dir = 3\n")
+    assert _run_command(["verify"]) == 1  # settings errors are reported, not raised
+
+
+def test_command_make_tiny_calls_the_tiny_writer(tmp_path, monkeypatch, capsys):
+    calls = []
+
+    def write_tiny_checkpoint(directory, seed=0):
+        calls.append((Path(directory), seed))
+        return Path(directory)
+
+    fake_module = types.SimpleNamespace(write_tiny_checkpoint=write_tiny_checkpoint)
+    monkeypatch.setitem(sys.modules, "acestep_app.tiny", fake_module)
+    assert _run_command(["make-tiny", str(tmp_path / "tiny"), "--seed", "3"]) == 0
+    assert calls == [(tmp_path / "tiny", 3)]
+    assert "noise" in capsys.readouterr().out
