@@ -209,3 +209,24 @@ def test_stop_puts_the_running_job_back_without_spending_an_attempt(store, worke
     stopped = store.get(job.request_id)
     assert stopped.status is JobStatus.IN_QUEUE and stopped.attempts == 0
     assert store.usage_rows() == []
+
+
+def test_usage_command_prints_totals_per_endpoint(tmp_path, capsys):
+    import argparse
+
+    from acestep_app.commands import usage
+
+    store = JobStore(tmp_path)
+    for endpoint, seconds in (("prompt-to-audio", 30.0), ("prompt-to-audio", 12.5), ("text-to-audio", 60.0)):
+        job = store.create(endpoint, "o", {})
+        store.claim_next()
+        store.complete(job, {}, seconds=seconds, price_usd=seconds * 0.0002)
+    store.fail(store.create("text-to-audio", "o", {}), "boom")
+    store.close()
+
+    assert usage.run(argparse.Namespace(data_dir=tmp_path)) == 0
+    lines = {line.split()[0]: line.split()[1:] for line in capsys.readouterr().out.splitlines()[1:]}
+    assert lines["prompt-to-audio"] == ["2", "2", "42.500", "0.008500"]
+    assert lines["text-to-audio"] == ["2", "1", "60.000", "0.012000"]
+    assert lines["all"] == ["4", "3", "102.500", "0.020500"]
+    assert usage.run(argparse.Namespace(data_dir=tmp_path / "empty")) == 1
