@@ -314,7 +314,9 @@ def pull(
 
     Hub files come from ``huggingface_hub.hf_hub_download`` at the pinned revision into ``dest``
     (resumable: interrupted downloads continue; ``HF_TOKEN`` or ``token`` authenticates); URL files
-    via ``httpx``. Files already verified are not touched, so a warm call needs no network.
+    via ``httpx``. Files already verified are not touched, so a warm call needs no network. One
+    ``hf_hub_download`` per file (up to 4 at once) rather than ``snapshot_download(allow_patterns=...)``
+    so a single bad file is re-fetched alone (``force_download``) and failures are reported per file.
 
     Returns:
         ``dest`` (default ``default_weights_dir()``).
