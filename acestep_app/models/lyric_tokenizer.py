@@ -53,7 +53,8 @@ _langsegment_lock = threading.Lock()
 
 def detect_language(line: str) -> str:
     """Dominant language of a line by LangSegment character counts; a second language wins over "en"."""
-    # Imported here, outside the fallback below: a broken install must fail loudly, not turn every line into "en".
+    # Imported outside the fallback below: a broken install must fail loudly,
+    # not silently turn every line into "en".
     from LangSegment import LangSegment
 
     try:
