@@ -1,0 +1,75 @@
+"""Band-limited resampling numerically equal to ``torchaudio.transforms.Resample``'s default.
+
+Windowed-sinc interpolation with a Hann window, 6 zero crossings and a cut-off at 0.99 of the lower
+Nyquist frequency. The rates are reduced by their gcd (44100 -> 48000 is 147 -> 160), so each block
+of ``orig`` input samples yields ``new`` output samples through one strided convolution with ``new``
+filters. Filters are built in float64 and applied in float32, as torchaudio does.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+
+
+@lru_cache(maxsize=8)
+def _sinc_filters(orig: int, new: int, zero_crossings: int, rolloff: float) -> tuple[torch.Tensor, int]:
+    """(new, 1, 2 * width + orig) float32 filters and the half-width ``width`` in input samples."""
+    cutoff = min(orig, new) * rolloff
+    width = math.ceil(zero_crossings * orig / cutoff)
+    input_offsets = torch.arange(-width, width + orig, dtype=torch.float64)[None, None] / orig
+    output_offsets = torch.arange(0, -new, -1, dtype=torch.float64)[:, None, None] / new
+    t = ((output_offsets + input_offsets) * cutoff).clamp(-zero_crossings, zero_crossings)
+    window = torch.cos(t * math.pi / zero_crossings / 2) ** 2
+    t = t * math.pi
+    sinc = torch.where(t == 0, torch.ones_like(t), torch.sin(t) / t)
+    return (sinc * window * (cutoff / orig)).to(torch.float32), width
+
+
+def resampled_length(length: int, orig_freq: int, new_freq: int) -> int:
+    """Output samples for ``length`` input samples: ceil(length * new / orig)."""
+    return -(-length * new_freq // orig_freq)
+
+
+def resample(
+    wave: torch.Tensor,
+    orig_freq: int,
+    new_freq: int,
+    *,
+    lowpass_filter_width: int = 6,
+    rolloff: float = 0.99,
+    block_samples: int | None = None,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Resample the last axis of ``wave`` from ``orig_freq`` to ``new_freq`` Hz; returns float32.
+
+    ``block_samples`` bounds working memory: the input is convolved in blocks of about that many
+    samples (same result, the blocks carry their filter margins). ``device`` runs the convolution
+    there (default: where ``wave`` is); the result is returned on ``wave``'s device.
+    """
+    if orig_freq <= 0 or new_freq <= 0:
+        raise ValueError(f"sample rates must be positive, got {orig_freq} -> {new_freq}")
+    wave = wave.float()
+    if orig_freq == new_freq:
+        return wave
+    divisor = math.gcd(int(orig_freq), int(new_freq))
+    orig, new = int(orig_freq) // divisor, int(new_freq) // divisor
+    filters, width = _sinc_filters(orig, new, lowpass_filter_width, rolloff)
+    work_device = torch.device(device) if device is not None else wave.device
+    filters = filters.to(work_device)
+
+    shape, length = wave.shape[:-1], wave.shape[-1]
+    flat = F.pad(wave.reshape(-1, length), (width, width + orig))
+    groups = length // orig + 1  # output blocks of ``new`` samples the padded input supports
+    per_block = groups if block_samples is None else max(1, block_samples // orig)
+    pieces = []
+    for first in range(0, groups, per_block):
+        last = min(groups, first + per_block)
+        chunk = flat[:, first * orig : (last - 1) * orig + filters.shape[-1]].to(work_device)
+        out = F.conv1d(chunk[:, None], filters, stride=orig)  # (rows, new, blocks)
+        pieces.append(out.transpose(1, 2).reshape(out.shape[0], -1).to(wave.device))
+    out = torch.cat(pieces, dim=-1)[:, : resampled_length(length, orig, new)]
+    return out.reshape(*shape, out.shape[-1])
