@@ -130,8 +130,8 @@ class WeightNormConv1d(nn.Module):
     ):
         super().__init__()
         shape = (in_channels, out_channels, kernel_size) if transposed else (out_channels, in_channels, kernel_size)
-        self.weight_g = nn.Parameter(torch.ones(shape[0], 1, 1))
-        self.weight_v = nn.Parameter(torch.randn(shape) * 0.01)
+        self.weight_v = nn.Parameter(torch.randn(shape) * 0.01)  # HiFi-GAN's N(0, 0.01) init, split in g and v
+        self.weight_g = nn.Parameter(self.weight_v.detach().pow(2).sum(dim=(1, 2), keepdim=True).sqrt())
         self.bias = nn.Parameter(torch.zeros(out_channels))
         self.stride, self.padding, self.dilation, self.transposed = stride, padding, dilation, transposed
 
