@@ -52,6 +52,15 @@ def test_decode_matches_reference_at_44100_and_48000(autoencoder, case):
     _close(autoencoder.decode(case["latent"])[0], case["wav_48000"])  # 48 kHz is the default
 
 
+def test_decode_rejects_bad_shapes(autoencoder):
+    with pytest.raises(ValueError):
+        autoencoder.decode(torch.zeros(8, 16, 4))
+    with pytest.raises(ValueError):
+        autoencoder.decode(torch.zeros(1, 8, 16, 0))
+    with pytest.raises(ValueError):
+        autoencoder.decode(torch.zeros(1, 8, 16, 4), chunk_frames=4, overlap_frames=2)
+
+
 def test_resample_matches_torchaudio_default(case):
     resampled = resample(case["wav_44100"], 44100, 48000)
     assert resampled.shape == case["wav_48000"].shape

@@ -135,6 +135,8 @@ class MusicDCAE(nn.Module):
         """
         if latents.ndim != 4:
             raise ValueError(f"latents must be (B, 8, 16, T), got shape {tuple(latents.shape)}")
+        if latents.shape[-1] < 1:
+            raise ValueError("latents have no frames to decode")
         if chunk_frames is None:
             waves = [self._decode_whole(latent, sample_rate) for latent in latents]
         else:
