@@ -154,3 +154,16 @@ def test_strict_loading_names_the_bad_key(tiny_checkpoint, tmp_path, subfolder, 
     save_file(state, path)
     with pytest.raises(WeightsError, match=key.replace(".", r"\.")):
         MusicDCAE.from_pretrained(root)
+
+
+@pytest.mark.parametrize("component", ["music_vocoder", "music_dcae_f8c8"])
+def test_official_configs_give_the_official_state_dict_layout(shared_dir, component):
+    from diffusers import AutoencoderDC
+
+    configs = json.loads((shared_dir / "spec" / "official-configs.json").read_text())
+    shapes = json.loads((shared_dir / "spec" / "official-state-dict-shapes.json").read_text())[component]
+    config = {k: v for k, v in configs[component].items() if not k.startswith("_")}
+    model_class = ADaMoSHiFiGANV1 if component == "music_vocoder" else AutoencoderDC
+    with torch.device("meta"):
+        model = model_class(**config)
+    assert {k: list(v.shape) for k, v in model.state_dict().items()} == shapes
