@@ -48,6 +48,9 @@ class EngineSection(BaseModel):
     batched_guidance: bool = True
     compile: bool = False
     decode_chunk_frames: int = Field(default=0, ge=0)
+    lyric_vocab: str = ""
+    prompt_backend: Literal["transformers", "openai", "fallback"] = "transformers"
+    llm_dir: str = ""
 
 
 class WeightsSection(BaseModel):

@@ -1,0 +1,121 @@
+"""``acestep-app generate "prompt" -o song.wav``: one song on this machine, every schema parameter as an option."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+HELP = "generate a song from a prompt (or --tags/--lyrics) into a WAV file"
+
+# (option, schema field, type, help); defaults come from the schema so they cannot drift.
+GENERATION_OPTIONS = [
+    ("--duration", "duration", float, "seconds of audio, 5-240"),
+    ("--steps", "number_of_steps", int, "diffusion steps, 3-60"),
+    ("--seed", "seed", int, "random seed (default: random, printed)"),
+    ("--scheduler", "scheduler", str, "euler | heun"),
+    ("--guidance-type", "guidance_type", str, "cfg | apg | cfg_star"),
+    ("--granularity-scale", "granularity_scale", float, "-100..100"),
+    ("--guidance-interval", "guidance_interval", float, "0..1"),
+    ("--guidance-interval-decay", "guidance_interval_decay", float, "0..1"),
+    ("--guidance-scale", "guidance_scale", float, "0..200"),
+    ("--minimum-guidance-scale", "minimum_guidance_scale", float, "0..200"),
+    ("--tag-guidance-scale", "tag_guidance_scale", float, "0..10"),
+    ("--lyric-guidance-scale", "lyric_guidance_scale", float, "0..10"),
+]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("prompt", nargs="?", help="free-text description (prompt-to-audio endpoint)")
+    parser.add_argument("--tags", help="genre tags instead of a prompt (fal-ai/ace-step endpoint)")
+    parser.add_argument("--lyrics", help="lyrics with --tags (default: none); '[inst]' for instrumental")
+    parser.add_argument("--instrumental", action="store_true", help="no vocals (prompt mode)")
+    for option, field, kind, text in GENERATION_OPTIONS:
+        parser.add_argument(option, dest=field, type=kind, help=text)
+    parser.add_argument("-o", "--output", type=Path, default=Path("song.wav"), help="WAV file to write")
+    parser.add_argument("--weights", help="checkpoint folder (default: [engine].weights_dir or the pulled weights)")
+    parser.add_argument("--tiny", action="store_true", help="write and use a tiny random demo checkpoint (noise)")
+    parser.add_argument("--infra", help="infra.toml to read (default: $ACESTEP_INFRA or the repo's)")
+    parser.add_argument("--json", action="store_true", help="print the response body as JSON")
+
+
+def build_request(args: argparse.Namespace):
+    from pydantic import ValidationError
+
+    from ..errors import InputError
+    from ..schema import PromptToAudioInput, TextToAudioInput
+
+    values = {field: getattr(args, field) for _, field, _, _ in GENERATION_OPTIONS if getattr(args, field) is not None}
+    if args.tags is not None:
+        if args.prompt:
+            raise InputError("prompt", "give either a prompt or --tags, not both")
+        model, values = TextToAudioInput, {**values, "tags": args.tags, "lyrics": args.lyrics or ""}
+    elif args.prompt:
+        model, values = PromptToAudioInput, {**values, "prompt": args.prompt, "instrumental": args.instrumental}
+    else:
+        raise InputError("prompt", "give a prompt, or --tags (and --lyrics)")
+    try:
+        return model.model_validate(values)
+    except ValidationError as error:
+        first = error.errors()[0]
+        raise InputError(".".join(str(part) for part in first["loc"]), first["msg"]) from None
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import InputError
+
+    try:
+        request = build_request(args)
+    except InputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+    from ..engine import Engine
+    from ..settings import Settings
+
+    weights = args.weights
+    if args.tiny:
+        weights = str(_tiny_checkpoint())
+    engine = Engine.load(Settings.load(args.infra), weights_dir=weights)
+    generation = _generate_with_progress(engine, request)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_bytes(engine.wav_bytes(generation))
+    body = {
+        "audio": {"path": str(args.output), "content_type": "audio/wav", "sample_rate": generation.sample_rate},
+        "seed": generation.seed,
+        "tags": generation.tags,
+        "lyrics": generation.lyrics,
+        "billable_seconds": generation.billable_seconds,
+    }
+    if args.json:
+        print(json.dumps(body, indent=2))
+    else:
+        for line in generation.logs:
+            print(line, file=sys.stderr)
+        print(f"wrote {args.output} ({generation.duration:.2f}s, {generation.sample_rate} Hz, seed {generation.seed})")
+    return 0
+
+
+def _generate_with_progress(engine, request):
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeRemainingColumn(), transient=True) as bar:
+        task = bar.add_task("diffusion", total=None)
+
+        def on_progress(progress) -> None:
+            bar.update(task, completed=progress.step, total=progress.total)
+
+        return engine.generate(request, on_progress)
+
+
+def _tiny_checkpoint() -> Path:
+    """The demo checkpoint, written once under the cache (random weights; the audio is noise)."""
+    from ..tiny import write_tiny_checkpoint
+    from ..weights import default_weights_dir
+
+    target = default_weights_dir().parent / "tiny"
+    if not (target / "ace_step_transformer").is_dir():
+        write_tiny_checkpoint(target)
+    return target

@@ -1,0 +1,212 @@
+"""The one inference core every adapter calls: load once, then ``generate(request) -> Generation``.
+
+fal (deploy/fal_app.py), Modal (deploy/modal_app.py), the local server and the CLI all hold one
+``Engine``. It owns the loaded models and nothing about HTTP: adapters turn transport into
+``generate`` calls, store the WAV and attach billing from ``Generation.billable_seconds``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import billing
+from .audio import wav_bytes
+from .errors import WeightsError
+from .schema import PromptToAudioInput, TextToAudioInput
+from .settings import Settings
+
+logger = logging.getLogger(__name__)
+
+TINY_MARKER = "TINY_CHECKPOINT.txt"
+OFFICIAL_INNER_DIM = 2560
+TINY_NOTICE = "tiny random checkpoint loaded: the audio is noise (run `acestep-app weights pull` for the real model)"
+INSTRUMENTAL_LYRICS = "[inst]"
+
+Request = PromptToAudioInput | TextToAudioInput
+
+
+@dataclass(frozen=True)
+class Progress:
+    step: int
+    total: int
+    message: str
+
+
+@dataclass
+class Generation:
+    waveform: np.ndarray  # (2, N) float32
+    sample_rate: int
+    seed: int
+    tags: str
+    lyrics: str
+    billable_seconds: float
+    num_forwards: int
+    logs: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def duration(self) -> float:
+        """Seconds of audio returned (the latent grid floors the requested duration, ~93 ms steps)."""
+        return self.waveform.shape[-1] / self.sample_rate
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+class Engine:
+    """ACE-Step v1 pipeline + prompt writer, loaded once; ``generate`` is serialised (one GPU)."""
+
+    def __init__(self, pipeline, song_writer, settings: Settings, weights_dir: Path, is_tiny: bool):
+        self.pipeline = pipeline
+        self.song_writer = song_writer
+        self.settings = settings
+        self.weights_dir = weights_dir
+        self.is_tiny = is_tiny
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, settings: Settings | None = None, weights_dir: str | Path | None = None) -> Engine:
+        """Load every model once. ``weights_dir`` overrides the settings (else pulled pinned weights)."""
+        import torch
+
+        from .acceleration import AccelerationOptions, accelerate_transformer, configure_torch, resolve_dtype
+        from .pipeline import AceStepPipeline
+        from .prompting import load_song_writer
+        from .weights import ensure_weights
+
+        settings = settings or Settings.load()
+        engine_settings = settings.engine
+        if weights_dir is not None:
+            settings = settings.model_copy(update={"engine": engine_settings.model_copy(update={"weights_dir": str(weights_dir)})})
+            engine_settings = settings.engine
+        root = ensure_weights(settings)
+        if not (root / "ace_step_transformer").is_dir():
+            raise WeightsError(f"no ACE-Step checkpoint at {root} (expected ace_step_transformer/ and friends)")
+        device = _resolve_device(engine_settings.device)
+        dtype = resolve_dtype(engine_settings.dtype, device)
+        configure_torch(device)
+        started = time.perf_counter()
+        pipeline = AceStepPipeline.from_pretrained(
+            root,
+            lyric_vocab=engine_settings.lyric_vocab or None,
+            device=device,
+            dtype=dtype,
+            decode_chunk_frames=engine_settings.decode_chunk_frames or None,
+        )
+        if engine_settings.compile:
+            accelerate_transformer(pipeline.transformer, AccelerationOptions.fast(device))
+        llm_dir = engine_settings.llm_dir or root / "llm"
+        song_writer = load_song_writer(llm_dir, engine_settings.prompt_backend, device=device)
+        is_tiny = _is_tiny(root, pipeline)
+        logger.info("engine loaded from %s on %s/%s in %.1fs", root, device, dtype, time.perf_counter() - started)
+        if is_tiny:
+            logger.warning(TINY_NOTICE)
+        torch.set_grad_enabled(False)
+        return cls(pipeline, song_writer, settings, root, is_tiny)
+
+    def describe(self) -> dict:
+        return {
+            "weights_dir": str(self.weights_dir),
+            "device": str(self.pipeline.device),
+            "dtype": str(self.pipeline.dtype).removeprefix("torch."),
+            "is_tiny": self.is_tiny,
+            "song_writer": getattr(self.song_writer, "description", type(self.song_writer).__name__),
+            "batched_guidance": self.settings.engine.batched_guidance,
+        }
+
+    def warmup(self) -> None:
+        """One short generation so the first paying request meets warm kernels (and compiled graphs)."""
+        self.generate(TextToAudioInput(tags="warmup", lyrics=INSTRUMENTAL_LYRICS, duration=5, number_of_steps=3, seed=0))
+
+    def generate(self, request: Request, on_progress: ProgressCallback | None = None) -> Generation:
+        """Run one request. ``on_progress`` gets every sampler step; raising from it cancels the run."""
+        from .pipeline import random_seed
+
+        seed = request.seed if request.seed is not None else random_seed()
+        logs: list[str] = [TINY_NOTICE] if self.is_tiny else []
+        with self._lock:
+            started = time.perf_counter()
+            tags, lyrics = self._tags_and_lyrics(request, seed, logs)
+            prompt_seconds = time.perf_counter() - started
+            output = self.pipeline(
+                tags,
+                lyrics,
+                duration=request.duration,
+                num_inference_steps=request.number_of_steps,
+                seed=seed,
+                scheduler=str(request.scheduler),
+                guidance_type=str(request.guidance_type),
+                granularity_scale=request.granularity_scale,
+                guidance_interval=request.guidance_interval,
+                guidance_interval_decay=request.guidance_interval_decay,
+                guidance_scale=request.guidance_scale,
+                minimum_guidance_scale=request.minimum_guidance_scale,
+                tag_guidance_scale=request.tag_guidance_scale,
+                lyric_guidance_scale=request.lyric_guidance_scale,
+                batched_guidance=self.settings.engine.batched_guidance,
+                callback=_step_reporter(on_progress),
+            )
+        waveform = output.waveform.numpy()
+        timings = {"prompt": prompt_seconds, **output.timings}
+        logs.append(
+            f"generated {waveform.shape[-1] / output.sample_rate:.3f}s of audio with {output.num_forwards} transformer "
+            f"forwards in {sum(timings.values()):.2f}s"
+        )
+        return Generation(
+            waveform=waveform,
+            sample_rate=output.sample_rate,
+            seed=seed,
+            tags=tags,
+            lyrics=lyrics,
+            billable_seconds=billing.billable_seconds(waveform.shape[-1], output.sample_rate),
+            num_forwards=output.num_forwards,
+            logs=logs,
+            timings=timings,
+        )
+
+    def _tags_and_lyrics(self, request: Request, seed: int, logs: list[str]) -> tuple[str, str]:
+        if isinstance(request, TextToAudioInput):
+            return request.tags, request.lyrics
+        song = self.song_writer.write(
+            request.prompt, instrumental=request.instrumental, duration=request.duration, seed=seed
+        )
+        logs.extend(song.logs)
+        lyrics = INSTRUMENTAL_LYRICS if request.instrumental else song.lyrics
+        return song.tags, lyrics
+
+    @staticmethod
+    def wav_bytes(generation: Generation) -> bytes:
+        return wav_bytes(generation.waveform, generation.sample_rate)
+
+
+def _step_reporter(on_progress: ProgressCallback | None) -> Callable[[int, int], None] | None:
+    if on_progress is None:
+        return None
+
+    def report(step: int, total: int) -> None:
+        on_progress(Progress(step, total, f"step {step}/{total}"))
+
+    return report
+
+
+def _resolve_device(name: str) -> str:
+    import torch
+
+    if name != "auto":
+        return name
+    if torch.cuda.is_available():
+        return "cuda"
+    return "cpu"
+
+
+def _is_tiny(root: Path, pipeline) -> bool:
+    """A random demo checkpoint (make-tiny marker, or any transformer narrower than the official one)."""
+    config = pipeline.transformer.config
+    return (root / TINY_MARKER).exists() or config.num_attention_heads * config.attention_head_dim != OFFICIAL_INNER_DIM
