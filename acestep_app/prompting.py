@@ -62,6 +62,7 @@ LINES_PER_SECTION = 4
 MAX_LINES = 48
 MAX_TAGS = 12
 MAX_TAG_CHARS = 40
+WRAP_LINE_CHARS = 80
 MAX_LINE_CHARS = 120
 MAX_PROMPT_CHARS = 1000
 
@@ -100,6 +101,22 @@ class SongWriter(Protocol):
 # ----------------------------------------------------------------------------------------------
 
 
+# Shows the format (small models follow an example better than a description); not its words.
+_EXAMPLE_REPLY = json.dumps(
+    {
+        "tags": "acoustic pop, guitar, warm, 100 bpm, male vocals",
+        "lyrics": "[verse]\nMorning light across the floor\nCoffee steaming by the door\n\n"
+        "[chorus]\nStay a while, stay a while\nEvery road leads to your smile",
+    },
+    ensure_ascii=False,
+)
+
+
+_EXAMPLE_LINES = frozenset(
+    line.lower() for line in json.loads(_EXAMPLE_REPLY)["lyrics"].splitlines() if line and not line.startswith("[")
+)
+
+
 @dataclass(frozen=True)
 class LyricBudget:
     """How much lyric a song of ``duration`` seconds gets (see the module docstring)."""
@@ -133,6 +150,8 @@ _SECTION_WORDS = "verse|chorus|pre-chorus|prechorus|bridge|intro|outro|hook|refr
 _BRACKET_HEADER = re.compile(r"^\[\s*([^\[\]]{1,30}?)\s*\]$")
 _WORD_HEADER = re.compile(rf"^({_SECTION_WORDS})(\s*\d+)?\s*:?$", re.IGNORECASE)
 _TAG_SPLIT = re.compile(r"[,，、;；\n]")
+_SENTENCE_END = re.compile(r"(?<=[.!?;])\s+|(?<=[。！？；])")
+_CLAUSE_END = re.compile(r"(?<=[,，、])\s*")
 
 
 def _section_label(line: str) -> str | None:
@@ -158,11 +177,44 @@ def normalize_tags(raw: str) -> str:
     return ", ".join(tags[:MAX_TAGS])
 
 
+def wrap_line(line: str) -> list[str]:
+    """Split a prose line longer than ``WRAP_LINE_CHARS`` at sentence, then clause, punctuation.
+
+    Small models often write a verse as one paragraph; ACE-Step wants one sung phrase per line.
+    Raises ``ValueError`` when a piece is still longer than ``MAX_LINE_CHARS``.
+    """
+    if len(line) <= WRAP_LINE_CHARS:
+        return [line]
+    lines: list[str] = []
+    for sentence in filter(None, (s.strip() for s in _SENTENCE_END.split(line))):
+        packing = False  # clauses of one sentence share a line while they fit
+        for clause in filter(None, (c.strip() for c in _CLAUSE_END.split(sentence))):
+            if packing and len(lines[-1]) + 1 + len(clause) <= WRAP_LINE_CHARS:
+                lines[-1] = f"{lines[-1]} {clause}"
+            else:
+                lines.append(clause)
+            packing = True
+    if any(len(piece) > MAX_LINE_CHARS for piece in lines):
+        raise ValueError(f"a line is longer than {MAX_LINE_CHARS} characters")
+    return lines
+
+
+def check_variety(lyrics: str) -> str:
+    """Reject degenerate loops (from 4 lines on, at least a third of the sung lines must differ) and
+    copies of the prompt's format example."""
+    sung = [line.lower() for line in lyrics.splitlines() if line and not line.startswith("[")]
+    if len(sung) >= 4 and 3 * len(set(sung)) < len(sung):
+        raise ValueError(f"lyrics repeat the same lines ({len(set(sung))} distinct of {len(sung)})")
+    if set(sung) & _EXAMPLE_LINES:
+        raise ValueError("lyrics copy the format example")
+    return lyrics
+
+
 def fit_lyrics(raw: str, budget: LyricBudget) -> str:
-    """Normalise section headers and cut the lyric to ``budget``.
+    """Normalise section headers, wrap prose lines (``wrap_line``) and cut the lyric to ``budget``.
 
     Raises ``ValueError`` when the lyric has fewer than ``budget.min_lines`` sung lines, a line longer
-    than ``MAX_LINE_CHARS``, or uses the instrumental marker.
+    than ``MAX_LINE_CHARS`` after wrapping, or uses the instrumental marker.
     """
     sections: list[tuple[str, list[str]]] = []
     for line in (line.strip() for line in raw.splitlines()):
@@ -174,11 +226,9 @@ def fit_lyrics(raw: str, budget: LyricBudget) -> str:
                 raise ValueError("the instrumental marker is not a lyric")
             sections.append((label, []))
             continue
-        if len(line) > MAX_LINE_CHARS:
-            raise ValueError(f"a line is longer than {MAX_LINE_CHARS} characters")
         if not sections:
             sections.append(("verse", []))
-        sections[-1][1].append(line)
+        sections[-1][1].extend(wrap_line(line))
 
     kept: list[str] = []
     sung = 0
@@ -212,7 +262,7 @@ class SongDraft(BaseModel):
         context = info.context or {}
         if context.get("instrumental"):
             return INSTRUMENTAL_LYRICS
-        return fit_lyrics(value, context.get("budget") or LyricBudget(60.0))
+        return check_variety(fit_lyrics(value, context.get("budget") or LyricBudget(60.0)))
 
 
 def parse_draft(text: str, *, budget: LyricBudget, instrumental: bool) -> SongDraft:
@@ -261,7 +311,8 @@ def build_messages(prompt: str, *, instrumental: bool, budget: LyricBudget) -> l
             '"lyrics": the song text in sections; each section starts with a header line such as '
             "[verse], [chorus] or [bridge], followed by one sung line per row. Write about "
             f"{budget.sections} section(s) and at most {budget.max_lines} sung lines in total. Write the "
-            "lyrics in the language the user asks for, otherwise in the language of the description."
+            "lyrics in the language the user asks for, otherwise in the language of the description. "
+            f"Example reply: {_EXAMPLE_REPLY}"
         )
     user = f"{prompt.strip()[:MAX_PROMPT_CHARS]}\n\nDuration: {budget.duration:g} seconds."
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
@@ -390,7 +441,8 @@ CHATML_TEMPLATE = (
 )
 _STOP_TOKENS = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "</s>")
 _TAGS_OPEN = '{"tags": "'
-_LYRICS_OPEN = '", "lyrics": "'
+# The lyric opens with a section header: small models then keep to one sung line per row.
+_LYRICS_OPEN = '", "lyrics": "[verse]\\n'
 _TAGS_MAX_NEW_TOKENS = 48
 
 
@@ -458,6 +510,7 @@ class TransformersSongWriter:
         self.sampling = sampling or SamplingConfig()
         self.description = f"local language model {name}"
         self.stop_ids = self._stop_token_ids()
+        self.quote_ids = {i for token, i in tokenizer.get_vocab().items() if '"' in token}
         # transformers 5 renamed the KV-cache argument (and output) `past_key_values` -> `cache`.
         self._cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
@@ -529,41 +582,57 @@ class TransformersSongWriter:
         tags, used = self._sample_string(chat + _TAGS_OPEN, _TAGS_MAX_NEW_TOKENS, generator)
         if instrumental:
             return f'{_TAGS_OPEN}{tags}"}}', used
-        lyrics, more = self._sample_string(chat + _TAGS_OPEN + tags + _LYRICS_OPEN, budget.max_new_tokens, generator)
+        lyrics, more = self._sample_string(
+            chat + _TAGS_OPEN + tags + _LYRICS_OPEN, budget.max_new_tokens, generator, min_chars=12 * budget.min_lines
+        )
         return f'{_TAGS_OPEN}{tags}{_LYRICS_OPEN}{lyrics}"}}', used + more
 
-    def _sample_string(self, text: str, max_new_tokens: int, generator: torch.Generator) -> tuple[str, int]:
+    def _sample_string(self, text: str, max_new_tokens: int, generator: torch.Generator,
+                       min_chars: int = 0) -> tuple[str, int]:
         """Sample a JSON string body after ``text`` until its closing quote, a stop token or the budget.
 
-        A body cut by the budget loses its unfinished last line (escaped ``\\n`` or raw newline).
+        The string cannot close (no quote or stop token is sampled) before ``min_chars`` characters.
+        A body cut by the budget loses its unfinished last line (or clause, in a one-line body).
         """
         prompt_ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        new_ids = self._sample(prompt_ids, max_new_tokens, generator, lambda s: _string_end(s) is not None)
+        new_ids = self._sample(prompt_ids, max_new_tokens, generator, lambda s: _string_end(s) is not None, min_chars)
         body = self.tokenizer.decode(new_ids, skip_special_tokens=True)
         end = _string_end(body)
         if end is not None:
             return body[:end], len(new_ids)
         cut = max(body.rfind("\\n"), body.rfind("\n"))
+        if cut <= 0:  # one unfinished prose line: keep its finished clauses
+            cut = max(body.rfind(mark) + 1 for mark in ",.!?;，。！？；")
         return (body[:cut] if cut > 0 else body).rstrip("\\"), len(new_ids)
 
     def _sample(self, prompt_ids: list[int], max_new_tokens: int, generator: torch.Generator,
-                done: Callable[[str], bool]) -> list[int]:
-        """Seeded top-k/top-p sampling with a KV cache; stops on a stop token or when ``done(text)``."""
+                done: Callable[[str], bool], min_chars: int = 0) -> list[int]:
+        """Seeded top-k/top-p sampling with a KV cache; stops on a stop token or when ``done(text)``.
+
+        Tokens that would end the string (stop tokens, tokens holding a quote) are masked out while
+        the text is shorter than ``min_chars``.
+        """
         import torch
 
         device = self.model.device
         input_ids = torch.tensor([prompt_ids], device=device)
+        closing = torch.tensor(sorted(self.stop_ids | self.quote_ids), device=device)
         cache = None
         new_ids: list[int] = []
+        text = ""
         with torch.inference_mode():
             for _ in range(max_new_tokens):
                 out = self.model(input_ids=input_ids, use_cache=True, logits_to_keep=1, **{self._cache_arg: cache})
                 cache = out["cache"] if "cache" in out else out["past_key_values"]
-                next_id = self._pick(out.logits[0, -1].float(), generator)
+                logits = out.logits[0, -1].float()
+                if len(text) < min_chars:
+                    logits[closing] = float("-inf")
+                next_id = self._pick(logits, generator)
                 if next_id in self.stop_ids:
                     break
                 new_ids.append(next_id)
-                if done(self.tokenizer.decode(new_ids, skip_special_tokens=True)):
+                text = self.tokenizer.decode(new_ids, skip_special_tokens=True)
+                if done(text):
                     break
                 input_ids = torch.tensor([[next_id]], device=device)
         return new_ids
