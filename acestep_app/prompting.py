@@ -150,6 +150,7 @@ _SECTION_WORDS = "verse|chorus|pre-chorus|prechorus|bridge|intro|outro|hook|refr
 _BRACKET_HEADER = re.compile(r"^\[\s*([^\[\]]{1,30}?)\s*\]$")
 _WORD_HEADER = re.compile(rf"^({_SECTION_WORDS})(\s*\d+)?\s*:?$", re.IGNORECASE)
 _TAG_SPLIT = re.compile(r"[,，、;；\n]")
+_INLINE_BRACKETS = re.compile(r"\[[^\[\]]*\]")
 _SENTENCE_END = re.compile(r"(?<=[.!?;])\s+|(?<=[。！？；])")
 _CLAUSE_END = re.compile(r"(?<=[,，、])\s*")
 
@@ -225,6 +226,9 @@ def fit_lyrics(raw: str, budget: LyricBudget) -> str:
             if label == "inst":
                 raise ValueError("the instrumental marker is not a lyric")
             sections.append((label, []))
+            continue
+        line = re.sub(r"\s+", " ", _INLINE_BRACKETS.sub(" ", line)).strip()  # "[guitar solo] la" -> "la"
+        if not line:
             continue
         if not sections:
             sections.append(("verse", []))

@@ -67,7 +67,7 @@ def test_lyric_budget_grows_with_duration(duration, max_lines, min_lines, sectio
 
 
 def test_fit_lyrics_cuts_to_the_budget_and_normalises_headers():
-    raw = "intro words without header\nVerse 1:\n" + "\n".join(f"line {i}" for i in range(30)) + "\n\n[CHORUS]\nhey\n[Bridge 2]\nyo"
+    raw = "intro words without header\n[guitar solo]\nVerse 1:\n[whispered]" + "\n".join(f"line {i}" for i in range(30)) + "\n\n[CHORUS]\nhey\n[Bridge 2]\nyo"
     fitted = fit_lyrics(raw, LyricBudget(20))
     assert headers(fitted) == ["[verse]", "[verse]"]
     assert sung_lines(fitted) == ["intro words without header", "line 0", "line 1", "line 2"]
