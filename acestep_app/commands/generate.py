@@ -34,8 +34,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for option, field, kind, text in GENERATION_OPTIONS:
         parser.add_argument(option, dest=field, type=kind, help=text)
     parser.add_argument("-o", "--output", type=Path, default=Path("song.wav"), help="WAV file to write")
-    parser.add_argument("--weights", help="checkpoint folder (default: [engine].weights_dir or the pulled weights)")
-    parser.add_argument("--tiny", action="store_true", help="write and use a tiny random demo checkpoint (noise)")
+    parser.add_argument(
+        "--weights",
+        help="checkpoint folder (default: [engine].weights_dir, else the pulled weights, else the tiny demo)",
+    )
+    parser.add_argument("--tiny", action="store_true", help="use the tiny random demo checkpoint (its audio is noise)")
     parser.add_argument("--infra", help="infra.toml to read (default: $ACESTEP_INFRA or the repo's)")
     parser.add_argument("--json", action="store_true", help="print the response body as JSON")
 
@@ -74,10 +77,14 @@ def run(args: argparse.Namespace) -> int:
     from ..engine import Engine
     from ..settings import Settings
 
+    settings = Settings.load(args.infra)
     weights = args.weights
-    if args.tiny:
+    if args.tiny or (weights is None and not _real_weights_available(settings)):
+        if not args.tiny:
+            print("no model weights found: using the tiny random demo checkpoint, whose audio is noise "
+                  "(`acestep-app weights pull` fetches the real model)", file=sys.stderr)
         weights = str(_tiny_checkpoint())
-    engine = Engine.load(Settings.load(args.infra), weights_dir=weights)
+    engine = Engine.load(settings, weights_dir=weights)
     generation = _generate_with_progress(engine, request)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_bytes(engine.wav_bytes(generation))
@@ -108,6 +115,13 @@ def _generate_with_progress(engine, request):
             bar.update(task, completed=progress.step, total=progress.total)
 
         return engine.generate(request, on_progress)
+
+
+def _real_weights_available(settings) -> bool:
+    """A configured checkpoint folder, or pulled weights in the cache (possibly still incomplete)."""
+    from ..weights import weights_cache_dir
+
+    return bool(settings.engine.weights_dir) or (weights_cache_dir(settings) / "ace_step_transformer").is_dir()
 
 
 def _tiny_checkpoint() -> Path:

@@ -1,0 +1,55 @@
+"""The command line: `acestep-app generate` on the tiny checkpoint writes a valid WAV."""
+
+import json
+
+import pytest
+import soundfile
+
+from acestep_app.cli import build_parser, main
+from acestep_app.pipeline import latent_frames
+from acestep_app.tiny import write_tiny_checkpoint
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.mark.parametrize("duration", [5.0, 12.5])
+def test_generate_writes_a_wav_of_the_requested_duration(checkpoint, tmp_path, capsys, duration):
+    out = tmp_path / "song.wav"
+    code = main(["generate", "lofi beat for studying", "--weights", str(checkpoint), "--duration", str(duration),
+                 "--steps", "3", "--seed", "11", "-o", str(out), "--json"])
+    assert code == 0
+    body = json.loads(capsys.readouterr().out)
+    info = soundfile.info(str(out))
+    assert (info.samplerate, info.channels, info.subtype) == (48000, 2, "FLOAT")
+    assert info.frames == -(-latent_frames(duration) * 4096 * 48000 // 44100)
+    assert abs(info.duration - duration) < 0.1  # floored to the ~93 ms latent grid
+    assert body["seed"] == 11 and body["tags"] and body["lyrics"]
+
+
+def test_generate_with_tags_and_lyrics(checkpoint, tmp_path, capsys):
+    out = tmp_path / "t.wav"
+    assert main(["generate", "--tags", "rock, guitar", "--lyrics", "[inst]", "--weights", str(checkpoint),
+                 "--duration", "5", "--steps", "3", "-o", str(out), "--json"]) == 0
+    body = json.loads(capsys.readouterr().out)
+    assert (body["tags"], body["lyrics"]) == ("rock, guitar", "[inst]")
+
+
+@pytest.mark.parametrize(
+    "argv, field",
+    [(["x", "--duration", "2"], "duration"), (["x", "--steps", "100"], "number_of_steps"),
+     (["x", "--scheduler", "ddim"], "scheduler"), ([], "prompt")],
+)
+def test_generate_rejects_bad_input_naming_the_field(argv, field, capsys):
+    assert main(["generate", *argv]) == 2
+    assert field in capsys.readouterr().err
+
+
+def test_every_schema_parameter_is_an_option():
+    from acestep_app.schema import PromptToAudioInput
+
+    generate = build_parser()._subparsers._group_actions[0].choices["generate"]
+    dests = {action.dest for action in generate._actions}
+    assert set(PromptToAudioInput.model_fields) <= dests
