@@ -28,7 +28,6 @@ import logging
 import threading
 from collections.abc import Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,30 +38,14 @@ from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from acestep_app import billing
-from acestep_app.errors import InputError
-from acestep_app.jobs import Job, JobContext, JobError, JobOutcome, JobStatus, JobStore, JobWorker
-from acestep_app.schema import File, PromptToAudioInput, PromptToAudioOutput, TextToAudioInput, TextToAudioOutput
+from acestep_app.jobs import Job, JobContext, JobOutcome, JobStatus, JobStore, JobWorker
+from acestep_app.schema import PromptToAudioInput, PromptToAudioOutput, TextToAudioInput, TextToAudioOutput
+from acestep_app.service import ENDPOINT_BY_SUB_PATH, ENDPOINTS, FILES_PREFIX, Endpoint, generate_output
 from acestep_app.storage import AudioStore
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_BODY_BYTES = 256 * 1024  # fits the schema's text limits even fully \u-escaped; more is abuse
-FILES_PREFIX = "files/"
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    name: str  # the name jobs and usage rows carry
-    sub_path: str  # path under the app id ("" is fal's base endpoint)
-    input_model: type[BaseModel]
-    output_model: type[BaseModel]
-
-
-ENDPOINTS = {
-    "prompt-to-audio": Endpoint("prompt-to-audio", "prompt-to-audio", PromptToAudioInput, PromptToAudioOutput),
-    "text-to-audio": Endpoint("text-to-audio", "", TextToAudioInput, TextToAudioOutput),
-}
-ENDPOINT_BY_SUB_PATH = {endpoint.sub_path: endpoint for endpoint in ENDPOINTS.values()}
 
 
 # -- errors in fal's shape ---------------------------------------------------------------------------
@@ -241,14 +224,6 @@ def _replay(body: bytes):
 # -- running a job on the engine (worker thread) -----------------------------------------------------
 
 
-def _wav_bytes(engine, generation) -> bytes:
-    if hasattr(engine, "wav_bytes"):
-        return engine.wav_bytes(generation)
-    from acestep_app.audio import wav_bytes
-
-    return wav_bytes(generation.waveform, generation.sample_rate)
-
-
 class EngineJobHandler:
     """Turns a stored job into ``engine.generate`` + a stored WAV + the endpoint's output model."""
 
@@ -266,24 +241,8 @@ class EngineJobHandler:
             message = getattr(progress, "message", "") or f"step {progress.step}/{progress.total}"
             context.log(message)
 
-        try:
-            generation = self.engine.generate(request, on_progress=on_progress)
-        except InputError as error:
-            detail = [{"loc": ["body", error.field], "msg": error.message, "type": "value_error"}]
-            raise JobError(str(error), status_code=422, error_type="validation_error", detail=detail) from error
-        context.check()
-        for line in getattr(generation, "logs", None) or []:
-            context.log(line)
-        try:
-            stored = self.audio.save(job.request_id, _wav_bytes(self.engine, generation))
-        except OSError as error:
-            raise JobError(f"Could not store the generated audio: {error}", error_type="storage_error") from error
-        audio = File(url=FILES_PREFIX + stored.file_name, content_type=stored.content_type,
-                     file_name=stored.file_name, file_size=stored.size)
-        output = endpoint.output_model(audio=audio, seed=generation.seed, tags=generation.tags,
-                                       lyrics=generation.lyrics)
-        seconds = float(generation.billable_seconds)
-        return JobOutcome(output.model_dump(mode="json"), seconds, billing.price_usd(seconds, self.settings))
+        return generate_output(self.engine, self.audio, self.settings, endpoint, request, job.request_id,
+                               on_progress=on_progress, log=context.log, check=context.check)
 
 
 class Waiters:
@@ -316,6 +275,31 @@ class Waiters:
 
 
 # -- the app -----------------------------------------------------------------------------------------
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    """fal-shaped errors: 422 field detail, 404 ``Path ... not found``, 500 without internals; all bill 0."""
+
+    @app.exception_handler(RequestValidationError)
+    async def _on_validation_error(request: Request, error: RequestValidationError):
+        return error_response(422, validation_detail(error.errors(), prefix=()))
+
+    @app.exception_handler(RequestRejected)
+    async def _on_rejected(request: Request, error: RequestRejected):
+        return error.response
+
+    @app.exception_handler(Exception)
+    async def _on_unhandled(request: Request, error: Exception):  # runs outside Gate: bill 0 here
+        logger.exception("unhandled error on %s", request.url.path)
+        return error_response(500, "Internal Server Error", "internal_error")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _on_http_error(request: Request, error: StarletteHTTPException):
+        if error.status_code == 404:
+            return error_response(404, f"Path {request.url.path} not found")
+        if error.status_code == 400:  # FastAPI's "error parsing the body" (e.g. invalid UTF-8)
+            return error_response(422, [{"loc": ["body"], "msg": str(error.detail), "type": "json_invalid"}])
+        return error_response(error.status_code, error.detail, headers=error.headers)
 
 
 def create_app(engine, settings, data_dir: str | Path, api_key: str | Sequence[str] | None = None, *,
@@ -359,26 +343,7 @@ def create_app(engine, settings, data_dir: str | Path, api_key: str | Sequence[s
     app.state.worker = worker
     app.state.engine = engine
 
-    @app.exception_handler(RequestValidationError)
-    async def _on_validation_error(request: Request, error: RequestValidationError):
-        return error_response(422, validation_detail(error.errors(), prefix=()))
-
-    @app.exception_handler(RequestRejected)
-    async def _on_rejected(request: Request, error: RequestRejected):
-        return error.response
-
-    @app.exception_handler(Exception)
-    async def _on_unhandled(request: Request, error: Exception):  # runs outside Gate: bill 0 here
-        logger.exception("unhandled error on %s", request.url.path)
-        return error_response(500, "Internal Server Error", "internal_error")
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _on_http_error(request: Request, error: StarletteHTTPException):
-        if error.status_code == 404:
-            return error_response(404, f"Path {request.url.path} not found")
-        if error.status_code == 400:  # FastAPI's "error parsing the body" (e.g. invalid UTF-8)
-            return error_response(422, [{"loc": ["body"], "msg": str(error.detail), "type": "json_invalid"}])
-        return error_response(error.status_code, error.detail, headers=error.headers)
+    add_error_handlers(app)
 
     def owner_of(request: Request) -> str:
         return request.state.owner

@@ -83,6 +83,8 @@ class ModalSection(BaseModel):
     max_inputs: int = Field(default=1, ge=1)
     volume: str = "acestep-weights"
     secret: str = ""
+    files_volume: str = "acestep-files"
+    api_key_secret: str = "acestep-api-key"
 
 
 class Settings(BaseModel):
