@@ -51,7 +51,8 @@ def test_missing_file_falls_back_to_defaults(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("[engine]\nprompt_backend = 'x'\n", r"\[engine\] prompt_backend: unknown key"),
+        ("[engine]\nprompt_model = 'x'\n", r"\[engine\] prompt_model: unknown key"),
+        ("[engine]\nprompt_backend = 'x'\n", r"\[engine\] prompt_backend"),
         ("[gpu]\ntype = 'H100'\n", r"\[gpu\]: unknown section"),
         ("[fal]\nnum_gpus = '2'\n", r"\[fal\] num_gpus: Input should be a valid integer"),
         ("[engine]\ncompile = 1\n", r"\[engine\] compile: Input should be a valid boolean"),

@@ -17,6 +17,7 @@ import transformers
 from transformers import AutoTokenizer, UMT5EncoderModel
 
 from acestep_app.errors import WeightsError
+from acestep_app.models.loading import check_loading_info
 
 MAX_TEXT_TOKENS = 256
 ERG_BLOCKS = (8, 9)
@@ -43,17 +44,7 @@ def _load_encoder_strictly(umt5_dir: Path, torch_dtype: torch.dtype | None) -> U
         model, info = UMT5EncoderModel.from_pretrained(umt5_dir, output_loading_info=True, **_dtype_kwarg(torch_dtype))
     except (OSError, RuntimeError, ValueError) as error:
         raise WeightsError(f"cannot load the UMT5 encoder from {umt5_dir}: {error}") from error
-    problems = [
-        f"{label}: {sorted(str(key) for key in info.get(name) or [])}"
-        for name, label in (
-            ("missing_keys", "missing keys"),
-            ("unexpected_keys", "unexpected keys"),
-            ("mismatched_keys", "mismatched shapes"),
-        )
-        if info.get(name)
-    ]
-    if problems:
-        raise WeightsError(f"UMT5 encoder checkpoint at {umt5_dir} does not match: " + "; ".join(problems))
+    check_loading_info(info, f"UMT5 encoder checkpoint at {umt5_dir}")
     return model
 
 

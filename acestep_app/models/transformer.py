@@ -28,7 +28,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.normalization import RMSNorm
 from torch import nn
 
-from ..errors import WeightsError
+from .loading import strict_from_pretrained
 from .lyric_encoder import ConformerLyricEncoder
 
 logger = logging.getLogger(__name__)
@@ -419,23 +419,9 @@ class ACEStepTransformer2DModel(ModelMixin, ConfigMixin):
         Extra keyword ``device`` (e.g. ``"cuda"``) places the weights directly on that device
         (diffusers ``device_map``); ``torch_dtype`` casts while loading. Safetensors are memory-mapped.
         """
-        if device is not None:
-            kwargs.setdefault("device_map", str(torch.device(device)))
-        kwargs.pop("output_loading_info", None)
-        model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
-        problems = [
-            f"{label}: {sorted(str(k) for k in info[name])}"
-            for name, label in (
-                ("missing_keys", "missing keys"),
-                ("unexpected_keys", "unexpected keys"),
-                ("mismatched_keys", "mismatched shapes"),
-            )
-            if info[name]
-        ]
-        if problems:
-            where = f"{cls.__name__} checkpoint at {pretrained_model_name_or_path}"
-            raise WeightsError(f"{where} does not match: " + "; ".join(problems))
-        return model
+        return strict_from_pretrained(
+            super().from_pretrained, pretrained_model_name_or_path, *args, name=cls.__name__, device=device, **kwargs
+        )
 
     # -- conditioning --------------------------------------------------------------------------
 
