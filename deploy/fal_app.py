@@ -115,7 +115,7 @@ class AceStep(fal.App, name=SETTINGS.fal.app_name, keep_alive=SETTINGS.fal.keep_
             generation = self.engine.generate(request, on_progress=print_progress)
             audio = self.upload(self.engine.wav_bytes(generation))
         except InputError as error:
-            raise unbilled_error(422, FieldException(error.field, error.message).to_pydantic_format()["detail"]) from None
+            raise invalid_input(error) from None
         except torch.AcceleratorError:
             raise  # a sticky CUDA fault: fal answers 503 and replaces this runner
         except Exception as error:
@@ -141,6 +141,11 @@ class AceStep(fal.App, name=SETTINGS.fal.app_name, keep_alive=SETTINGS.fal.keep_
             fallback_repository=fallback,
         )
         return stored.model_dump()
+
+
+def invalid_input(error: InputError) -> HTTPException:
+    """fal's field-error 422 (``FieldException``'s body), billed 0."""
+    return unbilled_error(422, FieldException(error.field, error.message).to_pydantic_format()["detail"])
 
 
 def failed_generation(error: Exception) -> HTTPException:

@@ -16,6 +16,7 @@ import soundfile
 import torch
 
 from acestep_app import billing
+from acestep_app.errors import InputError
 from acestep_app.schema import PromptToAudioInput, PromptToAudioOutput, TextToAudioInput, TextToAudioOutput
 from acestep_app.settings import Settings
 from acestep_app.tiny import write_tiny_checkpoint
@@ -147,15 +148,14 @@ def test_invalid_input_is_an_unbilled_422_naming_the_field(client, path, body, f
 
 
 def test_engine_input_error_is_a_field_422(client, engine, monkeypatch):
-    from acestep_app.errors import InputError
-
     def reject(request, on_progress=None):
         raise InputError("lyrics", "too long for the duration")
 
     monkeypatch.setattr(engine, "generate", reject)
     response = client.post("/", json={"tags": "x", **FAST})
     assert response.status_code == 422
-    assert response.json()["detail"] == [{"loc": ["body", "lyrics"], "msg": "too long for the duration", "type": "value_error"}]
+    assert response.json()["detail"] == [
+        {"loc": ["body", "lyrics"], "msg": "too long for the duration", "type": "value_error"}]
     assert response.headers[billing.BILLING_HEADER] == "0"
 
 
