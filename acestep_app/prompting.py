@@ -5,9 +5,10 @@ fal's prompt-to-audio takes one free-text prompt and "uses it to generate tags a
 
 * ``TransformersSongWriter`` (default): a local instruct model (Qwen3-4B-Instruct-2507 in the real
   deploy, see ``weights/manifest.toml``) loaded once with transformers. The reply is constrained to
-  one JSON object: the writer forces the skeleton ``{"tags": "...", "lyrics": "..."}`` and the model
-  only fills the two string values; the result is parsed with ``json`` and validated with pydantic.
-  Sampling is seeded with a ``torch.Generator`` (same seed + prompt -> same song); invalid output is
+  one JSON object: the writer forces the skeleton ``{"tags": "...", "lyrics": "[verse]\n..."}`` and
+  the model only fills the two string values (the lyric cannot close before its minimum length);
+  the result is parsed with ``json`` and validated with pydantic (tags cleaned, prose wrapped into
+  lines, loops and copies of the format example rejected, length fitted). Sampling is seeded with a ``torch.Generator`` (same seed + prompt -> same song); invalid output is
   retried with the next seed; after ``max_attempts`` the deterministic fallback is used and the logs
   say so.
 * ``OpenAISongWriter``: any OpenAI-compatible chat endpoint (URL, model, key from the environment).
@@ -100,7 +101,6 @@ class SongWriter(Protocol):
 # Length rule and validation
 # ----------------------------------------------------------------------------------------------
 
-
 # Shows the format (small models follow an example better than a description); not its words.
 _EXAMPLE_REPLY = json.dumps(
     {
@@ -110,8 +110,6 @@ _EXAMPLE_REPLY = json.dumps(
     },
     ensure_ascii=False,
 )
-
-
 _EXAMPLE_LINES = frozenset(
     line.lower() for line in json.loads(_EXAMPLE_REPLY)["lyrics"].splitlines() if line and not line.startswith("[")
 )
