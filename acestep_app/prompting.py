@@ -4,7 +4,7 @@ fal's prompt-to-audio takes one free-text prompt and "uses it to generate tags a
 ``SongWriter`` does that step:
 
 * ``TransformersSongWriter`` (default): a local instruct model (Qwen3-4B-Instruct-2507 in the real
-  deploy, see ``weights/manifest.toml``) loaded once with transformers. The reply is constrained to
+  deploy, pulled with the weights into ``<weights>/llm``) loaded once with transformers. The reply is constrained to
   one JSON object: the writer forces the skeleton ``{"tags": "...", "lyrics": "[verse]\n..."}`` and
   the model only fills the two string values (the lyric cannot close before its minimum length);
   the result is parsed with ``json`` and validated with pydantic (tags cleaned, prose wrapped into
@@ -53,9 +53,9 @@ logger = logging.getLogger(__name__)
 INSTRUMENTAL_LYRICS = "[inst]"
 BACKENDS = ("transformers", "openai", "fallback")
 # OpenAI-compatible backend configuration (read by ``OpenAISongWriter.from_env`` only).
-ENV_LLM_URL = "ACESTEP_LLM_URL"
-ENV_LLM_MODEL = "ACESTEP_LLM_MODEL"
-ENV_LLM_API_KEY = "ACESTEP_LLM_API_KEY"
+ENV_OPENAI_URL = "ACESTEP_OPENAI_URL"
+ENV_OPENAI_MODEL = "ACESTEP_OPENAI_MODEL"
+ENV_OPENAI_API_KEY = "ACESTEP_OPENAI_API_KEY"
 
 SECONDS_PER_LINE = 4.0
 SUNG_SHARE = 0.75
@@ -693,12 +693,12 @@ class OpenAISongWriter:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **kwargs: Any) -> OpenAISongWriter:
-        """Configure from ``ACESTEP_LLM_URL``, ``ACESTEP_LLM_MODEL`` and ``ACESTEP_LLM_API_KEY``."""
+        """Configure from ``ACESTEP_OPENAI_URL``, ``ACESTEP_OPENAI_MODEL`` and ``ACESTEP_OPENAI_API_KEY``."""
         environ = os.environ if environ is None else environ
-        missing = [name for name in (ENV_LLM_URL, ENV_LLM_MODEL) if not environ.get(name)]
+        missing = [name for name in (ENV_OPENAI_URL, ENV_OPENAI_MODEL) if not environ.get(name)]
         if missing:
             raise ValueError(f"prompt backend 'openai' needs the environment variables {', '.join(missing)}")
-        return cls(environ[ENV_LLM_URL], environ[ENV_LLM_MODEL], environ.get(ENV_LLM_API_KEY), **kwargs)
+        return cls(environ[ENV_OPENAI_URL], environ[ENV_OPENAI_MODEL], environ.get(ENV_OPENAI_API_KEY), **kwargs)
 
     def write(self, prompt: str, *, instrumental: bool, duration: float, seed: int) -> Song:
         import httpx

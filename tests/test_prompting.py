@@ -333,7 +333,7 @@ def test_openai_writer_sends_a_seeded_json_request():
         requests.append(request)
         return chat_response(json.dumps({"tags": "Rock, Guitar", "lyrics": VALID_LYRICS}))
 
-    env = {"ACESTEP_LLM_URL": "http://llm.test/v1", "ACESTEP_LLM_MODEL": "qwen3", "ACESTEP_LLM_API_KEY": "k"}
+    env = {"ACESTEP_OPENAI_URL": "http://llm.test/v1", "ACESTEP_OPENAI_MODEL": "qwen3", "ACESTEP_OPENAI_API_KEY": "k"}
     writer = OpenAISongWriter.from_env(env, transport=httpx.MockTransport(handler))
     song = writer.write(PROMPT, instrumental=False, duration=20, seed=5)
     assert song == Song("rock, guitar", fit_lyrics(VALID_LYRICS, LyricBudget(20)), "openai", song.logs, 50)
@@ -358,8 +358,8 @@ def test_openai_writer_retries_errors_then_falls_back():
 
 
 def test_openai_backend_needs_its_environment(monkeypatch):
-    monkeypatch.delenv("ACESTEP_LLM_URL", raising=False)
-    with pytest.raises(ValueError, match="ACESTEP_LLM_URL"):
+    monkeypatch.delenv("ACESTEP_OPENAI_URL", raising=False)
+    with pytest.raises(ValueError, match="ACESTEP_OPENAI_URL"):
         load_song_writer(None, backend="openai")
 
 
