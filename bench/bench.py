@@ -1,0 +1,434 @@
+"""Speed of one ACE-Step v1 request at fal's defaults, stage by stage; sequential vs fast path; cold start.
+
+fal defaults (``TextToAudioInput``): 27 Euler steps, APG, guidance interval 0.5, tag 5 / lyric 1.5
+(double condition): the reference's sequential loop costs 55 transformer forwards, the batched-guidance
+fast path 27. Each stage (prompt writing, text + lyric encoding, diffusion, decode, WAV encoding)
+gets its wall time and peak memory (CUDA ``max_memory_allocated`` on a GPU, sampled process RSS on a
+CPU); each run its forward count and real-time factor (seconds of audio per second of wall time).
+
+On a GPU it loads the real checkpoint (``--checkpoint`` or the pinned weights of ``infra.toml``);
+on a CPU it writes a mid-size random checkpoint (``bench/midsize.py``) so that the ratios mean
+something and a 30 s song takes tens of seconds.
+
+    .venv/bin/python bench/bench.py --compare                      # CPU: 30 s, sequential vs fast
+    .venv/bin/python bench/bench.py --durations 30 60 240 --compare --cold-start   # a GPU machine
+
+On a CPU shared with other jobs keep ``--threads 1``: OpenMP threads fighting for busy cores run
+many times slower. ``--repeats N`` interleaves the paths N times and keeps each stage's best time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import torch  # noqa: E402
+
+from acestep_app.audio import wav_bytes  # noqa: E402
+from acestep_app.schema import TextToAudioInput  # noqa: E402
+
+PROMPT = "An upbeat synth-pop song about driving along the coast at night, female vocals."
+STAGES = ("prompt", "encode", "diffusion", "decode", "wav")
+DEFAULT_MIDSIZE_DIR = Path(os.environ.get("TMPDIR", "/tmp")) / "acestep-bench-midsize"
+RESULT_PREFIX = "COLD_START_RESULT "
+WARMUP_STEPS = 3  # the fewest fal accepts; still meets both the guided and the unguided batch shapes
+
+
+# -- memory -------------------------------------------------------------------------------------
+
+
+class PeakMemory:
+    """Peak memory since the last ``reset``: CUDA allocations on a GPU, sampled process RSS on a CPU."""
+
+    def __init__(self, device: torch.device, interval: float = 0.005):
+        self.cuda = device.type == "cuda"
+        self._floor = 0
+        self._rss_peak = 0
+        self._page = os.sysconf("SC_PAGE_SIZE")
+        self._stop = threading.Event()
+        if not self.cuda:
+            self._thread = threading.Thread(target=self._sample, args=(interval,), daemon=True)
+            self._thread.start()
+
+    def _rss(self) -> int:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * self._page
+
+    def _sample(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            self._rss_peak = max(self._rss_peak, self._rss())
+
+    def reset(self) -> None:
+        self._floor = 0
+        if self.cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        else:
+            self._rss_peak = self._rss()
+
+    def current(self) -> int:
+        return torch.cuda.memory_allocated() if self.cuda else self._rss()
+
+    def peak(self) -> int:
+        if self.cuda:
+            torch.cuda.synchronize()
+            return max(self._floor, torch.cuda.max_memory_allocated())
+        return max(self._floor, self._rss_peak, self._rss())
+
+    def raise_floor(self, value: int) -> None:
+        """Keep an enclosing stage's peak across a nested stage's ``reset``."""
+        self._floor = max(self._floor, value)
+
+    def close(self) -> None:
+        self._stop.set()
+
+
+@dataclass
+class StageRecorder:
+    memory: PeakMemory
+    seconds: dict[str, float] = field(default_factory=dict)
+    peaks: dict[str, int] = field(default_factory=dict)
+    growth: dict[str, int] = field(default_factory=dict)  # peak above the memory in use at the stage's start
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        outer_peak = self.memory.peak()
+        self.memory.reset()
+        before = self.memory.current()
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            peak = self.memory.peak()  # synchronises CUDA before the clock stops
+            self.seconds[name] = time.perf_counter() - started
+            self.peaks[name] = peak
+            self.growth[name] = max(0, peak - before)
+            self.memory.raise_floor(max(outer_peak, peak))
+
+
+# -- one request --------------------------------------------------------------------------------
+
+
+@dataclass
+class PathConfig:
+    name: str
+    batched_guidance: bool
+    compile: bool
+    decode_chunk_frames: int | None
+
+
+@dataclass
+class RunResult:
+    path: str
+    duration: float
+    audio_seconds: float
+    num_forwards: int
+    seconds: dict[str, float]
+    peaks: dict[str, int]
+    growth: dict[str, int]
+    latents: torch.Tensor | None = None
+
+    @property
+    def total(self) -> float:
+        return sum(self.seconds[s] for s in STAGES)
+
+    @property
+    def realtime_factor(self) -> float:
+        return self.audio_seconds / self.total
+
+
+def pipeline_kwargs(request: TextToAudioInput) -> dict:
+    return {
+        "duration": request.duration,
+        "num_inference_steps": request.number_of_steps,
+        "seed": request.seed,
+        "scheduler": str(request.scheduler),
+        "guidance_type": str(request.guidance_type),
+        "granularity_scale": request.granularity_scale,
+        "guidance_interval": request.guidance_interval,
+        "guidance_interval_decay": request.guidance_interval_decay,
+        "guidance_scale": request.guidance_scale,
+        "minimum_guidance_scale": request.minimum_guidance_scale,
+        "tag_guidance_scale": request.tag_guidance_scale,
+        "lyric_guidance_scale": request.lyric_guidance_scale,
+    }
+
+
+def run_request(pipeline, writer, path: PathConfig, duration: float, steps: int, memory: PeakMemory) -> RunResult:
+    """One prompt-to-audio request at fal's defaults, timed stage by stage."""
+    recorder = StageRecorder(memory)
+    with recorder.stage("prompt"):
+        song = writer.write(PROMPT, instrumental=False, duration=duration, seed=0)
+    request = TextToAudioInput(tags=song.tags, lyrics=song.lyrics, duration=duration, number_of_steps=steps, seed=0)
+
+    encode_conditions = pipeline.encode_conditions
+
+    def timed_encode(*args, **kwargs):
+        with recorder.stage("encode"):
+            return encode_conditions(*args, **kwargs)
+
+    pipeline.encode_conditions = timed_encode
+    try:
+        with recorder.stage("diffusion"):
+            output = pipeline(
+                request.tags, request.lyrics, batched_guidance=path.batched_guidance, decode=False, **pipeline_kwargs(request)
+            )
+    finally:
+        del pipeline.encode_conditions
+    recorder.seconds["diffusion"] -= recorder.seconds["encode"]
+
+    pipeline.decode_chunk_frames = path.decode_chunk_frames
+    with recorder.stage("decode"):
+        waveform = pipeline.decode_latents(output.latents)[0]
+    with recorder.stage("wav"):
+        wav_bytes(waveform.numpy(), output.sample_rate)
+    return RunResult(
+        path=path.name,
+        duration=duration,
+        audio_seconds=waveform.shape[-1] / output.sample_rate,
+        num_forwards=output.num_forwards,
+        seconds=recorder.seconds,
+        peaks=recorder.peaks,
+        growth=recorder.growth,
+        latents=output.latents.float().cpu(),
+    )
+
+
+def best_of(runs: list[RunResult]) -> RunResult:
+    """Each stage's best time over repeats (other jobs on the machine only ever add time)."""
+    first = runs[0]
+    seconds = {s: min(r.seconds[s] for r in runs) for s in STAGES}
+    peaks = {s: max(r.peaks[s] for r in runs) for s in STAGES}
+    growth = {s: max(r.growth[s] for r in runs) for s in STAGES}
+    return RunResult(first.path, first.duration, first.audio_seconds, first.num_forwards, seconds, peaks, growth,
+                     first.latents)
+
+
+# -- loading ------------------------------------------------------------------------------------
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def resolve_checkpoint(args: argparse.Namespace, device: torch.device) -> Path:
+    if args.checkpoint:
+        return Path(args.checkpoint)
+    if device.type == "cuda":
+        from acestep_app.settings import Settings
+        from acestep_app.weights import ensure_weights
+
+        return ensure_weights(Settings.load())
+    from midsize import write_midsize_checkpoint
+
+    return write_midsize_checkpoint(args.midsize_dir, heads=args.heads)
+
+
+def load_pipeline(checkpoint: Path, device: torch.device, dtype: torch.dtype, path: PathConfig):
+    from acestep_app.acceleration import AccelerationOptions, accelerate_transformer
+    from acestep_app.pipeline import AceStepPipeline
+
+    pipeline = AceStepPipeline.from_pretrained(checkpoint, device=device, dtype=dtype)
+    if path.compile:
+        accelerate_transformer(pipeline.transformer, AccelerationOptions.fast(str(device)))
+    return pipeline
+
+
+def load_writer(args: argparse.Namespace, checkpoint: Path, device: torch.device):
+    from acestep_app.prompting import FallbackSongWriter, find_llm_weights, load_song_writer
+
+    llm = Path(args.llm) if args.llm else checkpoint / "llm"
+    if find_llm_weights(llm) is None:
+        return FallbackSongWriter("no language model weights for the bench (--llm DIR)")
+    return load_song_writer(llm, "transformers", device=str(device))
+
+
+def path_configs(args: argparse.Namespace, device: torch.device) -> list[PathConfig]:
+    cuda = device.type == "cuda"
+    compile_fast = {"on": True, "off": False, "auto": cuda}[args.compile]
+    chunk = args.decode_chunk_frames if args.decode_chunk_frames >= 0 else (128 if cuda else 0)
+    fast = PathConfig("fast", batched_guidance=True, compile=compile_fast, decode_chunk_frames=chunk or None)
+    sequential = PathConfig("sequential", batched_guidance=False, compile=False, decode_chunk_frames=None)
+    return [sequential, fast] if args.compare else [fast]
+
+
+# -- printing -----------------------------------------------------------------------------------
+
+
+def mib(value: int) -> str:
+    return f"{value / 2**20:,.0f}"
+
+
+def print_result(result: RunResult) -> None:
+    print(f"  {result.path}: {result.audio_seconds:.2f} s of audio, {result.num_forwards} transformer forwards, "
+          f"{result.total:.2f} s wall, {result.realtime_factor:.2f}x real time")
+    for stage in STAGES:
+        print(f"    {stage:<10} {result.seconds[stage]:9.3f} s   peak {mib(result.peaks[stage]):>8} MiB "
+              f"(+{mib(result.growth[stage])} MiB in the stage)")
+
+
+def print_comparison(sequential: RunResult, fast: RunResult) -> None:
+    diff = (fast.latents - sequential.latents).abs().max().item()
+    print(f"  fast / sequential: total {sequential.total / fast.total:.2f}x faster "
+          f"(diffusion {sequential.seconds['diffusion'] / fast.seconds['diffusion']:.2f}x), "
+          f"forwards {fast.num_forwards} vs {sequential.num_forwards}, "
+          f"real time {fast.realtime_factor:.2f}x vs {sequential.realtime_factor:.2f}x, "
+          f"max |latent difference| {diff:.1e}")
+
+
+# -- cold start ---------------------------------------------------------------------------------
+
+
+def cold_start(args: argparse.Namespace, checkpoint: Path, device: torch.device, fast: PathConfig) -> None:
+    """Process start -> first result through the serving Engine, in a fresh interpreter."""
+    command = [
+        sys.executable, str(Path(__file__).resolve()), "--cold-start-child", "--checkpoint", str(checkpoint),
+        "--device", str(device), "--dtype", args.dtype, "--durations", str(args.durations[0]),
+        "--steps", str(args.steps), "--threads", str(args.threads), "--compile", "on" if fast.compile else "off",
+    ]
+    started = time.perf_counter()
+    finished = subprocess.run(command, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - started
+    lines = [line for line in finished.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
+    if finished.returncode != 0 or not lines:
+        print(f"cold start failed (exit {finished.returncode}):\n{finished.stderr[-2000:]}")
+        return
+    child = json.loads(lines[-1].removeprefix(RESULT_PREFIX))
+    stages = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in child["timings"].items())
+    print(f"cold start ({args.durations[0]:g} s song, compile {'on' if fast.compile else 'off'}): "
+          f"{wall:.2f} s from process start to first WAV; in the child: imports {child['imports']:.2f} s, "
+          f"load {child['load']:.2f} s, first request {child['generate']:.2f} s ({stages})")
+
+
+def cold_start_child(args: argparse.Namespace) -> None:
+    imports = time.perf_counter()  # torch and the app are imported above; count from interpreter start
+    imports -= _process_start()
+    from acestep_app.engine import Engine
+    from acestep_app.settings import Settings
+
+    started = time.perf_counter()
+    engine_settings = {
+        "weights_dir": args.checkpoint, "device": args.device, "dtype": args.dtype,
+        "compile": args.compile == "on", "prompt_backend": "fallback",
+    }
+    engine = Engine.load(Settings.from_dict({"engine": engine_settings}))
+    loaded = time.perf_counter()
+    generation = engine.generate(TextToAudioInput(tags="pop", lyrics="[verse]\nla la la", duration=args.durations[0],
+                                                  number_of_steps=args.steps, seed=0))
+    engine.wav_bytes(generation)
+    done = time.perf_counter()
+    print(RESULT_PREFIX + json.dumps({"imports": imports, "load": loaded - started, "generate": done - loaded,
+                                      "timings": generation.timings}), flush=True)
+
+
+def _process_start() -> float:
+    """This process's start time on the ``perf_counter`` clock (Linux: from /proc)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    with open("/proc/self/stat") as stat:
+        started_after_boot = int(stat.read().rsplit(")", 1)[1].split()[19]) / ticks
+    with open("/proc/uptime") as uptime:
+        now_after_boot = float(uptime.read().split()[0])
+    return time.perf_counter() - (now_after_boot - started_after_boot)
+
+
+# -- main ---------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--durations", type=float, nargs="+", default=None,
+                        help="song lengths in seconds (default: 30 on CPU; 30 60 240 on GPU)")
+    parser.add_argument("--steps", type=int, default=TextToAudioInput.model_fields["number_of_steps"].default)
+    parser.add_argument("--compare", action="store_true", help="also run the plain sequential path, side by side")
+    parser.add_argument("--cold-start", action="store_true", help="measure process start -> first result")
+    parser.add_argument("--repeats", type=int, default=1, help="interleaved runs per path; best time per stage")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--dtype", default="auto", help="auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16")
+    parser.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
+                        help="torch.compile the fast path's transformer (auto: on GPU only)")
+    parser.add_argument("--decode-chunk-frames", type=int, default=-1,
+                        help="fast path decode window in latent frames (-1 auto: 128 on GPU, whole on CPU; 0 whole)")
+    parser.add_argument("--checkpoint", help="official-layout checkpoint (default: pinned weights on GPU, mid-size on CPU)")
+    parser.add_argument("--heads", type=int, default=2, help="mid-size DiT heads of 128 (official 20)")
+    parser.add_argument("--midsize-dir", type=Path, default=DEFAULT_MIDSIZE_DIR)
+    parser.add_argument("--llm", help="prompt-writing LLM folder or .gguf (default <checkpoint>/llm, else fallback)")
+    parser.add_argument("--threads", type=int, default=1 if not torch.cuda.is_available() else 0,
+                        help="torch CPU threads (0 = torch's default)")
+    parser.add_argument("--cold-start-child", action="store_true", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    if args.durations is None:
+        args.durations = [30.0, 60.0, 240.0] if device.type == "cuda" else [30.0]
+    if args.cold_start_child:
+        cold_start_child(args)
+        return 0
+
+    from acestep_app.acceleration import configure_torch, resolve_dtype
+
+    configure_torch(str(device))
+    dtype = resolve_dtype(args.dtype, str(device))
+    checkpoint = resolve_checkpoint(args, device)
+    paths = path_configs(args, device)
+    print("reproduce: " + shlex.join([".venv/bin/python", "bench/bench.py", *sys.argv[1:]]))
+    print(f"device {device} ({torch.get_num_threads()} threads), dtype {str(dtype).removeprefix('torch.')}, "
+          f"checkpoint {checkpoint}, torch {torch.__version__}")
+    for path in paths:
+        print(f"path {path.name}: batched guidance {path.batched_guidance}, compile {path.compile}, "
+              f"decode chunk {path.decode_chunk_frames or 'whole'}")
+
+    memory = PeakMemory(device)
+    print(f"peak memory: {'CUDA max_memory_allocated' if memory.cuda else 'process RSS, sampled every 5 ms'}")
+    writer = load_writer(args, checkpoint, device)
+    pipelines = {}
+    for path in paths:
+        started = time.perf_counter()
+        pipelines[path.name] = load_pipeline(checkpoint, device, dtype, path)
+        print(f"loaded {path.name} pipeline in {time.perf_counter() - started:.2f} s")
+    try:
+        for duration in args.durations:
+            print(f"\n{duration:g} s song, {args.steps} steps (fal defaults: apg, interval 0.5, tag 5 / lyric 1.5)")
+            for path in paths:  # warm-up: first-call allocations and compilation stay out of the timings
+                started = time.perf_counter()
+                run_request(pipelines[path.name], writer, path, duration, WARMUP_STEPS, memory)
+                print(f"  warm-up {path.name}: {time.perf_counter() - started:.2f} s")
+            runs: dict[str, list[RunResult]] = {path.name: [] for path in paths}
+            for _ in range(args.repeats):
+                for path in paths:
+                    runs[path.name].append(run_request(pipelines[path.name], writer, path, duration, args.steps, memory))
+            results = {name: best_of(values) for name, values in runs.items()}
+            for result in results.values():
+                print_result(result)
+            if args.compare:
+                print_comparison(results["sequential"], results["fast"])
+    finally:
+        memory.close()
+    if args.cold_start:
+        print()
+        cold_start(args, checkpoint, device, paths[-1])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

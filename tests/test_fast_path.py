@@ -1,0 +1,125 @@
+"""The fast path end to end keeps the maths: batched guidance vs the reference's sequential loop on
+shared cases, the inductor-compiled and the shape-bucketed transformer inside the pipeline, chunked
+decoding as the engine configures it, and the bf16 pipeline on CPU (tiny checkpoint).
+
+Component-level checks (compiled blocks with aot_eager, bucketed ``decode``, chunk windows, bf16
+transformer / autoencoder) live in test_acceleration.py, test_transformer.py and test_autoencoder.py.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from acestep_app.acceleration import AccelerationOptions, accelerate_transformer
+from acestep_app.pipeline import AceStepPipeline
+from acestep_app.settings import Settings
+
+BATCHED_TOL = 1e-4  # batching changes summation order only; errors compound over the steps
+SHORT = {"duration": 2.0, "num_inference_steps": 4, "seed": 7}
+LYRICS = "[verse]\nHello world, this is a song\n\n[chorus]\nla la la"
+
+
+@pytest.fixture(scope="module")
+def pipeline(tiny_checkpoint, lyric_vocab):
+    return AceStepPipeline.from_pretrained(tiny_checkpoint, lyric_vocab=lyric_vocab)
+
+
+def _case_call(cases_dir, name: str) -> tuple[tuple[str, str], dict]:
+    kw = json.loads((cases_dir / f"{name}.json").read_text())["call_kwargs"]
+    seeds = json.loads((cases_dir / f"{name}.json").read_text())["pipeline_input_params"]["actual_seeds"]
+    return (kw["prompt"], kw["lyrics"]), {
+        "duration": kw["audio_duration"],
+        "num_inference_steps": kw["infer_step"],
+        "seed": seeds,
+        "batch_size": kw["batch_size"],
+        "scheduler": kw["scheduler_type"],
+        "guidance_type": kw["cfg_type"],
+        "granularity_scale": kw["omega_scale"],
+        "guidance_interval": kw["guidance_interval"],
+        "guidance_interval_decay": kw["guidance_interval_decay"],
+        "guidance_scale": kw["guidance_scale"],
+        "minimum_guidance_scale": kw["min_guidance_scale"],
+        "tag_guidance_scale": kw["guidance_scale_text"],
+        "lyric_guidance_scale": kw["guidance_scale_lyric"],
+        "use_erg_tag": kw["use_erg_tag"],
+        "use_erg_lyric": kw["use_erg_lyric"],
+        "use_erg_diffusion": kw["use_erg_diffusion"],
+        "decode": False,
+    }
+
+
+@pytest.mark.parametrize(
+    "name", ["e2e_euler_apg_defaults_10steps", "e2e_heun_apg_double_condition", "e2e_batch2", "e2e_euler_cfg_star"]
+)
+def test_batched_guidance_matches_sequential_on_shared_cases(pipeline, cases_dir, name):
+    texts, kwargs = _case_call(cases_dir, name)
+    sequential = pipeline(*texts, **kwargs, batched_guidance=False)
+    batched = pipeline(*texts, **kwargs, batched_guidance=True)
+    torch.testing.assert_close(batched.latents, sequential.latents, atol=BATCHED_TOL, rtol=0)
+    assert batched.num_forwards < sequential.num_forwards
+
+
+def test_fal_defaults_cost_27_batched_forwards_instead_of_55(pipeline):
+    # 27 Euler steps, guidance interval 0.5: 14 guided steps x 3 branches + 13 conditional-only steps.
+    common = {"duration": 0.5, "num_inference_steps": 27, "seed": 0, "decode": False}
+    assert pipeline("pop", LYRICS, **common, batched_guidance=False).num_forwards == 55
+    assert pipeline("pop", LYRICS, **common, batched_guidance=True).num_forwards == 27
+
+
+def test_inductor_compiled_pipeline_matches_eager(tiny_checkpoint, lyric_vocab, pipeline):
+    torch._dynamo.reset()
+    compiled = AceStepPipeline.from_pretrained(tiny_checkpoint, lyric_vocab=lyric_vocab)
+    accelerate_transformer(compiled.transformer, AccelerationOptions(compile=True, frame_bucket=32, token_bucket=64))
+    # interval 1.0: every step is guided, so one batch shape (3) and two block graphs (with/without ERG).
+    call = {**SHORT, "guidance_interval": 1.0, "decode": False}
+    expected = pipeline("pop, rock", LYRICS, **call)
+    actual = compiled("pop, rock", LYRICS, **call)
+    torch.testing.assert_close(actual.latents, expected.latents, atol=BATCHED_TOL, rtol=0)
+    torch._dynamo.reset()
+
+
+def test_shape_bucketed_pipeline_matches_unbucketed(tiny_checkpoint, lyric_vocab, pipeline):
+    bucketed = AceStepPipeline.from_pretrained(tiny_checkpoint, lyric_vocab=lyric_vocab)
+    bucketed.transformer.enable_shape_buckets(frames=16, tokens=16)  # 21 frames -> 32, tokens padded too
+    expected = pipeline("pop, rock", LYRICS, **SHORT, decode=False)
+    actual = bucketed("pop, rock", LYRICS, **SHORT, decode=False)
+    assert actual.latents.shape[-1] == 21
+    torch.testing.assert_close(actual.latents, expected.latents, atol=1e-5, rtol=0)
+
+
+def test_engine_auto_settings_pick_chunked_decode_on_gpu_only():
+    from acestep_app.engine import decode_chunking
+
+    auto = Settings().engine
+    assert auto.decode_chunk_frames == "auto"
+    assert decode_chunking(auto, "cpu") == (None, None)
+    chunk, overlap = decode_chunking(auto, "cuda")
+    assert chunk and overlap and chunk > 2 * overlap
+    explicit = Settings.from_dict({"engine": {"decode_chunk_frames": 64}}).engine
+    assert decode_chunking(explicit, "cpu") == (64, None)
+    whole = Settings.from_dict({"engine": {"decode_chunk_frames": 0}}).engine
+    assert decode_chunking(whole, "cuda") == (None, None)
+
+
+def test_chunked_pipeline_decode_matches_whole(tiny_checkpoint, lyric_vocab, pipeline):
+    latents = pipeline("pop, rock", LYRICS, duration=6.0, num_inference_steps=2, seed=3, decode=False).latents
+    chunked = AceStepPipeline.from_pretrained(
+        tiny_checkpoint, lyric_vocab=lyric_vocab, decode_chunk_frames=24, decode_overlap_frames=6
+    )
+    whole = pipeline.decode_latents(latents)
+    pieces = chunked.decode_latents(latents)  # 64 frames -> 4 overlapping windows of 24
+    assert pieces.shape == whole.shape
+    assert (pieces - whole).abs().max() <= 1e-4 * max(1.0, whole.abs().max().item())
+
+
+def test_bfloat16_pipeline_runs_on_cpu_close_to_float32(tiny_checkpoint, lyric_vocab, pipeline):
+    half = AceStepPipeline.from_pretrained(tiny_checkpoint, lyric_vocab=lyric_vocab, dtype=torch.bfloat16)
+    expected = pipeline("pop, rock", LYRICS, **SHORT)
+    actual = half("pop, rock", LYRICS, **SHORT)
+    assert actual.latents.dtype == torch.bfloat16
+    assert actual.waveform.dtype == torch.float32 and torch.isfinite(actual.waveform).all()
+    error = (actual.latents.float() - expected.latents).norm() / expected.latents.norm()
+    assert error < 0.05, f"relative latent error {error:.3f}"
