@@ -42,7 +42,8 @@ class ServerProcess:
         self.process: subprocess.Popen | None = None
 
     def start(self, timeout: float = 60.0) -> None:
-        env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+        # one torch thread per server: the tests' machine has 2 cores shared with the test process
+        env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, env=env,
                                         cwd=PROJECT_ROOT)

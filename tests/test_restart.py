@@ -1,6 +1,8 @@
 """Server processes: kill -9 with jobs queued and running, restart, nothing lost; bounded load.
 
 Every accepted job must end COMPLETED, or FAILED with a reason, with exactly one usage row.
+The double (tests/engine_double.py) holds jobs in slow steps; ``test_real_serve_*`` runs
+``acestep-app serve --weights <tiny checkpoint>``. Figures go into tests/reliability.py's summary.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from reliability import TALLY, reliability_tally  # noqa: F401  (autouse: prints the reliability summary)
 from server_process import ServerProcess, double_command, free_port, running, serve_command
 
 APP = "fal-ai/ace-step"
@@ -85,6 +88,8 @@ def test_kill_9_with_jobs_running_and_queued_then_restart_completes_all(tmp_path
     assert [row["status"] for row in rows] == ["COMPLETED"] * 4
     assert [row["attempts"] for row in rows] == [2, 1, 1, 1]
     assert sorted(row["request_id"] for row in usage_table(data_dir)) == sorted(h["request_id"] for h in handles)
+    TALLY.count_jobs([row["status"] for row in rows])
+    TALLY.fault()
 
 
 def test_a_job_that_crashes_the_server_twice_fails_with_a_reason(tmp_path):
@@ -107,6 +112,9 @@ def test_a_job_that_crashes_the_server_twice_fails_with_a_reason(tmp_path):
     finally:
         server.stop()
     assert [(row["status"], row["seconds"]) for row in usage_table(data_dir)] == [("FAILED", 0)]
+    TALLY.count_jobs(["FAILED"])
+    TALLY.fault()
+    TALLY.fault()
 
 
 def test_graceful_stop_requeues_the_running_job(tmp_path):
@@ -159,3 +167,42 @@ def test_load_200_submissions_from_20_clients(tmp_path):
     p50, p99 = statistics.median(latencies), latencies[int(0.99 * (len(latencies) - 1))]
     print(f"\nload: {total} jobs from {clients} clients: submitted {total}, completed {len(rows)}, "
           f"lost 0; latency p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms")
+
+
+def test_real_serve_kill_9_with_jobs_running_and_queued_then_restart_completes_all(tmp_path):
+    """``acestep-app serve --weights <tiny>`` as a real process: kill -9 mid-job, restart, all complete."""
+    from acestep_app.tiny import write_tiny_checkpoint
+
+    checkpoint = write_tiny_checkpoint(tmp_path / "tiny")
+    data_dir, port = tmp_path / "data", free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    server = ServerProcess(serve_command(data_dir, port, "--weights", str(checkpoint)), base_url,
+                           tmp_path / "server.log")
+    server.start(timeout=120)
+    try:
+        handles = [submit(base_url, {"prompt": "long one", "duration": 5, "number_of_steps": 20, "seed": 1})]
+        handles.append(submit(base_url, {"prompt": "queued", "duration": 5, "number_of_steps": 3, "seed": 2}))
+        handles.append(submit(base_url, {"tags": "jazz", "lyrics": "[verse]\nla", "duration": 5,
+                                         "number_of_steps": 3, "seed": 3}, path=""))
+        wait_until(lambda: status_of(handles[0])["status"] == "IN_PROGRESS")
+        server.kill()
+        assert [row["status"] for row in jobs_table(data_dir)] == ["IN_PROGRESS", "IN_QUEUE", "IN_QUEUE"]
+
+        server.start(timeout=120)
+        for handle in handles:
+            final = wait_until(lambda: (body := status_of(handle))["status"] == "COMPLETED" and body, timeout=120)
+            assert "error" not in final, final
+        results = [httpx.get(handle["response_url"], timeout=30) for handle in handles]
+        for result in results:
+            assert result.status_code == 200
+            audio = httpx.get(result.json()["audio"]["url"], timeout=30)
+            assert audio.status_code == 200 and len(audio.content) == result.json()["audio"]["file_size"]
+            assert 4.9 < float(result.headers["x-fal-billable-units"]) <= 5
+        assert [result.json()["seed"] for result in results] == [1, 2, 3]
+    finally:
+        server.stop()
+    rows = jobs_table(data_dir)
+    assert [(row["status"], row["attempts"]) for row in rows] == [("COMPLETED", 2), ("COMPLETED", 1), ("COMPLETED", 1)]
+    assert sorted(row["request_id"] for row in usage_table(data_dir)) == sorted(h["request_id"] for h in handles)
+    TALLY.count_jobs([row["status"] for row in rows])
+    TALLY.fault()

@@ -1,7 +1,8 @@
 """The local server in-process: endpoints, fal queue protocol, billing, validation, auth, files.
 
 Most tests drive an engine double (tests/engine_double.py) so jobs can be held, failed and counted;
-``test_real_engine_*`` run the real Engine on the shared tiny checkpoint.
+``test_real_engine_*`` run the real Engine on a tiny random checkpoint (acestep_app.tiny).
+Reliability checks (issue 9) that these tests cover are counted in tests/reliability.py's summary.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ import threading
 import time
 import wave
 
+import numpy as np
 import pytest
+import soundfile
 from fastapi.testclient import TestClient
 
 from acestep_app import billing
@@ -21,6 +24,7 @@ from acestep_app.schema import PromptToAudioOutput, TextToAudioOutput
 from acestep_app.server import create_app
 from acestep_app.settings import Settings
 from engine_double import EngineDouble
+from reliability import reliability_tally  # noqa: F401  (autouse: prints the reliability summary)
 
 APP = "fal-ai/ace-step"
 KEY_A, KEY_B = "key-a:secret", "key-b:secret"
@@ -322,3 +326,63 @@ def test_full_disk_on_store_fails_the_job_with_a_reason(client, monkeypatch):
     status = wait_status(client, handle, "COMPLETED")
     assert status["error_type"] == "storage_error" and "No space left" in status["error"]
     assert list(usage(client).values())[0]["seconds"] == 0
+
+
+# -- the real Engine on a tiny random checkpoint ---------------------------------------------------
+
+REAL_SAMPLE_RATE = 48_000
+LATENT_STEP_SECONDS = 4096 / 44100  # the latent grid floors the requested duration by less than this
+
+
+@pytest.fixture(scope="module")
+def real_engine(tmp_path_factory):
+    from acestep_app.engine import Engine
+    from acestep_app.tiny import write_tiny_checkpoint
+
+    checkpoint = write_tiny_checkpoint(tmp_path_factory.mktemp("tiny"))
+    return Engine.load(Settings(), weights_dir=checkpoint)
+
+
+@pytest.fixture()
+def real_client(real_engine, tmp_path):
+    with TestClient(create_app(real_engine, Settings(), tmp_path / "data")) as client:
+        yield client
+
+
+def check_real_wav(client, response, duration: float) -> None:
+    """48 kHz stereo WAV, the requested duration floored to the latent grid, billed exactly."""
+    audio = response.json()["audio"]
+    data, sample_rate = soundfile.read(io.BytesIO(client.get(audio["url"]).content), always_2d=True)
+    seconds = data.shape[0] / sample_rate
+    assert (sample_rate, data.shape[1]) == (REAL_SAMPLE_RATE, 2)
+    assert duration - LATENT_STEP_SECONDS < seconds <= duration
+    assert np.isfinite(data).all() and np.abs(data).max() > 0
+    assert response.headers[billing.BILLING_HEADER] == billing.header_value(billing.billable_seconds(
+        data.shape[0], sample_rate))
+    row = usage(client)[response.headers["x-fal-request-id"]]
+    assert (row["status"], row["seconds"]) == ("COMPLETED", billing.billable_seconds(data.shape[0], sample_rate))
+
+
+REAL_CASES = [
+    ("/prompt-to-audio", "/prompt-to-audio", {"prompt": "lofi beat on the boardwalk", "duration": 5.5}),
+    ("/", "", {"tags": "rock, guitar", "lyrics": "[verse]\nla la la", "duration": 5}),
+]
+
+
+@pytest.mark.parametrize(("sync_path", "queue_path", "payload"), REAL_CASES)
+def test_real_engine_sync_and_queued_requests_return_the_wav_and_bill_it(
+        real_client, sync_path, queue_path, payload):
+    payload = {**payload, "number_of_steps": 3, "seed": 11}
+    sync = real_client.post(sync_path, json=payload)
+    assert sync.status_code == 200, sync.text
+    assert sync.json()["seed"] == 11
+    check_real_wav(real_client, sync, payload["duration"])
+
+    handle = submit(real_client, payload, path=queue_path)
+    done = wait_status(real_client, handle, "COMPLETED", timeout=60, logs="true")
+    assert "error" not in done, done
+    assert any("tiny random checkpoint" in entry["message"] for entry in done["logs"])
+    queued = real_client.get(handle["response_url"])
+    assert queued.status_code == 200
+    check_real_wav(real_client, queued, payload["duration"])
+    assert (queued.json()["tags"], queued.json()["lyrics"]) == (sync.json()["tags"], sync.json()["lyrics"])
