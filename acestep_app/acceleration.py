@@ -1,5 +1,5 @@
 """Speed switches for the inference core: dtype policy, torch.compile with shape buckets, CUDA graphs,
-SDPA kernel choice, and parallel direct-to-device model loading.
+SDPA kernel choice, and weight-file prefetching.
 
 Nothing here changes the maths of a float32 run: shape buckets pad and mask (see
 ``ACEStepTransformer2DModel.enable_shape_buckets``), compilation only fuses kernels.
@@ -15,6 +15,12 @@ activations run in bf16 except these float32 islands, each kept because the refe
 * the scheduler update (fp32) and the APG projection (float64), in ``sampling.py``,
 * STFT / mel / resampling in the decoder (``autoencoder.py``).
 
+Models load one after the other (straight to the device, memory-mapped safetensors); there is no
+parallel loader: diffusers and transformers build models under process-wide patches (accelerate's
+``init_empty_weights`` swaps ``nn.Module.register_parameter``; the default dtype is switched), so two
+loaders in threads put each other's parameters on the meta device or in the wrong dtype. What can
+overlap safely is disk I/O: ``prefetch_files`` reads the weights into the page cache in the background.
+
 Heavy imports (torch) stay inside functions: settings and the CLI import this module cheaply.
 """
 
@@ -23,8 +29,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -177,37 +182,6 @@ def sdpa_backend(name: str) -> Iterator[None]:
     }
     with sdpa_kernel(kernels[name]):
         yield
-
-
-def load_in_parallel(loaders: Mapping[str, Callable[[], Any]], max_workers: int | None = None) -> dict[str, Any]:
-    """Run independent model loaders in threads; returns ``{name: model}`` and logs each load time.
-
-    Safetensors reads and tensor copies release the GIL, so the transformer, the text encoder and
-    the autoencoder load concurrently. The first loader error is raised after all have finished.
-
-    All loaders must load in the SAME ``torch_dtype``: diffusers' and transformers'
-    ``from_pretrained`` switch the process-wide default dtype while they build a model, so a
-    concurrent loader with another dtype can end up in the wrong one. The default dtype is
-    restored afterwards whatever the loaders did to it.
-    """
-    import torch
-
-    if not loaders:
-        return {}
-
-    def timed(name: str, load: Callable[[], Any]) -> Any:
-        start = time.perf_counter()
-        result = load()
-        logger.info("loaded %s in %.2f s", name, time.perf_counter() - start)
-        return result
-
-    default_dtype = torch.get_default_dtype()
-    try:
-        with ThreadPoolExecutor(max_workers=max_workers or len(loaders), thread_name_prefix="load") as pool:
-            futures = {name: pool.submit(timed, name, load) for name, load in loaders.items()}
-        return {name: future.result() for name, future in futures.items()}
-    finally:
-        torch.set_default_dtype(default_dtype)
 
 
 def prefetch_files(paths: Iterable[Path | str], chunk_bytes: int = 64 << 20) -> Future:

@@ -81,6 +81,7 @@ class AceStepPipeline:
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float32,
         decode_chunk_frames: int | None = None,
+        decode_overlap_frames: int | None = None,
     ):
         self.transformer = transformer
         self.text_encoder = text_encoder
@@ -89,6 +90,7 @@ class AceStepPipeline:
         self.device = torch.device(device)
         self.dtype = dtype
         self.decode_chunk_frames = decode_chunk_frames
+        self.decode_overlap_frames = decode_overlap_frames
 
     @classmethod
     def from_pretrained(
@@ -98,12 +100,16 @@ class AceStepPipeline:
         device: torch.device | str = "cpu",
         dtype: torch.dtype = torch.float32,
         decode_chunk_frames: int | None = None,
-        parallel: bool = False,
+        decode_overlap_frames: int | None = None,
     ) -> AceStepPipeline:
-        """Load every component from an official-layout checkpoint folder.
+        """Load every component from an official-layout checkpoint folder, one after the other.
 
         ``lyric_vocab`` defaults to ``<checkpoint>/lyric_tokenizer/vocab.json`` (where
-        ``acestep-app weights pull`` puts the pinned upstream vocabulary).
+        ``acestep-app weights pull`` puts the pinned upstream vocabulary). ``decode_chunk_frames``
+        (None = whole) and ``decode_overlap_frames`` (None = a quarter of a chunk) bound decode memory.
+        Loading is sequential on purpose: diffusers and transformers build models under process-wide
+        patches (accelerate's ``init_empty_weights``, the default dtype), so concurrent loaders corrupt
+        each other's modules.
         """
         from .models.autoencoder import MusicDCAE
         from .models.lyric_tokenizer import LyricTokenizer
@@ -119,14 +125,15 @@ class AceStepPipeline:
             "autoencoder": lambda: MusicDCAE.from_pretrained(root, torch_dtype=dtype, device=device),
             "lyric_tokenizer": lambda: LyricTokenizer.from_file(vocab),
         }
-        if parallel:
-            from .acceleration import load_in_parallel
-
-            parts = load_in_parallel(loaders)
-        else:
-            parts = {name: load() for name, load in loaders.items()}
+        parts = {name: load() for name, load in loaders.items()}
         parts["transformer"].eval()
-        return cls(**parts, device=device, dtype=dtype, decode_chunk_frames=decode_chunk_frames)
+        return cls(
+            **parts,
+            device=device,
+            dtype=dtype,
+            decode_chunk_frames=decode_chunk_frames,
+            decode_overlap_frames=decode_overlap_frames,
+        )
 
     # -- conditioning ----------------------------------------------------------------------
 
@@ -289,7 +296,12 @@ class AceStepPipeline:
         )
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
-        audio = self.autoencoder.decode(latents, sample_rate=SAMPLE_RATE, chunk_frames=self.decode_chunk_frames)
+        audio = self.autoencoder.decode(
+            latents,
+            sample_rate=SAMPLE_RATE,
+            chunk_frames=self.decode_chunk_frames,
+            overlap_frames=self.decode_overlap_frames,
+        )
         if isinstance(audio, (list, tuple)):
             audio = torch.stack(list(audio))
         return audio.to(device="cpu", dtype=torch.float32)

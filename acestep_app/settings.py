@@ -16,7 +16,7 @@ import logging
 import os
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -47,7 +47,7 @@ class EngineSection(BaseModel):
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
     batched_guidance: bool = True
     compile: bool = False
-    decode_chunk_frames: int = Field(default=0, ge=0)
+    decode_chunk_frames: Annotated[int, Field(ge=0)] | Literal["auto"] = "auto"
     lyric_vocab: str = ""
     prompt_backend: Literal["transformers", "openai", "fallback"] = "transformers"
     llm_dir: str = ""

@@ -1,5 +1,5 @@
 """Speed switches keep the maths: shape buckets, compiled transformer (with recompile counts), SDPA
-kernel choice, dtype policy and parallel loading, on the tiny checkpoint (CPU, float32)."""
+kernel choice, dtype policy and file prefetching, on the tiny checkpoint (CPU, float32)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from torch._dynamo.testing import CompileCounterWithBackend
 from acestep_app.acceleration import (
     AccelerationOptions,
     accelerate_transformer,
-    load_in_parallel,
     prefetch_files,
     resolve_dtype,
     sdpa_backend,
@@ -149,32 +148,6 @@ def test_resolve_dtype():
     assert resolve_dtype("float32", "cuda") == torch.float32
     with pytest.raises(ValueError, match="dtype"):
         resolve_dtype("int8")
-
-
-def test_load_in_parallel_gives_the_same_weights(transformer_dir, eager):
-    def load():
-        return ACEStepTransformer2DModel.from_pretrained(transformer_dir, device="cpu")
-
-    loaded = load_in_parallel({"a": load, "b": load})
-    expected = eager.state_dict()
-    for model in loaded.values():
-        for name, tensor in model.state_dict().items():
-            assert torch.equal(tensor, expected[name]), name
-
-    def broken():
-        raise FileNotFoundError("no weights")
-
-    with pytest.raises(FileNotFoundError, match="no weights"):
-        load_in_parallel({"ok": lambda: 1, "broken": broken})
-
-
-def test_load_in_parallel_restores_the_default_dtype(transformer_dir):
-    def load():
-        return ACEStepTransformer2DModel.from_pretrained(transformer_dir, torch_dtype=torch.bfloat16)
-
-    loaded = load_in_parallel({"a": load, "b": load, "c": load})
-    assert all(p.dtype == torch.bfloat16 for model in loaded.values() for p in model.parameters())
-    assert torch.get_default_dtype() == torch.float32
 
 
 def test_prefetch_files_reads_everything(transformer_dir):
