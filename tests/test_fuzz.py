@@ -289,3 +289,75 @@ def test_control_characters_and_unknown_fields_are_accepted_on_the_queue(fuzz_cl
     wait_for(lambda: fuzz_client.get(f"/{APP}/requests/{rid}/status").json()["status"] == "COMPLETED")
     stored = fuzz_client.app.state.store.get(rid).input
     assert stored["prompt"] == payload["prompt"] and "format" not in stored and "nested" not in stored
+
+
+# -- a few fuzzed requests on the real Engine (tiny checkpoint) ------------------------------------
+
+REAL_BOUNDS = {"duration": 5, "number_of_steps": 3}  # generation cost stays ~1 s; every other field fuzzed
+
+
+@pytest.fixture(scope="module")
+def real_client(tmp_path_factory):
+    from acestep_app.engine import Engine
+    from acestep_app.tiny import write_tiny_checkpoint
+
+    engine = Engine.load(Settings(), weights_dir=write_tiny_checkpoint(tmp_path_factory.mktemp("tiny")))
+    with TestClient(create_app(engine, Settings(), tmp_path_factory.mktemp("real-data"))) as client:
+        yield client
+        account_for_jobs(client)
+
+
+short_text = st.text(max_size=60)
+real_bodies = st.one_of(
+    st.fixed_dictionaries({"prompt": short_text}, optional={"instrumental": st.booleans()}).map(
+        lambda body: ("/prompt-to-audio", body)),
+    st.fixed_dictionaries({"tags": short_text}, optional={"lyrics": short_text}).map(lambda body: ("/", body)),
+)
+real_parameters = st.fixed_dictionaries({}, optional={
+    "seed": st.integers(-(2**63), 2**63 - 1),
+    "scheduler": st.sampled_from(["euler", "heun"]),
+    "guidance_type": st.sampled_from(["cfg", "apg", "cfg_star"]),
+    "granularity_scale": st.integers(-100, 100),
+    "guidance_interval": st.floats(0, 1),
+    "guidance_interval_decay": st.floats(0, 1),
+    "guidance_scale": st.floats(0, 200),
+    "minimum_guidance_scale": st.floats(0, 200),
+    "tag_guidance_scale": st.floats(0, 10),
+    "lyric_guidance_scale": st.floats(0, 10),
+})
+
+
+def test_real_engine_fuzz(real_client):
+    @settings(FUZZ, max_examples=12)
+    @given(real_bodies, real_parameters)
+    def run(path_and_body, parameters):
+        path, body = path_and_body
+        body = {**body, **parameters, **REAL_BOUNDS}
+        response = send(real_client, "POST", path, json=body)
+        assert response.status_code == 200, (body, response.text)
+        assert 4.9 < float(response.headers[billing.BILLING_HEADER]) <= 5
+
+    run()
+
+
+EMPTY_AFTER_TOKENIZING = [
+    ("/", {"tags": "", "lyrics": ""}),
+    ("/", {"tags": "   ", "lyrics": "\u200b\u200b\n\n"}),
+    ("/", {"tags": "\x00\x01", "lyrics": "\x00[verse]\n\x07"}),
+    ("/", {"tags": "🎸🎸", "lyrics": "🎸\n!!!\n[chorus]"}),
+    ("/prompt-to-audio", {"prompt": ""}),
+    ("/prompt-to-audio", {"prompt": "\u200b\x00", "instrumental": True}),
+]
+
+
+@pytest.mark.parametrize(("path", "body"), EMPTY_AFTER_TOKENIZING)
+def test_real_engine_inputs_that_tokenize_to_nothing_still_generate(real_client, path, body):
+    response = send(real_client, "POST", path, json={**body, **REAL_BOUNDS, "seed": 5})
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.xfail(strict=True, reason="prompting.FallbackSongWriter raises ValueError('a line is longer than "
+                   "120 characters') for a long prompt without punctuation: the job FAILS with a 500 (reported)")
+def test_real_engine_longest_prompt_is_not_a_server_error(real_client):
+    response = real_client.post("/prompt-to-audio", json={"prompt": "x" * MAX_PROMPT_LENGTH, **REAL_BOUNDS})
+    assert response.status_code in (200, 422), response.text

@@ -7,8 +7,10 @@ The double (tests/engine_double.py) holds jobs in slow steps; ``test_real_serve_
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import statistics
+import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -134,39 +136,65 @@ def test_graceful_stop_requeues_the_running_job(tmp_path):
 
 
 def test_load_200_submissions_from_20_clients(tmp_path):
+    """20 clients each submit 10 jobs one after another; every status poll's queue position is checked."""
     data_dir, port = tmp_path / "data", free_port()
     base_url = f"http://127.0.0.1:{port}"
     total, clients = 200, 20
 
-    def one_client(index: int) -> list[tuple[dict, float]]:
+    def one_client(index: int) -> list[tuple[dict, float, list[int]]]:
         done = []
         with httpx.Client(timeout=60) as client:
             for n in range(total // clients):
                 started = time.perf_counter()
                 handle = submit(base_url, {"prompt": f"load {index}-{n}", "duration": 5}, client=client)
+                positions = [handle["queue_position"]]
                 while (body := client.get(handle["status_url"]).json())["status"] != "COMPLETED":
+                    if body["status"] == "IN_QUEUE":
+                        positions.append(body["queue_position"])
                     time.sleep(0.02)
                 result = client.get(handle["response_url"])
                 assert result.status_code == 200 and "error" not in body
-                done.append((handle, time.perf_counter() - started))
+                assert result.json()["tags"] == "double, silence" and result.headers["x-fal-billable-units"] == "5"
+                done.append((handle, time.perf_counter() - started, positions))
         return done
 
     with running(double_command(data_dir, port, "--steps", "1"), base_url, tmp_path / "server.log"):
         with ThreadPoolExecutor(clients) as pool:
             outcomes = [item for batch in pool.map(one_client, range(clients)) for item in batch]
 
-    handles = [handle for handle, _ in outcomes]
-    latencies = sorted(latency for _, latency in outcomes)
+    handles = [handle for handle, _, _ in outcomes]
+    latencies = sorted(latency for _, latency, _ in outcomes)
     rows = jobs_table(data_dir)
     assert len(handles) == total and len({h["request_id"] for h in handles}) == total
-    assert len(rows) == total and all(row["status"] == "COMPLETED" for row in rows)
-    assert all(0 <= h["queue_position"] < total for h in handles)
+    assert {row["request_id"] for row in rows} == {h["request_id"] for h in handles}  # none lost, none extra
+    assert all(row["status"] == "COMPLETED" for row in rows)
+    for _, _, positions in outcomes:
+        # each client has one job outstanding, so at most the other 19 clients' jobs are ahead; a job
+        # only ever moves forward in the queue
+        assert all(0 <= p < clients for p in positions) and positions == sorted(positions, reverse=True)
     started_order = sorted(rows, key=lambda row: row["started_at"])
     assert [row["seq"] for row in started_order] == [row["seq"] for row in rows]  # FIFO
-    assert len(usage_table(data_dir)) == total
+    usage = usage_table(data_dir)
+    assert len(usage) == total and {row["request_id"] for row in usage} == {h["request_id"] for h in handles}
     p50, p99 = statistics.median(latencies), latencies[int(0.99 * (len(latencies) - 1))]
+    TALLY.count_jobs([row["status"] for row in rows])
+    TALLY.latency_p50_ms, TALLY.latency_p99_ms = p50 * 1000, p99 * 1000
     print(f"\nload: {total} jobs from {clients} clients: submitted {total}, completed {len(rows)}, "
           f"lost 0; latency p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms")
+
+
+def test_serve_refuses_an_unwritable_data_dir_before_loading_weights(tmp_path):
+    """A data dir that cannot be created (under a file) stops ``acestep-app serve`` at once with the reason."""
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    command = serve_command(blocker / "data", free_port(), "--weights", str(tmp_path / "no-weights-needed"))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    started = time.monotonic()
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env, cwd=Path(__file__).parents[1])
+    assert done.returncode == 1
+    assert "cannot open the job database" in done.stderr + done.stdout
+    assert time.monotonic() - started < 60
+    TALLY.fault()
 
 
 def test_real_serve_kill_9_with_jobs_running_and_queued_then_restart_completes_all(tmp_path):

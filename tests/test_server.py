@@ -24,7 +24,7 @@ from acestep_app.schema import PromptToAudioOutput, TextToAudioOutput
 from acestep_app.server import create_app
 from acestep_app.settings import Settings
 from engine_double import EngineDouble
-from reliability import reliability_tally  # noqa: F401  (autouse: prints the reliability summary)
+from reliability import TALLY, reliability_tally  # noqa: F401  (autouse: prints the reliability summary)
 
 APP = "fal-ai/ace-step"
 KEY_A, KEY_B = "key-a:secret", "key-b:secret"
@@ -174,6 +174,7 @@ def test_queue_lifecycle_with_positions_logs_and_cancel(client, engine):
         queued["request_id"]: ("CANCELLED", 0),
         last["request_id"]: ("COMPLETED", 5),
     }
+    TALLY.count_jobs([row["status"] for row in rows.values()])
 
 
 def test_text_to_audio_queue_at_app_root(client):
@@ -197,6 +198,9 @@ def test_generation_exception_fails_the_job_bills_zero_and_server_keeps_serving(
     ok = client.post("/prompt-to-audio", json={"prompt": "x", "duration": 5})
     assert ok.status_code == 200
     assert [row["seconds"] for row in usage(client).values()] == [0, 0, 5]
+    TALLY.count_jobs([row["status"] for row in usage(client).values()])
+    TALLY.fault()
+    TALLY.fault()
 
 
 def test_engine_input_error_is_a_422_naming_the_field(client, engine):
@@ -279,6 +283,26 @@ def test_every_route_but_health_needs_a_valid_key(keyed):
     assert keyed.get("/openapi.json").status_code == 200
 
 
+def test_keys_are_compared_in_constant_time_against_every_key(monkeypatch):
+    """Every configured key is compared with hmac.compare_digest, matched or not, first or last."""
+    from acestep_app import server
+
+    compared: list[tuple[bytes, bytes]] = []
+    real_compare = server.hmac.compare_digest
+
+    def counting_compare(a, b):
+        compared.append((a, b))
+        return real_compare(a, b)
+
+    monkeypatch.setattr(server.hmac, "compare_digest", counting_compare)
+    keys = server.Keys([KEY_A, KEY_B, "key-c:secret"])
+    for header, owner in ((f"Key {KEY_A}", keys.owner_of(KEY_A.encode())), (f"Key {KEY_B}", keys.owner_of(KEY_B.encode())),
+                          ("Key key-a:secreX", None), ("Key ", None), (None, None), (f"Bearer {KEY_A}", None)):
+        compared.clear()
+        assert keys.authenticate(header) == owner
+        assert len(compared) == 3, header
+
+
 def test_keys_are_isolated_and_file_urls_are_signed(keyed):
     response = keyed.post("/prompt-to-audio", json={"prompt": "x", "duration": 5})
     assert response.status_code == 200
@@ -326,6 +350,10 @@ def test_full_disk_on_store_fails_the_job_with_a_reason(client, monkeypatch):
     status = wait_status(client, handle, "COMPLETED")
     assert status["error_type"] == "storage_error" and "No space left" in status["error"]
     assert list(usage(client).values())[0]["seconds"] == 0
+    monkeypatch.undo()
+    assert client.post("/prompt-to-audio", json={"prompt": "x", "duration": 5}).status_code == 200  # still serving
+    TALLY.count_jobs([row["status"] for row in usage(client).values()])
+    TALLY.fault()
 
 
 # -- the real Engine on a tiny random checkpoint ---------------------------------------------------
