@@ -452,6 +452,21 @@ class JobWorker:
             with self._wake:
                 self._wake.wait(self.poll_interval)
 
+    def _record(self, job: Job, transition: Callable[..., bool], *args) -> None:
+        """A terminal transition; if the database cannot take it (full disk), fail the job with the reason.
+
+        When even that write fails the job stays IN_PROGRESS and the next start's ``recover`` settles it.
+        """
+        try:
+            transition(*args)
+        except (OSError, sqlite3.Error) as error:
+            logger.exception("request %s: could not record its outcome", job.request_id)
+            try:
+                self.store.fail(job, f"Could not record the result: {type(error).__name__}: {error}",
+                                error_type="storage_error")
+            except (OSError, sqlite3.Error):
+                logger.exception("request %s: could not record the failure either", job.request_id)
+
     def run_one(self, job: Job) -> None:
         context = JobContext(self.store, job, self._stopping)
         try:
@@ -468,9 +483,9 @@ class JobWorker:
             self.store.fail(job, error.detail, error_type=error.error_type, error_status=error.status_code)
         except Exception as error:  # the worker keeps serving whatever one job does
             logger.exception("request %s failed", job.request_id)
-            self.store.fail(job, f"{type(error).__name__}: {error}")
+            self._record(job, self.store.fail, job, f"{type(error).__name__}: {error}")
         else:
-            self.store.complete(job, outcome.result, outcome.billable_seconds, outcome.price_usd)
+            self._record(job, self.store.complete, job, outcome.result, outcome.billable_seconds, outcome.price_usd)
         finished = self.store.get(job.request_id)
         if finished is not None:
             self.notify_finished(finished)

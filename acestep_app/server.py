@@ -25,6 +25,7 @@ import hashlib
 import hmac
 import json
 import logging
+import sqlite3
 import threading
 from collections.abc import Sequence
 from contextlib import asynccontextmanager
@@ -287,6 +288,13 @@ def add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestRejected)
     async def _on_rejected(request: Request, error: RequestRejected):
         return error.response
+
+    @app.exception_handler(sqlite3.Error)
+    @app.exception_handler(OSError)
+    async def _on_storage_error(request: Request, error: Exception):  # e.g. a full disk: say so, accept nothing
+        logger.exception("storage error on %s", request.url.path)
+        return error_response(503, f"The server cannot write to its data dir ({type(error).__name__}: {error}); "
+                                   "the request was not accepted and nothing was billed.", "storage_error")
 
     @app.exception_handler(Exception)
     async def _on_unhandled(request: Request, error: Exception):  # runs outside Gate: bill 0 here

@@ -183,7 +183,7 @@ def body_strategy(openapi, path: str):
 
 
 # one URL path segment of any text ("/" and dot-only names would make it another route)
-segment = st.text(st.characters(exclude_characters="/"), min_size=1, max_size=12).filter(
+segment = st.text(st.characters(exclude_characters="/", exclude_categories=["Cs"]), min_size=1, max_size=12).filter(
     lambda s: s.strip(".") != "").map(lambda s: urllib.parse.quote(s, safe=""))
 
 

@@ -414,3 +414,33 @@ def test_real_engine_sync_and_queued_requests_return_the_wav_and_bill_it(
     assert queued.status_code == 200
     check_real_wav(real_client, queued, payload["duration"])
     assert (queued.json()["tags"], queued.json()["lyrics"]) == (sync.json()["tags"], sync.json()["lyrics"])
+
+
+def test_full_disk_on_the_job_database_is_a_clear_503_and_the_server_recovers(client, monkeypatch):
+    import sqlite3
+
+    def disk_full(*args, **kwargs):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr("acestep_app.jobs.JobStore.create", disk_full)
+    for path in ("/prompt-to-audio", f"/{APP}/prompt-to-audio"):
+        response = client.post(path, json={"prompt": "x", "duration": 5})
+        assert response.status_code == 503 and response.json()["error_type"] == "storage_error"
+        assert "disk is full" in response.json()["detail"] and response.headers[billing.BILLING_HEADER] == "0"
+    monkeypatch.undo()
+    assert client.post("/prompt-to-audio", json={"prompt": "x", "duration": 5}).status_code == 200
+    TALLY.fault()
+
+
+def test_full_disk_when_recording_a_result_fails_the_job_with_the_reason(client, monkeypatch):
+    def no_space(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("acestep_app.jobs.JobStore.complete", no_space)
+    response = client.post("/prompt-to-audio", json={"prompt": "x", "duration": 5})
+    assert response.status_code == 500 and response.headers[billing.BILLING_HEADER] == "0"
+    assert response.json()["error_type"] == "storage_error" and "No space left" in response.json()["detail"]
+    monkeypatch.undo()
+    assert client.post("/prompt-to-audio", json={"prompt": "x", "duration": 5}).status_code == 200
+    TALLY.count_jobs([row["status"] for row in usage(client).values()])
+    TALLY.fault()
