@@ -444,3 +444,23 @@ def test_full_disk_when_recording_a_result_fails_the_job_with_the_reason(client,
     assert client.post("/prompt-to-audio", json={"prompt": "x", "duration": 5}).status_code == 200
     TALLY.count_jobs([row["status"] for row in usage(client).values()])
     TALLY.fault()
+
+
+def test_real_engine_cancel_while_queued_and_running_bills_nothing_and_keeps_serving(real_client):
+    slow = {"tags": "slow", "duration": 5, "number_of_steps": 60, "seed": 1}
+    running = submit(real_client, slow, path="")
+    queued = submit(real_client, {**slow, "number_of_steps": 3}, path="")
+    wait_status(real_client, running, "IN_PROGRESS", timeout=60)
+    assert real_client.put(queued["cancel_url"]).status_code == 202
+    assert real_client.put(running["cancel_url"]).status_code == 202  # stops at the engine's next step
+    for handle in (running, queued):
+        assert wait_status(real_client, handle, "COMPLETED", timeout=60)["error_type"] == "request_cancelled"
+    after = real_client.post("/", json={**slow, "number_of_steps": 3})
+    assert after.status_code == 200
+    rows = usage(real_client)
+    assert [(rows[h["request_id"]]["status"], rows[h["request_id"]]["seconds"]) for h in (running, queued)] == [
+        ("CANCELLED", 0), ("CANCELLED", 0)]
+    steps_run = [e for e in real_client.get(running["status_url"], params={"logs": "true"}).json()["logs"]
+                 if e["message"].startswith("step ")]
+    assert len(steps_run) < 60
+    TALLY.count_jobs([row["status"] for row in rows.values()])
