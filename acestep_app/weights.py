@@ -6,9 +6,16 @@ commit, ``[url.<name>]`` entries single files fetched over HTTPS (the lyric voca
 land in one weights directory that has the official checkpoint layout at its root, so the models'
 ``from_pretrained`` read it directly.
 
-A successful check is remembered in ``.acestep-verified.json`` (digest, size and mtime per file),
-so a warm restart's ``pull`` trusts unchanged files without hashing 8 GB again and needs no network.
-``verify`` rehashes everything unless ``quick=True``.
+A hub entry with ``digests = "hub"`` lists paths only: before downloading, ``pull`` reads each
+file's digest from the Hub's metadata at the pinned commit (the LFS sha256, or for small non-LFS
+files the git blob sha1) and checks the download against it. The commit pins the content; the Hub
+only tells us its digest.
+
+A successful check is remembered in ``.acestep-verified.json`` (digest, size and mtime per file;
+for ``digests = "hub"`` files also the repo@revision they were verified against), so a warm
+restart's ``pull`` trusts unchanged files without hashing 8 GB again and needs no network.
+``verify`` rehashes everything unless ``quick=True``; it never uses the network, so ``digests =
+"hub"`` files are compared with the sha256 recorded when ``pull`` verified them.
 """
 
 from __future__ import annotations
@@ -39,6 +46,10 @@ PACKAGED_MANIFEST_PATH = Path(__file__).resolve().parent / "data" / "manifest.to
 STAMP_FILE = ".acestep-verified.json"
 _HASH_CHUNK = 8 << 20
 _MAX_WORKERS = 4
+DIGESTS_FROM_MANIFEST = "manifest"
+DIGESTS_FROM_HUB = "hub"
+SHA256 = "sha256"
+GIT_BLOB_SHA1 = "git blob sha1"
 
 
 @dataclass(frozen=True)
@@ -46,10 +57,11 @@ class WeightFile:
     """One file of the weights directory and where it comes from."""
 
     path: str  # relative to the weights directory
-    sha256: str
+    sha256: str | None  # None: the digest comes from the Hub at ``hub_pin``
     size: int | None
     entry: str  # manifest entry name
     remote: str  # path inside the hub repo, or the URL
+    hub_pin: str | None = None  # "repo@revision" of a ``digests = "hub"`` entry
 
 
 @dataclass(frozen=True)
@@ -59,6 +71,17 @@ class HubEntry:
     revision: str
     target: str
     files: tuple[WeightFile, ...]
+    digests: str = DIGESTS_FROM_MANIFEST
+
+
+@dataclass(frozen=True)
+class Expected:
+    """The digest one file must have, and where that digest came from."""
+
+    digest: str
+    algorithm: str  # SHA256 or GIT_BLOB_SHA1
+    size: int | None
+    source: str  # "the manifest", "the Hub at repo@revision", "the digest recorded when pull verified it ..."
 
 
 @dataclass(frozen=True)
@@ -115,25 +138,39 @@ class Manifest:
         return [f for f in files if only is None or f.entry in only]
 
 
-def _file(entry: str, path: str, sha256: str, size: int | None, remote: str) -> WeightFile:
-    if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
+def _file(
+    entry: str, path: str, sha256: str | None, size: int | None, remote: str, hub_pin: str | None = None
+) -> WeightFile:
+    if sha256 is not None and (len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256)):
         raise ValueError(f"{entry}: {path}: sha256 must be 64 lowercase hex digits")
     if Path(path).is_absolute() or ".." in Path(path).parts:
         raise ValueError(f"{entry}: {path}: path must stay inside the weights directory")
     if size is not None and (not isinstance(size, int) or size < 0):
         raise ValueError(f"{entry}: {path}: size must be a non-negative integer")
-    return WeightFile(path=path, sha256=sha256, size=size, entry=entry, remote=remote)
+    return WeightFile(path=path, sha256=sha256, size=size, entry=entry, remote=remote, hub_pin=hub_pin)
 
 
 def _hub_entry(name: str, table: dict) -> HubEntry:
-    _check_keys(f"hub.{name}", table, {"repo", "revision", "target", "files"})
+    _check_keys(f"hub.{name}", table, {"repo", "revision", "target", "files", "digests"})
+    digests = table.get("digests", DIGESTS_FROM_MANIFEST)
+    if digests not in (DIGESTS_FROM_MANIFEST, DIGESTS_FROM_HUB):
+        allowed = f'"{DIGESTS_FROM_MANIFEST}" or "{DIGESTS_FROM_HUB}"'
+        raise ValueError(f"[hub.{name}]: digests must be {allowed}, got {digests!r}")
+    from_hub = digests == DIGESTS_FROM_HUB
+    pin = f"{table['repo']}@{table['revision']}" if from_hub else None
     target = table.get("target", "")
     files = []
     for item in table["files"]:
+        if from_hub and set(item) - {"path"}:  # a listed digest would be a second, unchecked source of truth
+            raise ValueError(f'[hub.{name}] {item.get("path")}: digests = "hub" lists paths only, '
+                             f"remove {sorted(set(item) - {'path'})}")
         _check_keys(f"hub.{name} file", item, {"path", "sha256", "size"})
         local = (Path(target) / item["path"]).as_posix() if target else item["path"]
-        files.append(_file(name, local, item["sha256"], item.get("size"), remote=item["path"]))
-    return HubEntry(name=name, repo=table["repo"], revision=table["revision"], target=target, files=tuple(files))
+        sha256 = None if from_hub else item["sha256"]
+        files.append(_file(name, local, sha256, item.get("size"), remote=item["path"], hub_pin=pin))
+    return HubEntry(
+        name=name, repo=table["repo"], revision=table["revision"], target=target, files=tuple(files), digests=digests
+    )
 
 
 def _url_entry(name: str, table: dict) -> UrlEntry:
@@ -205,20 +242,33 @@ def check_pin(settings: Settings, manifest: Manifest) -> None:
 
 
 def sha256_file(path: Path, progress: bool = False) -> str:
-    digest = hashlib.sha256()
+    return _hash_file(path, progress=progress)[SHA256]
+
+
+def _hash_file(path: Path, progress: bool = False, git_blob: bool = False) -> dict[str, str]:
+    """``{SHA256: hex}``, plus ``{GIT_BLOB_SHA1: hex}`` (sha1 of ``b"blob <len>\\0" + content``) if asked."""
     size = path.stat().st_size
+    digests = {SHA256: hashlib.sha256()}
+    if git_blob:
+        digests[GIT_BLOB_SHA1] = hashlib.sha1(f"blob {size}\0".encode(), usedforsecurity=False)
     show = progress and size > (256 << 20)
     with open(path, "rb") as handle, tqdm(
         total=size, unit="B", unit_scale=True, desc=f"sha256 {path.name}", disable=not show, leave=False
     ) as bar:
         while chunk := handle.read(_HASH_CHUNK):
-            digest.update(chunk)
+            for digest in digests.values():
+                digest.update(chunk)
             bar.update(len(chunk))
-    return digest.hexdigest()
+    return {name: digest.hexdigest() for name, digest in digests.items()}
 
 
 class _Stamps:
-    """The record of files whose digest was checked, keyed by relative path (thread-safe)."""
+    """The record of files whose digest was checked, keyed by relative path (thread-safe).
+
+    An entry holds the file's sha256, size and mtime; for a ``digests = "hub"`` file also ``hub``,
+    the repo@revision whose Hub metadata it was verified against, which makes its sha256 the
+    expected digest for later offline checks.
+    """
 
     def __init__(self, root: Path):
         self.path = root / STAMP_FILE
@@ -228,21 +278,34 @@ class _Stamps:
         except (OSError, ValueError):
             self.entries = {}
 
-    def trusts(self, file: WeightFile, local: Path) -> bool:
+    def hub_sha256(self, file: WeightFile) -> str | None:
+        """The sha256 recorded when ``file`` was verified against the Hub at its pinned revision."""
+        entry = self.entries.get(file.path) or {}
+        return entry.get("sha256") if file.hub_pin is not None and entry.get("hub") == file.hub_pin else None
+
+    def trusts(self, file: WeightFile, local: Path, expected: Expected) -> bool:
         entry = self.entries.get(file.path)
-        if entry is None or entry.get("sha256") != file.sha256 or not local.is_file():
+        if entry is None or expected.algorithm != SHA256 or entry.get("sha256") != expected.digest:
+            return False
+        if not local.is_file():
             return False
         stat = local.stat()
         return entry.get("size") == stat.st_size and entry.get("mtime_ns") == stat.st_mtime_ns
 
-    def record(self, file: WeightFile, local: Path) -> None:
+    def record(self, file: WeightFile, local: Path, sha256: str) -> None:
         stat = local.stat()
+        entry = {"sha256": sha256, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+        if file.hub_pin is not None:
+            entry["hub"] = file.hub_pin
         with self.lock:
-            self.entries[file.path] = {"sha256": file.sha256, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+            self.entries[file.path] = entry
 
     def forget(self, file: WeightFile) -> None:
+        """Stop trusting the local copy; a digest verified against the Hub stays the expected one."""
         with self.lock:
-            self.entries.pop(file.path, None)
+            entry = self.entries.pop(file.path, None)
+            if entry and file.hub_pin is not None and entry.get("hub") == file.hub_pin:
+                self.entries[file.path] = {"sha256": entry["sha256"], "hub": entry["hub"]}
 
     def save(self) -> None:
         with self.lock:
@@ -252,19 +315,47 @@ class _Stamps:
             os.replace(tmp, self.path)
 
 
-def _problem(file: WeightFile, local: Path, stamps: _Stamps, quick: bool, progress: bool) -> str | None:
-    """Why ``local`` is not the pinned ``file`` (None when it is); records good files in ``stamps``."""
+def _offline_expected(file: WeightFile, stamps: _Stamps) -> Expected | None:
+    """What ``file`` must hash to without asking the network (None: never verified against the Hub)."""
+    if file.sha256 is not None:
+        return Expected(file.sha256, SHA256, file.size, "the manifest")
+    recorded = stamps.hub_sha256(file)
+    if recorded is None:
+        return None
+    source = f"the digest recorded when pull verified it against the Hub at {file.hub_pin}"
+    return Expected(recorded, SHA256, None, source)
+
+
+def _problem(
+    file: WeightFile,
+    local: Path,
+    stamps: _Stamps,
+    quick: bool,
+    progress: bool,
+    expected: Expected | None = None,
+) -> str | None:
+    """Why ``local`` is not the pinned ``file`` (None when it is); records good files in ``stamps``.
+
+    ``expected`` defaults to the offline digest (manifest, or the one recorded from the Hub).
+    """
     if not local.is_file():
         return f"{file.path}: missing"
-    if quick and stamps.trusts(file, local):
+    expected = expected or _offline_expected(file, stamps)
+    if expected is None:
+        return (f"{file.path}: never verified against the Hub ({file.hub_pin}); "
+                "run `acestep-app weights pull` with network access to check it")
+    if quick and stamps.trusts(file, local, expected):
         return None
     size = local.stat().st_size
-    actual = sha256_file(local, progress=progress)
-    if actual != file.sha256 or (file.size is not None and size != file.size):
+    actual = _hash_file(local, progress=progress, git_blob=expected.algorithm == GIT_BLOB_SHA1)
+    size_differs = expected.size is not None and size != expected.size
+    if actual[expected.algorithm] != expected.digest or size_differs:
         stamps.forget(file)
-        sizes = f" (size {size} bytes, expected {file.size})" if file.size is not None and size != file.size else ""
-        return f"{file.path}: sha256 mismatch: expected {file.sha256}, got {actual}{sizes}"
-    stamps.record(file, local)
+        sizes = f" (size {size} bytes, expected {expected.size})" if size_differs else ""
+        source = "" if expected.source == "the manifest" else f" (from {expected.source})"
+        return (f"{file.path}: {expected.algorithm} mismatch: expected {expected.digest}, "
+                f"got {actual[expected.algorithm]}{sizes}{source}")
+    stamps.record(file, local, actual[SHA256])
     return None
 
 
@@ -310,20 +401,22 @@ def pull(
     manifest: Manifest | None = None,
     token: str | None = None,
 ) -> Path:
-    """Download every manifest file missing or wrong under ``dest`` and check its sha256.
+    """Download every manifest file missing or wrong under ``dest`` and check its digest.
 
     Hub files come from ``huggingface_hub.hf_hub_download`` at the pinned revision into ``dest``
     (resumable: interrupted downloads continue; ``HF_TOKEN`` or ``token`` authenticates); URL files
     via ``httpx``. Files already verified are not touched, so a warm call needs no network. One
     ``hf_hub_download`` per file (up to 4 at once) rather than ``snapshot_download(allow_patterns=...)``
     so a single bad file is re-fetched alone (``force_download``) and failures are reported per file.
+    Files of ``digests = "hub"`` entries that need checking get their expected digest from the Hub's
+    metadata at the pinned revision first (one ``get_paths_info`` call per entry).
 
     Returns:
         ``dest`` (default ``default_weights_dir()``).
 
     Raises:
         WeightsError: naming each file that could not be fetched or whose digest differs
-        (expected and actual sha256).
+        (expected and actual digest), or the entry whose Hub metadata could not be read.
     """
     root = Path(dest) if dest is not None else default_weights_dir()
     manifest = manifest or Manifest.load()
@@ -337,7 +430,12 @@ def pull(
         stamps.save()
         logger.info("weights in %s verified (%d files)", root, len(files))
         return root
-    _check_free_space(root, todo)
+    expected, unavailable, problems = _hub_digests(todo, manifest, token)
+    # files present but never verified against the Hub: adopt them when they match its digest
+    unchecked = [f for f in todo if f.path in expected and stamps.hub_sha256(f) is None and (root / f.path).is_file()]
+    adopted = {f.path for f in unchecked if not _problem(f, root / f.path, stamps, False, progress, expected[f.path])}
+    todo = [f for f in todo if f.path not in adopted and f.path not in unavailable]
+    _check_free_space(root, todo, expected)
     logger.info("fetching %d of %d weight files into %s", len(todo), len(files), root)
 
     def fetch(file: WeightFile) -> str | None:
@@ -345,16 +443,65 @@ def pull(
             _fetch(file, root, manifest, token=token, progress=progress)
         except Exception as error:  # network, auth, disk: report per file
             return f"{file.path}: download failed: {type(error).__name__}: {error}"
-        return _problem(file, root / file.path, stamps, quick=False, progress=progress)
+        local = root / file.path
+        return _problem(file, local, stamps, quick=False, progress=progress, expected=expected.get(file.path))
 
     try:
         with ThreadPoolExecutor(max_workers=_MAX_WORKERS) as pool:
-            problems = [p for p in pool.map(fetch, todo) if p]
+            failures = [*problems, *(p for p in pool.map(fetch, todo) if p)]
     finally:
         stamps.save()
-    if problems:
-        raise WeightsError(f"pull into {root} failed:\n  " + "\n  ".join(problems))
+    if failures:
+        raise WeightsError(f"pull into {root} failed:\n  " + "\n  ".join(failures))
     return root
+
+
+def _hub_digests(
+    files: list[WeightFile], manifest: Manifest, token: str | None
+) -> tuple[dict[str, Expected], set[str], list[str]]:
+    """The Hub's digests for the ``digests = "hub"`` files among ``files``, read before downloading.
+
+    Returns ``(expected digest by path, paths without one, problems)``: files whose entry's metadata
+    could not be read (one problem per entry) or that the Hub does not list at the pinned revision
+    are not downloaded, since nothing could check them.
+    """
+    expected: dict[str, Expected] = {}
+    unavailable: set[str] = set()
+    problems: list[str] = []
+    for entry in manifest.hub.values():
+        wanted = [f for f in files if f.entry == entry.name and f.hub_pin is not None]
+        if not wanted:
+            continue
+        try:
+            infos = _hub_paths_info(entry, [f.remote for f in wanted], token)
+        except Exception as error:  # network, auth, unknown revision: the other entries still download
+            unavailable.update(f.path for f in wanted)
+            problems.append(
+                f"[hub.{entry.name}]: cannot read its file digests from the Hub ({entry.repo}@{entry.revision}): "
+                f"{type(error).__name__}: {error}"
+            )
+            continue
+        by_path = {info.path: info for info in infos}
+        source = f"the Hub at {entry.repo}@{entry.revision}"
+        for file in wanted:
+            info = by_path.get(file.remote)
+            if info is None or not hasattr(info, "blob_id"):
+                unavailable.add(file.path)
+                problems.append(f"{file.path}: not a file of {entry.repo} at revision {entry.revision}")
+            elif info.lfs is not None:
+                expected[file.path] = Expected(info.lfs.sha256, SHA256, info.size, source)
+            elif getattr(info, "xet_hash", None):  # its git blob is a pointer, not the content
+                unavailable.add(file.path)
+                problems.append(f"{file.path}: the Hub gives no sha256 for it at {entry.revision}")
+            else:  # small files live in git itself: the Hub gives their git blob sha1
+                expected[file.path] = Expected(info.blob_id, GIT_BLOB_SHA1, info.size, source)
+    return expected, unavailable, problems
+
+
+def _hub_paths_info(entry: HubEntry, paths: list[str], token: str | None) -> list:
+    from huggingface_hub import HfApi
+
+    return HfApi(token=token).get_paths_info(entry.repo, paths, revision=entry.revision, expand=True)
 
 
 def _fetch(file: WeightFile, root: Path, manifest: Manifest, token: str | None, progress: bool) -> None:
@@ -402,8 +549,11 @@ def _http_get(url: str) -> bytes:
     return response.content
 
 
-def _check_free_space(root: Path, files: list[WeightFile]) -> None:
-    needed = sum(f.size or 0 for f in files if not (root / f.path).exists())
+def _check_free_space(root: Path, files: list[WeightFile], expected: Mapping[str, Expected]) -> None:
+    def size(file: WeightFile) -> int:
+        return file.size or (expected[file.path].size if file.path in expected else None) or 0
+
+    needed = sum(size(f) for f in files if not (root / f.path).exists())
     free = shutil.disk_usage(root).free
     if needed > free:
         raise WeightsError(f"not enough disk space in {root}: need {needed / 1e9:.2f} GB, {free / 1e9:.2f} GB free")

@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import re
+import shutil
+import subprocess
 import sys
 import types
 from pathlib import Path
 
 import huggingface_hub
 import pytest
+from huggingface_hub.hf_api import RepoFile
 
 from acestep_app import weights
 from acestep_app.commands import weights as weights_command
@@ -59,22 +63,102 @@ def _manifest(vocab: bytes = VOCAB) -> Manifest:
 
 
 class FakeHub:
-    """Serves REMOTE_FILES like ``hf_hub_download(..., local_dir=...)`` and records every call."""
+    """Serves REMOTE_FILES like ``hf_hub_download(..., local_dir=...)`` and records every call.
+
+    Files of the repos in ``repos`` (repo id -> folder) come from that folder instead.
+    """
 
     def __init__(self, remote: Path):
         self.remote = remote
+        self.repos: dict[str, Path] = {}
         self.calls: list[dict] = []
         self.fail: set[str] = set()
+        self.events: list[str] = []  # shared with the metadata fake: the order of network calls
 
     def __call__(self, repo_id, filename, *, revision, local_dir, token=None, force_download=False, **kwargs):
         call = dict(repo_id=repo_id, filename=filename, revision=revision, token=token, force=force_download)
         self.calls.append(call)
+        self.events.append(f"download {filename}")
         if filename in self.fail:
             raise OSError("connection reset")
         target = Path(local_dir) / filename
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes((self.remote / filename).read_bytes())
+        target.write_bytes((self.repos.get(repo_id, self.remote) / filename).read_bytes())
         return str(target)
+
+
+class FakeMetadata:
+    """Stands in for ``HfApi.get_paths_info``: describes the files published in ``repos`` (repo id ->
+    folder) as the Hub does, ``*.safetensors`` as LFS files (sha256), the rest as plain git blobs (sha1)."""
+
+    def __init__(self, hub: FakeHub, repos: dict[str, Path]):
+        self.hub = hub
+        self.repos = repos
+        self.calls: list[tuple] = []
+        self.error: Exception | None = None
+        self.xet_only: set[str] = set()  # described with a Xet hash and no LFS sha256
+
+    def __call__(self, repo_id, paths, *, expand=False, revision=None, repo_type=None, token=None):
+        self.calls.append((repo_id, revision, sorted(paths), expand))
+        self.hub.events.append("metadata")
+        if self.error is not None:
+            raise self.error
+        assert revision is not None, "digests must be read at the pinned revision"
+        found = []
+        for path in paths:
+            local = self.repos[repo_id] / path
+            if not local.is_file():
+                continue  # the Hub leaves out paths it does not have
+            data = local.read_bytes()
+            lfs = {"size": len(data), "oid": _sha(data), "pointerSize": 134} if path.endswith(".safetensors") else None
+            if path in self.xet_only:
+                found.append(RepoFile(path=path, size=len(data), oid="0" * 40, xetHash="1" * 64))
+                continue
+            found.append(RepoFile(path=path, size=len(data), oid=_git_blob_sha1(data), lfs=lfs))
+        return found
+
+    def install(self, monkeypatch) -> None:
+        monkeypatch.setattr(huggingface_hub.HfApi, "get_paths_info", lambda api, *args, **kwargs: self(*args, **kwargs))
+
+
+def _git_blob_sha1(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+LLM_REPO = "Qwen/Qwen3-4B-Instruct-2507"
+LLM_REVISION = "cdbee75f17c01a7cc42f958dc650907174af0554"
+LLM_FILES = [
+    "config.json", "generation_config.json", "model-00001-of-00003.safetensors", "model-00002-of-00003.safetensors",
+    "model-00003-of-00003.safetensors", "model.safetensors.index.json", "tokenizer.json", "tokenizer_config.json",
+    "vocab.json", "merges.txt", "LICENSE",
+]
+SMALL_REPO = "someone/small-llm"
+SMALL_LLM = {
+    "config.json": b'{"model_type": "qwen3"}',
+    "model.safetensors": os.urandom(2048),
+    "LICENSE": b"Apache License 2.0\n",
+}
+
+
+def _hub_digest_manifest() -> Manifest:
+    files = [{"path": path} for path in SMALL_LLM]
+    table = {"repo": SMALL_REPO, "revision": REVISION, "target": "llm", "digests": "hub", "files": files}
+    return Manifest.from_dict({"hub": {"llm": table}})
+
+
+@pytest.fixture
+def llm_remote(tmp_path, hub, monkeypatch) -> FakeMetadata:
+    """SMALL_LLM published on the fake Hub: served by ``hub``, described by the returned metadata fake."""
+    published = tmp_path / "published"
+    for path, data in SMALL_LLM.items():
+        (published / path).parent.mkdir(parents=True, exist_ok=True)
+        (published / path).write_bytes(data)
+    served = tmp_path / "served"
+    shutil.copytree(published, served)
+    hub.repos[SMALL_REPO] = served
+    metadata = FakeMetadata(hub, {SMALL_REPO: published})
+    metadata.install(monkeypatch)
+    return metadata
 
 
 @pytest.fixture
@@ -190,7 +274,7 @@ def test_manifest_accepts_more_entries(tmp_path):
     )
     (tmp_path / "manifest.toml").write_text(text)
     manifest = Manifest.load(tmp_path / "manifest.toml")
-    assert manifest.names() == ["acestep", "songwriter", "lyric_vocab"]
+    assert manifest.names() == ["acestep", "llm", "songwriter", "lyric_vocab"]
     [llm_file] = manifest.files(only=["songwriter"])
     assert (llm_file.path, llm_file.remote) == ("songwriter/model.safetensors", "model.safetensors")
     assert len(manifest.files(only=["acestep", "lyric_vocab"])) == 12
@@ -293,18 +377,32 @@ def test_pull_checks_free_space_first(tmp_path, hub, http, monkeypatch):
 
 
 def test_real_manifest_requests_the_pinned_files(tmp_path, hub, http, monkeypatch):
-    monkeypatch.setattr(weights, "_check_free_space", lambda root, files: None)
+    monkeypatch.setattr(weights, "_check_free_space", lambda *args: None)
     manifest = Manifest.load()
     hub.remote = tmp_path / "any"
     for f in manifest.files(["acestep"]):
         (hub.remote / f.path).parent.mkdir(parents=True, exist_ok=True)
         (hub.remote / f.path).write_bytes(b"x")
+    llm = manifest.hub["llm"]
+    hub.repos[llm.repo] = tmp_path / "llm-remote"
+    for f in llm.files:
+        (tmp_path / "llm-remote" / f.remote).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "llm-remote" / f.remote).write_bytes(b"y")
+    metadata = FakeMetadata(hub, {llm.repo: tmp_path / "llm-remote"})
+    metadata.install(monkeypatch)
     with pytest.raises(WeightsError):  # the stand-in bytes fail every digest
         pull(tmp_path / "weights", progress=False, manifest=manifest)
-    assert sorted(call["filename"] for call in hub.calls) == sorted(_spec_paths(manifest))
-    assert {(call["repo_id"], call["revision"]) for call in hub.calls} == {
+    acestep_calls = [call for call in hub.calls if call["repo_id"] != llm.repo]
+    assert sorted(call["filename"] for call in acestep_calls) == sorted(_spec_paths(manifest))
+    assert {(call["repo_id"], call["revision"]) for call in acestep_calls} == {
         ("ACE-Step/ACE-Step-v1-3.5B", "82cd0d7b6322bd28cd4e830fe675ddb6180ce36c")
     }
+    llm_calls = [call for call in hub.calls if call["repo_id"] == llm.repo]
+    assert sorted(call["filename"] for call in llm_calls) == sorted(LLM_FILES)
+    assert {call["revision"] for call in llm_calls} == {LLM_REVISION}
+    assert metadata.calls == [(LLM_REPO, LLM_REVISION, sorted(LLM_FILES), True)]
+    assert (tmp_path / "weights" / "llm" / "config.json").read_bytes() == b"y"  # matched the Hub's digest
+    assert not find_problems(tmp_path / "weights", manifest, only=["llm"], quick=True)
     assert http == [manifest.url["lyric_vocab"].url]
 
 
@@ -342,6 +440,204 @@ def test_quick_verify_trusts_stamps_and_full_verify_rehashes(tmp_path, hub, http
         verify(dest, _manifest())
     with pytest.raises(WeightsError):  # the failed full check also withdrew the stamp
         verify(dest, _manifest(), quick=True)
+
+
+# -------------------------------------------------------------------------------------- hub digests
+
+
+def test_manifest_pins_the_prompt_llm_with_hub_digests():
+    llm = Manifest.load().hub["llm"]
+    assert (llm.repo, llm.revision, llm.target, llm.digests) == (LLM_REPO, LLM_REVISION, "llm", "hub")
+    assert [f.remote for f in llm.files] == LLM_FILES
+    assert [f.path for f in llm.files] == [f"llm/{name}" for name in LLM_FILES]
+    assert {(f.sha256, f.size, f.hub_pin) for f in llm.files} == {(None, None, f"{LLM_REPO}@{LLM_REVISION}")}
+
+
+@pytest.mark.parametrize(
+    ("files", "digests", "message"),
+    [
+        ([{"path": "model.safetensors", "sha256": "0" * 64}], "hub", "lists paths only, remove \\['sha256'\\]"),
+        ([{"path": "model.safetensors", "size": 12}], "hub", "lists paths only, remove \\['size'\\]"),
+        ([{"path": "model.safetensors"}], "sha1", 'digests must be "manifest" or "hub"'),
+        ([{"path": "model.safetensors"}], "", 'digests must be "manifest" or "hub"'),
+        ([{"path": "model.safetensors"}], "manifest", "'sha256'"),  # manifest digests need a sha256
+        ([{"path": "../model.safetensors"}], "hub", "inside"),
+    ],
+)
+def test_invalid_hub_digest_entries_are_rejected(files, digests, message):
+    table = {"repo": "a/b", "revision": "r", "target": "llm", "digests": digests, "files": files}
+    with pytest.raises((ValueError, KeyError), match=message):
+        Manifest.from_dict({"hub": {"llm": table}})
+
+
+def test_hub_digest_entry_rejected_through_load(tmp_path):
+    (tmp_path / "manifest.toml").write_text(
+        '[hub.llm]\nrepo = "a/b"\nrevision = "r"\ndigests = "hub"\n'
+        f'files = [{{ path = "config.json", sha256 = "{"0" * 64}" }}]\n'
+    )
+    with pytest.raises(WeightsError, match="invalid weights manifest .*lists paths only"):
+        Manifest.load(tmp_path / "manifest.toml")
+
+
+def test_git_blob_sha1_is_what_git_computes(tmp_path):
+    data = SMALL_LLM["config.json"]
+    (tmp_path / "config.json").write_bytes(data)
+    git = subprocess.run(["git", "hash-object", str(tmp_path / "config.json")], capture_output=True, text=True)
+    assert git.returncode == 0, git.stderr
+    assert _git_blob_sha1(data) == git.stdout.strip()
+    digests = weights._hash_file(tmp_path / "config.json", git_blob=True)
+    assert digests == {weights.SHA256: _sha(data), weights.GIT_BLOB_SHA1: git.stdout.strip()}
+
+
+def test_pull_checks_lfs_and_git_blob_files_against_hub_metadata(tmp_path, hub, llm_remote):
+    dest = tmp_path / "weights"
+    pull(dest, progress=False, manifest=_hub_digest_manifest())
+    for path, data in SMALL_LLM.items():
+        assert (dest / "llm" / path).read_bytes() == data
+    assert llm_remote.calls == [(SMALL_REPO, REVISION, sorted(SMALL_LLM), True)]  # one call for the entry
+    assert hub.events[0] == "metadata" and hub.events.count("metadata") == 1  # digests before any download
+    assert {(c["repo_id"], c["revision"]) for c in hub.calls} == {(SMALL_REPO, REVISION)}
+    stamps = json.loads((dest / STAMP_FILE).read_text())
+    for path, data in SMALL_LLM.items():  # the sha256 is recorded, also for files the Hub gave a git sha1 for
+        assert stamps[f"llm/{path}"]["sha256"] == _sha(data)
+        assert stamps[f"llm/{path}"]["hub"] == f"{SMALL_REPO}@{REVISION}"
+
+
+def test_warm_pull_and_verify_reuse_the_recorded_digests_offline(tmp_path, hub, llm_remote):
+    dest = tmp_path / "weights"
+    pull(dest, progress=False, manifest=_hub_digest_manifest())
+    hub.calls.clear()
+    llm_remote.calls.clear()
+    llm_remote.error = OSError("network is unreachable")  # any metadata call now fails
+    hub.fail.update(SMALL_LLM)
+    pull(dest, progress=False, manifest=_hub_digest_manifest())
+    verify(dest, _hub_digest_manifest(), quick=True)
+    verify(dest, _hub_digest_manifest())  # full: rehashes and compares with the recorded sha256
+    assert hub.calls == [] and llm_remote.calls == []
+
+
+def test_offline_full_verify_catches_changes_to_hub_verified_files(tmp_path, hub, llm_remote):
+    dest = tmp_path / "weights"
+    pull(dest, progress=False, manifest=_hub_digest_manifest())
+    target = dest / "llm" / "model.safetensors"
+    stat = target.stat()
+    target.write_bytes(os.urandom(stat.st_size))  # same size, restored mtime: only a hash can tell
+    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    verify(dest, _hub_digest_manifest(), quick=True)
+    for _ in range(2):  # the recorded Hub digest survives the failed check: same verdict next time
+        with pytest.raises(WeightsError) as caught:
+            verify(dest, _hub_digest_manifest())
+        message = str(caught.value)
+        assert f"llm/model.safetensors: sha256 mismatch: expected {_sha(SMALL_LLM['model.safetensors'])}" in message
+        assert f"recorded when pull verified it against the Hub at {SMALL_REPO}@{REVISION}" in message
+        assert "config.json" not in message
+    assert llm_remote.calls == [(SMALL_REPO, REVISION, sorted(SMALL_LLM), True)]  # only the first pull's
+
+    hub.calls.clear()
+    pull(dest, progress=False, manifest=_hub_digest_manifest())  # re-fetched alone, checked against the Hub again
+    assert [(c["filename"], c["force"]) for c in hub.calls] == [("model.safetensors", True)]
+    assert llm_remote.calls[-1] == (SMALL_REPO, REVISION, ["model.safetensors"], True)
+    verify(dest, _hub_digest_manifest())
+
+
+def test_verify_names_files_never_verified_against_the_hub(tmp_path, hub, llm_remote):
+    dest = tmp_path / "weights"
+    for path, data in SMALL_LLM.items():  # copied in by hand, never pulled
+        (dest / "llm" / path).parent.mkdir(parents=True, exist_ok=True)
+        (dest / "llm" / path).write_bytes(data)
+    for quick in (True, False):
+        problems = find_problems(dest, _hub_digest_manifest(), quick=quick)
+        assert len(problems) == 3
+        assert all("never verified against the Hub" in p and f"{SMALL_REPO}@{REVISION}" in p for p in problems)
+    assert llm_remote.calls == []  # verify never uses the network
+
+    pull(dest, progress=False, manifest=_hub_digest_manifest())  # adopts them once the Hub's digests match
+    assert hub.calls == [] and len(llm_remote.calls) == 1
+    verify(dest, _hub_digest_manifest())
+
+
+@pytest.mark.parametrize(
+    ("path", "algorithm"), [("model.safetensors", "sha256"), ("config.json", "git blob sha1")]
+)
+def test_pull_rejects_files_that_differ_from_the_hub_digest(tmp_path, hub, llm_remote, path, algorithm):
+    published = SMALL_LLM[path]
+    tampered = published[:-2] + b"X}"  # same size: only the digest can tell
+    (hub.repos[SMALL_REPO] / path).write_bytes(tampered)
+    dest = tmp_path / "weights"
+    with pytest.raises(WeightsError) as caught:
+        pull(dest, progress=False, manifest=_hub_digest_manifest())
+    message = str(caught.value)
+    digest = _sha if algorithm == "sha256" else _git_blob_sha1
+    assert f"llm/{path}: {algorithm} mismatch: expected {digest(published)}, got {digest(tampered)}" in message
+    assert f"(from the Hub at {SMALL_REPO}@{REVISION})" in message
+    assert [line for line in message.splitlines() if "mismatch" in line] == [message.splitlines()[1]]
+    stamps = json.loads((dest / STAMP_FILE).read_text())
+    assert f"llm/{path}" not in stamps and len(stamps) == 2  # the other files are verified and recorded
+    with pytest.raises(WeightsError, match="never verified against the Hub"):
+        verify(dest, _hub_digest_manifest())
+
+
+def test_pull_reports_size_differences_from_the_hub(tmp_path, hub, llm_remote):
+    (hub.repos[SMALL_REPO] / "LICENSE").write_bytes(b"a longer, different license text\n")
+    with pytest.raises(WeightsError, match=r"llm/LICENSE: git blob sha1 mismatch: .* \(size 33 bytes, expected 19\)"):
+        pull(tmp_path / "weights", progress=False, manifest=_hub_digest_manifest())
+
+
+def test_pull_fails_when_hub_metadata_is_unavailable(tmp_path, hub, http, llm_remote):
+    llm_remote.error = OSError("network is unreachable")
+    both = _manifest()
+    both = Manifest(hub={**both.hub, **_hub_digest_manifest().hub}, url=both.url)
+    with pytest.raises(WeightsError) as caught:
+        pull(tmp_path / "weights", progress=False, manifest=both)
+    assert f"[hub.llm]: cannot read its file digests from the Hub ({SMALL_REPO}@{REVISION}): OSError: network" in str(
+        caught.value
+    )
+    assert str(caught.value).count("\n") == 1  # one line for the entry, nothing about the other files
+    assert {c["repo_id"] for c in hub.calls} == {REPO}  # nothing is downloaded without a digest to check it
+    verify(tmp_path / "weights", both, only=["acestep", "lyric_vocab"])  # the other entries were pulled
+
+
+def test_pull_names_files_missing_from_the_hub_revision(tmp_path, hub, llm_remote):
+    (llm_remote.repos[SMALL_REPO] / "LICENSE").unlink()
+    with pytest.raises(WeightsError) as caught:
+        pull(tmp_path / "weights", progress=False, manifest=_hub_digest_manifest())
+    assert f"llm/LICENSE: not a file of {SMALL_REPO} at revision {REVISION}" in str(caught.value)
+    assert sorted(c["filename"] for c in hub.calls) == ["config.json", "model.safetensors"]
+
+
+def test_pull_refuses_files_the_hub_gives_no_content_digest_for(tmp_path, hub, llm_remote):
+    llm_remote.xet_only.add("model.safetensors")
+    with pytest.raises(WeightsError, match=f"llm/model.safetensors: the Hub gives no sha256 for it at {REVISION}"):
+        pull(tmp_path / "weights", progress=False, manifest=_hub_digest_manifest())
+    assert sorted(c["filename"] for c in hub.calls) == ["LICENSE", "config.json"]
+
+
+def test_hub_digest_sizes_count_in_the_free_space_check(tmp_path, hub, llm_remote, monkeypatch):
+    needed = sum(len(data) for data in SMALL_LLM.values())  # known from the Hub's metadata only
+    monkeypatch.setattr(weights.shutil, "disk_usage", lambda path: types.SimpleNamespace(free=needed - 1))
+    with pytest.raises(WeightsError, match="not enough disk space"):
+        pull(tmp_path / "weights", progress=False, manifest=_hub_digest_manifest())
+    assert hub.calls == []
+
+
+def test_manifest_and_hub_digest_entries_pull_together(tmp_path, hub, http, llm_remote):
+    both = _manifest()
+    both = Manifest(hub={**both.hub, **_hub_digest_manifest().hub}, url=both.url)
+    dest = tmp_path / "weights"
+    pull(dest, progress=False, manifest=both)
+    assert len(hub.calls) == len(REMOTE_FILES) + len(SMALL_LLM)
+    assert len(llm_remote.calls) == 1  # [hub.acestep]-style entries need no metadata
+    verify(dest, both)
+
+
+def test_command_verify_counts_hub_recorded_digests(tmp_path, hub, http, llm_remote, monkeypatch, capsys):
+    monkeypatch.setattr(weights.Manifest, "load", classmethod(lambda cls, path=None: _hub_digest_manifest()))
+    dest = tmp_path / "weights"
+    assert _run_command(["verify", "--dir", str(dest)]) == 1
+    assert _run_command(["pull", "--dir", str(dest), "--quiet"]) == 0
+    assert _run_command(["verify", "--dir", str(dest)]) == 0
+    out = capsys.readouterr().out
+    assert "match the manifest (3 files; 3 checked against digests recorded from the Hub" in out
 
 
 # ----------------------------------------------------------------------------------------- locations

@@ -14,12 +14,15 @@ logger = logging.getLogger(__name__)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     actions = parser.add_subparsers(dest="action", required=True)
 
-    pull = actions.add_parser("pull", help="download the pinned weights and check their sha256")
+    pull = actions.add_parser("pull", help="download the pinned weights and check their digests")
     pull.add_argument("--dir", type=Path, default=None, help="weights folder (default: infra.toml's cache)")
     pull.add_argument("--quiet", action="store_true", help="no progress bars")
     pull.add_argument("--only", action="append", default=None, metavar="ENTRY", help="manifest entry (repeatable)")
 
-    verify = actions.add_parser("verify", help="rehash the weights and name every missing or bad file")
+    verify = actions.add_parser(
+        "verify", help="rehash the weights and name every missing or bad file (offline; Hub-pinned files are "
+        "compared with the digest recorded when pull verified them)"
+    )
     verify.add_argument("--dir", type=Path, default=None, help="weights folder (default: infra.toml's cache)")
     verify.add_argument("--quick", action="store_true", help="trust files verified before and unchanged since")
     verify.add_argument("--only", action="append", default=None, metavar="ENTRY", help="manifest entry (repeatable)")
@@ -50,11 +53,19 @@ def run(args: argparse.Namespace) -> int:
             print(f"weights ready in {folder}")
         else:
             weights.verify(folder, manifest, only=args.only, quick=args.quick, progress=True)
-            print(f"weights in {folder} match the manifest ({len(manifest.files(args.only))} files)")
+            print(f"weights in {folder} match the manifest ({_describe(manifest.files(args.only))})")
     except (WeightsError, SettingsError) as error:
         logger.error("%s", error)
         return 1
     return 0
+
+
+def _describe(files: list) -> str:
+    from_hub = sum(1 for f in files if f.hub_pin is not None)
+    if not from_hub:
+        return f"{len(files)} files"
+    # verify never asks the network: these files are compared with what pull verified against the Hub
+    return f"{len(files)} files; {from_hub} checked against digests recorded from the Hub when pulled"
 
 
 def _make_tiny(args: argparse.Namespace) -> int:
