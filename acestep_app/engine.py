@@ -88,7 +88,7 @@ class Engine:
         if weights_dir is not None:
             settings = settings.model_copy(update={"engine": engine_settings.model_copy(update={"weights_dir": str(weights_dir)})})
             engine_settings = settings.engine
-        root = ensure_weights(settings)
+        root = ensure_weights(settings, only=_weight_entries(engine_settings))
         if not (root / "ace_step_transformer").is_dir():
             raise WeightsError(f"no ACE-Step checkpoint at {root} (expected ace_step_transformer/ and friends)")
         device = _resolve_device(engine_settings.device)
@@ -213,6 +213,14 @@ def decode_chunking(engine_settings, device: str) -> tuple[int | None, int | Non
     if chunk == "auto":
         return (AUTO_CHUNK_FRAMES, AUTO_OVERLAP_FRAMES) if str(device).startswith("cuda") else (None, None)
     return (chunk or None, None)
+
+
+def _weight_entries(engine_settings) -> list[str]:
+    """Manifest entries to pull: the LLM only when the local prompt writer will load it from the weights dir."""
+    entries = ["acestep", "lyric_vocab"]
+    if engine_settings.prompt_backend == "transformers" and not engine_settings.llm_dir:
+        entries.append("llm")
+    return entries
 
 
 def _resolve_device(name: str) -> str:

@@ -110,3 +110,13 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path):
 
     with pytest.raises(WeightsError, match="no ACE-Step checkpoint"):
         Engine.load(Settings(), weights_dir=tmp_path)
+
+
+def test_only_the_needed_weights_are_pulled():
+    from acestep_app.engine import _weight_entries
+    from acestep_app.weights import Manifest
+
+    settings = Settings().engine
+    assert set(_weight_entries(settings)) == set(Manifest.load().names())
+    for update in ({"prompt_backend": "openai"}, {"prompt_backend": "fallback"}, {"llm_dir": "/models/qwen"}):
+        assert _weight_entries(settings.model_copy(update=update)) == ["acestep", "lyric_vocab"]
