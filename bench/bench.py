@@ -402,10 +402,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"peak memory: {'CUDA max_memory_allocated' if memory.cuda else 'process RSS, sampled every 5 ms'}")
     writer = load_writer(args, checkpoint, device)
     pipelines = {}
-    for path in paths:
-        started = time.perf_counter()
+    for path in paths:  # with --compare both stay loaded: subtract the other's weights from GPU peaks
+        started, before = time.perf_counter(), memory.current()
         pipelines[path.name] = load_pipeline(checkpoint, device, dtype, path)
-        print(f"loaded {path.name} pipeline in {time.perf_counter() - started:.2f} s")
+        print(f"loaded {path.name} pipeline in {time.perf_counter() - started:.2f} s "
+              f"(+{mib(memory.current() - before)} MiB resident)")
     try:
         for duration in args.durations:
             print(f"\n{duration:g} s song, {args.steps} steps (fal defaults: apg, interval 0.5, tag 5 / lyric 1.5)")

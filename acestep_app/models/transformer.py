@@ -209,11 +209,13 @@ class GLUMBConv(nn.Module):
         self.point_conv = ConvLayer(hidden_dim, dim, bias=False)
 
     def forward(self, x: torch.Tensor, frame_mask: torch.Tensor | None = None) -> torch.Tensor:
-        y = F.silu(self.inverted_conv(x.transpose(1, 2)))
+        # The 1x1 convs run as matmuls on (B, T, C): the conv's sums, but one GEMM instead of a
+        # transposed-input convolution (CPU took the im2col path: batch 3 of 646 frames 2.5 s -> 2.0 s).
+        y = F.silu(F.linear(x, self.inverted_conv.conv.weight[..., 0], self.inverted_conv.conv.bias))
         if frame_mask is not None:
-            y = torch.where(frame_mask[:, None, :], y, 0.0)
-        y, gate = self.depth_conv(y).chunk(2, dim=1)
-        return self.point_conv(y * F.silu(gate)).transpose(1, 2)
+            y = torch.where(frame_mask[:, :, None], y, 0.0)
+        y, gate = self.depth_conv(y.transpose(1, 2)).transpose(1, 2).chunk(2, dim=-1)
+        return F.linear(y * F.silu(gate), self.point_conv.conv.weight[..., 0])
 
 
 class LinearTransformerBlock(nn.Module):
