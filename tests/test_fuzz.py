@@ -5,6 +5,8 @@
 * The routes OpenAPI does not list (fal queue submit/status/result/cancel, ``/run/...``, ``/files/...``)
   are fuzzed with hypothesis: bodies from the same schemathesis strategies, ids and file names from
   text strategies (traversal, encodings, foreign ids), and raw bytes.
+* ``Authorization`` headers are fuzzed against a server with two keys: only ``Key <a configured key>``
+  passes, on every route but ``/health``.
 * The oracle for every generation request is the pydantic input model itself: a body it accepts must
   be a 200 billed for the audio, a body it rejects must be a 422 whose ``loc``s name exactly the fields
   pydantic names, billed 0.
@@ -22,9 +24,11 @@ from __future__ import annotations
 
 import json
 import math
+import sqlite3
 import time
 import urllib.parse
 import uuid
+from contextlib import closing
 
 import pytest
 import schemathesis
@@ -75,8 +79,8 @@ def wait_for(predicate, timeout: float = 60.0) -> None:
 def account_for_jobs(client) -> None:
     """Every job the fuzz got accepted ended, with exactly one usage row."""
     store = client.app.state.store
-    with store._lock:
-        statuses = [row[0] for row in store._db.execute("SELECT status FROM jobs").fetchall()]
+    with closing(sqlite3.connect(store.path)) as db:
+        statuses = [status for (status,) in db.execute("SELECT status FROM jobs")]
     rows = store.usage_rows()
     assert len({row["request_id"] for row in rows}) == len(rows) == len(statuses)
     TALLY.count_jobs(statuses)
@@ -363,3 +367,51 @@ def test_real_engine_inputs_that_tokenize_to_nothing_still_generate(real_client,
 def test_real_engine_longest_prompt_is_not_a_server_error(real_client):
     response = real_client.post("/prompt-to-audio", json={"prompt": "x" * MAX_PROMPT_LENGTH, **REAL_BOUNDS})
     assert response.status_code in (200, 422), response.text
+
+
+# -- keys: fuzzed Authorization headers on every route ---------------------------------------------
+
+KEYS = ("key-a:secret", "key-b:secret")
+
+
+@pytest.fixture(scope="module")
+def keyed_fuzz_client(tmp_path_factory):
+    engine = EngineDouble(steps=1, sample_rate=DOUBLE_SAMPLE_RATE)
+    with TestClient(create_app(engine, Settings(), tmp_path_factory.mktemp("keyed"), api_key=list(KEYS))) as client:
+        yield client
+        store = client.app.state.store
+        wait_for(lambda: store.count(JobStatus.IN_QUEUE) + store.count(JobStatus.IN_PROGRESS) == 0)
+        account_for_jobs(client)
+
+
+def test_authorization_header_fuzz(keyed_fuzz_client):
+    """Only ``Key <configured key>`` gets past the gate, on every route but /health; nothing else is billed."""
+    header_text = st.text(st.characters(min_codepoint=0x20, max_codepoint=0xFF), max_size=24)
+    near_misses = st.sampled_from(KEYS).flatmap(lambda key: st.sampled_from(
+        [key[:-1], key + "x", key.upper(), key[1:], " " + key[:-1], key.replace(":", "")]))
+    presented = st.one_of(header_text, st.sampled_from(KEYS), near_misses)
+    schemes = st.sampled_from(["Key", "key", "KEY", "Bearer", "Basic", "", "Key:"])
+    routes = st.sampled_from([("POST", "/prompt-to-audio"), ("POST", "/"), ("POST", f"/{APP}/prompt-to-audio"),
+                              ("POST", f"/run/{APP}"), ("GET", f"/{APP}/requests/{uuid.uuid4()}/status"),
+                              ("GET", f"/{APP}/requests/{uuid.uuid4()}"), ("PUT", f"/{APP}/requests/{uuid.uuid4()}/cancel"),
+                              ("GET", f"/files/{uuid.uuid4()}.wav"), ("GET", "/openapi.json"), ("GET", "/health")])
+
+    passed_the_gate: list[bool] = []
+
+    @settings(FUZZ, max_examples=250)
+    @given(schemes, presented, routes)
+    def run(scheme, key, route):
+        method, path = route
+        authorization = f"{scheme} {key}" if scheme else key
+        response = send(keyed_fuzz_client, method, path, headers={"Authorization": authorization.encode("latin-1")},
+                        json={"prompt": "x", "duration": 5, "tags": "x"})
+        accepted = scheme.lower() == "key" and key.strip() in KEYS
+        passed_the_gate.append(accepted)
+        if path == "/health" or accepted:
+            assert response.status_code != 401, (authorization, path)
+        else:
+            assert response.status_code == 401, (authorization, path, response.status_code)
+            assert response.headers[billing.BILLING_HEADER] == "0"
+
+    run()
+    assert 0 < sum(passed_the_gate) < len(passed_the_gate)
