@@ -65,6 +65,7 @@ MAX_TAGS = 12
 MAX_TAG_CHARS = 40
 WRAP_LINE_CHARS = 80
 MAX_LINE_CHARS = 120
+MAX_WORD_CHARS = 30  # longer "words" (e.g. 5,000 x's) are not words: the fallback skips them
 MAX_PROMPT_CHARS = 1000
 
 SongSource = Literal["llm", "openai", "fallback"]
@@ -355,7 +356,10 @@ def _prompt_words(prompt: str) -> tuple[list[str], list[str]]:
     phrases = [f"{m.group(1)} bpm" for m in _BPM_PHRASE.finditer(text)]
     phrases += [f"{_VOCAL_GENDER.get(g, g)} vocals" for g in (m.group(1).lower() for m in _VOCAL_PHRASE.finditer(text))]
     text = _VOCAL_PHRASE.sub(" ", _BPM_PHRASE.sub(" ", text))
-    words = [w for w in _WORD.findall(text) if w.lower() not in _STOPWORDS and not w.isdigit()]
+    words = [
+        w for w in _WORD.findall(text)
+        if w.lower() not in _STOPWORDS and not w.isdigit() and len(w) <= MAX_WORD_CHARS
+    ]
     return phrases, words
 
 

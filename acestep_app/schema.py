@@ -37,7 +37,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 MAX_PROMPT_LENGTH = 5_000
 MAX_TAGS_LENGTH = 5_000
-MAX_LYRICS_LENGTH = 10_000
+MAX_LYRICS_LENGTH = 4_000  # ~2,300 lyric tokens; a 240 s song has ~1,500-2,500 characters. The lyric
+# encoder's attention grows with the square of the token count, so one request cannot hold the worker.
 SEED_MIN = -(2**63)
 SEED_MAX = 2**63 - 1
 

@@ -99,6 +99,12 @@ class AceStep(fal.App, name=SETTINGS.fal.app_name, keep_alive=SETTINGS.fal.keep_
             print(f"engine: {self.engine.describe()}", flush=True)
             self.engine.warmup()
 
+    def _add_extra_middlewares(self, app) -> None:
+        super()._add_extra_middlewares(app)
+        # FastAPI answers an undecodable JSON body with a bare 400; make it the unbilled 422 fal gives
+        # for every other invalid body (status-code handlers run before fal's class handlers).
+        app.add_exception_handler(400, undecodable_body)
+
     @fal.endpoint("/prompt-to-audio")
     def prompt_to_audio(self, request: PromptToAudioInput, response: Response) -> PromptToAudioOutput:
         return PromptToAudioOutput(**self.generate(request, response))
@@ -157,6 +163,13 @@ def failed_generation(error: Exception) -> HTTPException:
     else:
         detail, error_type = f"Generation failed: {type(error).__name__}: {error}", "generation_failed"
     return unbilled_error(500, f"{detail} Nothing was billed.", error_type)
+
+
+async def undecodable_body(request, error: HTTPException):
+    from fastapi.responses import JSONResponse
+
+    detail = [{"loc": ["body"], "msg": f"Invalid request body: {error.detail}", "type": "json_invalid"}]
+    return JSONResponse({"detail": detail}, status_code=422, headers={billing.BILLING_HEADER: "0"})
 
 
 def unbilled_error(status_code: int, detail, error_type: str | None = None) -> HTTPException:

@@ -129,12 +129,8 @@ UNDECODABLE = [b'{"prompt": "\xff\xfe"}', b"\x00\x00\x00\x00\x00"]  # not UTF-8 
 
 
 @pytest.mark.parametrize("body", [b"\x00\x00\x00", b"{not json", b"", *UNDECODABLE])
-def test_adapter_malformed_body_is_an_unbilled_422(adapter, body, request):
+def test_adapter_malformed_body_is_an_unbilled_422(adapter, body):
     client, _, headers = adapter
-    if body in UNDECODABLE and "fal_client" in request.fixturenames:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "deploy/fal_app.py: a body that is not decodable JSON gets FastAPI's 400 'There was an error parsing "
-            "the body' without x-fal-billable-units: 0 (reported to the lead)")))
     response = client.post("/prompt-to-audio", content=body, headers={**headers, "content-type": "application/json"})
     assert response.status_code == 422 and response.headers.get(billing.BILLING_HEADER) == "0", (
         response.status_code, dict(response.headers), response.text)

@@ -362,8 +362,6 @@ def test_real_engine_inputs_that_tokenize_to_nothing_still_generate(real_client,
     assert response.status_code == 200, response.text
 
 
-@pytest.mark.xfail(strict=True, reason="prompting.FallbackSongWriter raises ValueError('a line is longer than "
-                   "120 characters') for a long prompt without punctuation: the job FAILS with a 500 (reported)")
 def test_real_engine_longest_prompt_is_not_a_server_error(real_client):
     response = real_client.post("/prompt-to-audio", json={"prompt": "x" * MAX_PROMPT_LENGTH, **REAL_BOUNDS})
     assert response.status_code in (200, 422), response.text
