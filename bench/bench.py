@@ -129,6 +129,7 @@ class PathConfig:
     batched_guidance: bool
     compile: bool
     decode_chunk_frames: int | None
+    decode_overlap_frames: int | None = None
 
 
 @dataclass
@@ -192,6 +193,7 @@ def run_request(pipeline, writer, path: PathConfig, duration: float, steps: int,
     recorder.seconds["diffusion"] -= recorder.seconds["encode"]
 
     pipeline.decode_chunk_frames = path.decode_chunk_frames
+    pipeline.decode_overlap_frames = path.decode_overlap_frames
     with recorder.stage("decode"):
         waveform = pipeline.decode_latents(output.latents)[0]
     with recorder.stage("wav"):
@@ -260,10 +262,14 @@ def load_writer(args: argparse.Namespace, checkpoint: Path, device: torch.device
 
 
 def path_configs(args: argparse.Namespace, device: torch.device) -> list[PathConfig]:
+    from acestep_app.engine import decode_chunking
+    from acestep_app.settings import EngineSection
+
     cuda = device.type == "cuda"
     compile_fast = {"on": True, "off": False, "auto": cuda}[args.compile]
-    chunk = args.decode_chunk_frames if args.decode_chunk_frames >= 0 else (128 if cuda else 0)
-    fast = PathConfig("fast", batched_guidance=True, compile=compile_fast, decode_chunk_frames=chunk or None)
+    chunk = "auto" if args.decode_chunk_frames < 0 else args.decode_chunk_frames
+    chunk_frames, overlap_frames = decode_chunking(EngineSection(decode_chunk_frames=chunk), str(device))
+    fast = PathConfig("fast", True, compile_fast, chunk_frames, overlap_frames)
     sequential = PathConfig("sequential", batched_guidance=False, compile=False, decode_chunk_frames=None)
     return [sequential, fast] if args.compare else [fast]
 
@@ -363,7 +369,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--compile", choices=("auto", "on", "off"), default="auto",
                         help="torch.compile the fast path's transformer (auto: on GPU only)")
     parser.add_argument("--decode-chunk-frames", type=int, default=-1,
-                        help="fast path decode window in latent frames (-1 auto: 128 on GPU, whole on CPU; 0 whole)")
+                        help="fast path decode window in latent frames (-1: the engine's auto, chunked on GPU "
+                             "and whole on CPU; 0 whole)")
     parser.add_argument("--checkpoint", help="official-layout checkpoint (default: pinned weights on GPU, mid-size on CPU)")
     parser.add_argument("--heads", type=int, default=2, help="mid-size DiT heads of 128 (official 20)")
     parser.add_argument("--midsize-dir", type=Path, default=DEFAULT_MIDSIZE_DIR)
@@ -375,6 +382,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -391,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     dtype = resolve_dtype(args.dtype, str(device))
     checkpoint = resolve_checkpoint(args, device)
     paths = path_configs(args, device)
-    print("reproduce: " + shlex.join([".venv/bin/python", "bench/bench.py", *sys.argv[1:]]))
+    print("reproduce: " + shlex.join([".venv/bin/python", "bench/bench.py", *argv]))
     print(f"device {device} ({torch.get_num_threads()} threads), dtype {str(dtype).removeprefix('torch.')}, "
           f"checkpoint {checkpoint}, torch {torch.__version__}")
     for path in paths:

@@ -9,6 +9,7 @@ transformer / autoencoder) live in test_acceleration.py, test_transformer.py and
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,6 +17,8 @@ import torch
 from acestep_app.acceleration import AccelerationOptions, accelerate_transformer
 from acestep_app.pipeline import AceStepPipeline
 from acestep_app.settings import Settings
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 BATCHED_TOL = 1e-4  # batching changes summation order only; errors compound over the steps
 SHORT = {"duration": 2.0, "num_inference_steps": 4, "seed": 7}
@@ -123,3 +126,23 @@ def test_bfloat16_pipeline_runs_on_cpu_close_to_float32(tiny_checkpoint, lyric_v
     assert actual.waveform.dtype == torch.float32 and torch.isfinite(actual.waveform).all()
     error = (actual.latents.float() - expected.latents).norm() / expected.latents.norm()
     assert error < 0.05, f"relative latent error {error:.3f}"
+
+
+def test_bench_compare_runs_and_reports_both_paths(tmp_path, capsys, monkeypatch):
+    import importlib.util
+    import sys
+
+    from acestep_app.tiny import write_tiny_checkpoint
+
+    spec = importlib.util.spec_from_file_location("bench_script", PROJECT_ROOT / "bench" / "bench.py")
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, bench)  # dataclasses look their module up there
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    spec.loader.exec_module(bench)
+    checkpoint = write_tiny_checkpoint(tmp_path / "tiny")
+    assert bench.main(["--checkpoint", str(checkpoint), "--durations", "5", "--compare", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "reproduce: .venv/bin/python bench/bench.py --checkpoint" in out
+    assert "forwards 27 vs 55" in out
+    for stage in ("prompt", "encode", "diffusion", "decode", "wav"):
+        assert f"    {stage} " in out
