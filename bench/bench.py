@@ -318,7 +318,7 @@ def cold_start(args: argparse.Namespace, checkpoint: Path, device: torch.device,
     child = json.loads(lines[-1].removeprefix(RESULT_PREFIX))
     stages = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in child["timings"].items())
     print(f"cold start ({args.durations[0]:g} s song, compile {'on' if fast.compile else 'off'}): "
-          f"{wall:.2f} s from process start to first WAV; in the child: imports {child['imports']:.2f} s, "
+          f"{wall:.2f} s from process start to first WAV; in the child: interpreter + imports {child['imports']:.2f} s, "
           f"load {child['load']:.2f} s, first request {child['generate']:.2f} s ({stages})")
 
 
