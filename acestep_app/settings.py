@@ -47,7 +47,7 @@ class EngineSection(BaseModel):
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
     batched_guidance: bool = True
     compile: bool = False
-    decode_chunk_frames: Annotated[int, Field(ge=0)] | Literal["auto"] = "auto"
+    decode_chunk_frames: Annotated[int, Field(ge=0)] | Literal["auto"] = 0
     lyric_vocab: str = ""
     prompt_backend: Literal["transformers", "openai", "fallback"] = "transformers"
     llm_dir: str = ""

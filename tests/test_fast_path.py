@@ -96,8 +96,8 @@ def test_shape_bucketed_pipeline_matches_unbucketed(tiny_checkpoint, lyric_vocab
 def test_engine_auto_settings_pick_chunked_decode_on_gpu_only():
     from acestep_app.engine import decode_chunking
 
-    auto = Settings().engine
-    assert auto.decode_chunk_frames == "auto"
+    assert Settings().engine.decode_chunk_frames == 0  # the reference's one-pass decode by default
+    auto = Settings.from_dict({"engine": {"decode_chunk_frames": "auto"}}).engine
     assert decode_chunking(auto, "cpu") == (None, None)
     chunk, overlap = decode_chunking(auto, "cuda")
     assert chunk and overlap and chunk > 2 * overlap
