@@ -153,7 +153,7 @@ def _train_tag_tokenizer(vocab_size: int = 160) -> Tokenizer:
     return tokenizer
 
 
-def _write_umt5(directory: Path, generator: torch.Generator) -> None:
+def _write_umt5(directory: Path, generator: torch.Generator, umt5_config: dict) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     tokenizer = _train_tag_tokenizer()
     if [tokenizer.token_to_id(t) for t in SPECIAL_TOKENS] != [0, 1, 2]:
@@ -165,7 +165,7 @@ def _write_umt5(directory: Path, generator: torch.Generator) -> None:
     config["clean_up_tokenization_spaces"] = False
     (directory / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
 
-    model = UMT5EncoderModel(UMT5Config(vocab_size=tokenizer.get_vocab_size(), **UMT5_CONFIG))
+    model = UMT5EncoderModel(UMT5Config(vocab_size=tokenizer.get_vocab_size(), **umt5_config))
     _offset_constant_parameters(model, generator)
     model.save_pretrained(directory)
 
@@ -177,6 +177,29 @@ def write_tiny_checkpoint(directory: str | Path, seed: int = 0) -> Path:
     ``lyric_tokenizer/vocab.json`` (a demo lyric vocabulary) and ``TINY_CHECKPOINT.txt``. Same seed,
     same weights. Takes about a second and ~8 MB.
     """
+    return write_random_checkpoint(
+        directory,
+        transformer_config=TRANSFORMER_CONFIG,
+        dcae_config=DCAE_CONFIG,
+        vocoder_config=VOCODER_CONFIG,
+        umt5_config=UMT5_CONFIG,
+        seed=seed,
+        vocoder_gain=VOCODER_CONV_GAIN,
+    )
+
+
+def write_random_checkpoint(
+    directory: str | Path,
+    *,
+    transformer_config: dict,
+    dcae_config: dict,
+    vocoder_config: dict,
+    umt5_config: dict,
+    seed: int = 0,
+    vocoder_gain: float | None = None,
+    marker_text: str = MARKER_TEXT,
+) -> Path:
+    """Random weights for the given configs in the official layout (the tiny and the bench checkpoints)."""
     root = Path(directory)
     root.mkdir(parents=True, exist_ok=True)
     lyric_vocab = root / "lyric_tokenizer" / "vocab.json"
@@ -186,15 +209,16 @@ def write_tiny_checkpoint(directory: str | Path, seed: int = 0) -> Path:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         generator = torch.Generator().manual_seed(seed)
-        transformer = ACEStepTransformer2DModel(**TRANSFORMER_CONFIG, lyric_encoder_vocab_size=lyric_vocab_size)
-        dcae = AutoencoderDC(**DCAE_CONFIG)
-        vocoder = ADaMoSHiFiGANV1(**VOCODER_CONFIG)
-        _set_weight_norm_gain(vocoder, VOCODER_CONV_GAIN)
+        transformer = ACEStepTransformer2DModel(**transformer_config, lyric_encoder_vocab_size=lyric_vocab_size)
+        dcae = AutoencoderDC(**dcae_config)
+        vocoder = ADaMoSHiFiGANV1(**vocoder_config)
+        if vocoder_gain is not None:
+            _set_weight_norm_gain(vocoder, vocoder_gain)
         models_by_folder = {"ace_step_transformer": transformer, "music_dcae_f8c8": dcae, "music_vocoder": vocoder}
         for folder, model in models_by_folder.items():
             _offset_constant_parameters(model, generator)
             model.save_pretrained(root / folder)
-        _write_umt5(root / "umt5-base", generator)
+        _write_umt5(root / "umt5-base", generator, umt5_config)
 
-    (root / TINY_MARKER).write_text(MARKER_TEXT)
+    (root / TINY_MARKER).write_text(marker_text)
     return root

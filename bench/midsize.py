@@ -12,14 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
-from diffusers import AutoencoderDC
-from transformers import UMT5Config, UMT5EncoderModel
-
-from acestep_app.models.lyric_tokenizer import write_demo_vocab
-from acestep_app.models.transformer import ACEStepTransformer2DModel
-from acestep_app.models.vocoder import ADaMoSHiFiGANV1
-from acestep_app.tiny import MARKER_TEXT, SPECIAL_TOKENS, TINY_MARKER, _offset_constant_parameters, _train_tag_tokenizer
+from acestep_app.tiny import MARKER_TEXT, write_random_checkpoint
 
 OFFICIAL_HEAD_DIM = 128
 TEXT_DIM = 256
@@ -95,19 +88,6 @@ UMT5_CONFIG = {  # official depth (12 blocks), width 256
 }
 
 
-def _write_text_encoder(directory: Path, generator: torch.Generator) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    tokenizer = _train_tag_tokenizer()
-    tokenizer.save(str(directory / "tokenizer.json"))
-    special = dict(zip(("pad_token", "eos_token", "unk_token"), SPECIAL_TOKENS))
-    (directory / "special_tokens_map.json").write_text(json.dumps(special, indent=2))
-    config = {**special, "tokenizer_class": "T5TokenizerFast", "extra_ids": 0, "model_max_length": 512}
-    (directory / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
-    model = UMT5EncoderModel(UMT5Config(vocab_size=tokenizer.get_vocab_size(), **UMT5_CONFIG))
-    _offset_constant_parameters(model, generator)
-    model.save_pretrained(directory)
-
-
 def write_midsize_checkpoint(directory: str | Path, heads: int = 2, seed: int = 0) -> Path:
     """Write the mid-size checkpoint (DiT width ``heads * 128``) under ``directory``; reuses a finished one."""
     root = Path(directory)
@@ -115,22 +95,14 @@ def write_midsize_checkpoint(directory: str | Path, heads: int = 2, seed: int = 
     wanted = {"heads": heads, "seed": seed, "version": LAYOUT_VERSION}
     if stamp.exists() and json.loads(stamp.read_text()) == wanted:
         return root
-    root.mkdir(parents=True, exist_ok=True)
-    vocab = root / "lyric_tokenizer" / "vocab.json"
-    vocab.parent.mkdir(exist_ok=True)
-    vocab_size = write_demo_vocab(vocab)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        generator = torch.Generator().manual_seed(seed)
-        models = {
-            "ace_step_transformer": ACEStepTransformer2DModel(**transformer_config(heads), lyric_encoder_vocab_size=vocab_size),
-            "music_dcae_f8c8": AutoencoderDC(**DCAE_CONFIG),
-            "music_vocoder": ADaMoSHiFiGANV1(**VOCODER_CONFIG),
-        }
-        for folder, model in models.items():
-            _offset_constant_parameters(model, generator)
-            model.save_pretrained(root / folder)
-        _write_text_encoder(root / "umt5-base", generator)
-    (root / TINY_MARKER).write_text(MARKER_TEXT.replace("TINY", "MID-SIZE"))
+    write_random_checkpoint(
+        root,
+        transformer_config=transformer_config(heads),
+        dcae_config=DCAE_CONFIG,
+        vocoder_config=VOCODER_CONFIG,
+        umt5_config=UMT5_CONFIG,
+        seed=seed,
+        marker_text=MARKER_TEXT.replace("TINY", "MID-SIZE"),
+    )
     stamp.write_text(json.dumps(wanted))
     return root
