@@ -53,3 +53,29 @@ def test_every_schema_parameter_is_an_option():
     generate = build_parser()._subparsers._group_actions[0].choices["generate"]
     dests = {action.dest for action in generate._actions}
     assert set(PromptToAudioInput.model_fields) <= dests
+
+
+def test_without_weights_the_tiny_demo_is_written_and_announced(tmp_path, monkeypatch, caplog):
+    from acestep_app.commands import DEMO_NOTICE
+    from acestep_app.tiny import TINY_MARKER
+
+    monkeypatch.setenv("ACESTEP_WEIGHTS_DIR", str(tmp_path / "weights"))  # an empty pull cache
+    monkeypatch.delenv("ACESTEP_INFRA", raising=False)
+    out = tmp_path / "demo.wav"
+    with caplog.at_level("WARNING"):
+        assert main(["generate", "a song", "--duration", "5", "--steps", "3", "-o", str(out)]) == 0
+    assert (tmp_path / "tiny" / TINY_MARKER).is_file()
+    assert DEMO_NOTICE in caplog.text
+    assert soundfile.info(str(out)).samplerate == 48000
+
+
+def test_serve_without_weights_uses_the_demo(tmp_path, monkeypatch):
+    from acestep_app.commands import choose_weights
+    from acestep_app.settings import Settings
+
+    monkeypatch.setenv("ACESTEP_WEIGHTS_DIR", str(tmp_path / "weights"))
+    settings = Settings()
+    assert choose_weights(settings, None, tiny=False) == str(tmp_path / "tiny")
+    assert choose_weights(settings, "/models/ace", tiny=False) == "/models/ace"
+    (tmp_path / "weights" / "ace_step_transformer").mkdir(parents=True)
+    assert choose_weights(settings, None, tiny=False) is None  # the pulled weights, via the settings

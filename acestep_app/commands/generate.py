@@ -76,15 +76,10 @@ def run(args: argparse.Namespace) -> int:
 
     from ..engine import Engine
     from ..settings import Settings
+    from . import choose_weights
 
     settings = Settings.load(args.infra)
-    weights = args.weights
-    if args.tiny or (weights is None and not _real_weights_available(settings)):
-        if not args.tiny:
-            print("no model weights found: using the tiny random demo checkpoint, whose audio is noise "
-                  "(`acestep-app weights pull` fetches the real model)", file=sys.stderr)
-        weights = str(_tiny_checkpoint())
-    engine = Engine.load(settings, weights_dir=weights)
+    engine = Engine.load(settings, weights_dir=choose_weights(settings, args.weights, args.tiny))
     generation = _generate_with_progress(engine, request)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_bytes(engine.wav_bytes(generation))
@@ -115,21 +110,3 @@ def _generate_with_progress(engine, request):
             bar.update(task, completed=progress.step, total=progress.total)
 
         return engine.generate(request, on_progress)
-
-
-def _real_weights_available(settings) -> bool:
-    """A configured checkpoint folder, or pulled weights in the cache (possibly still incomplete)."""
-    from ..weights import weights_cache_dir
-
-    return bool(settings.engine.weights_dir) or (weights_cache_dir(settings) / "ace_step_transformer").is_dir()
-
-
-def _tiny_checkpoint() -> Path:
-    """The demo checkpoint, written once under the cache (random weights; the audio is noise)."""
-    from ..tiny import write_tiny_checkpoint
-    from ..weights import default_weights_dir
-
-    target = default_weights_dir().parent / "tiny"
-    if not (target / "ace_step_transformer").is_dir():
-        write_tiny_checkpoint(target)
-    return target

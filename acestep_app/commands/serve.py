@@ -16,7 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     parser.add_argument("--weights", type=Path, default=None,
-                        help="checkpoint dir (default: [engine] weights_dir of infra.toml)")
+                        help="checkpoint dir (default: [engine].weights_dir, else the pulled weights, else the tiny demo)")
+    parser.add_argument("--tiny", action="store_true", help="serve the tiny random demo checkpoint (its audio is noise)")
     parser.add_argument("--data-dir", type=Path, default=Path("data"),
                         help="jobs database and generated audio (default ./data)")
     parser.add_argument("--api-key", action="append", default=None,
@@ -52,14 +53,16 @@ def run(args: argparse.Namespace) -> int:
     from acestep_app.engine import Engine
     from acestep_app.jobs import JobStore
     from acestep_app.server import DEFAULT_MAX_BODY_BYTES, create_app
+    from acestep_app.commands import choose_weights
     from acestep_app.settings import Settings
 
     if (args.ssl_certfile is None) != (args.ssl_keyfile is None):
         logger.error("--ssl-certfile and --ssl-keyfile go together")
         return 2
     settings = Settings.load()
-    if args.weights is not None:
-        engine_settings = settings.engine.model_copy(update={"weights_dir": str(args.weights)})
+    weights = choose_weights(settings, args.weights, args.tiny)
+    if weights is not None:
+        engine_settings = settings.engine.model_copy(update={"weights_dir": weights})
         settings = settings.model_copy(update={"engine": engine_settings})
     try:  # an unusable data dir fails now, not after minutes of loading weights
         JobStore(args.data_dir).close()
