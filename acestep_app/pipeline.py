@@ -117,18 +117,14 @@ class AceStepPipeline:
 
         root = Path(checkpoint_dir)
         vocab = Path(lyric_vocab) if lyric_vocab is not None else root / LYRIC_VOCAB_PATH
-        loaders = {
-            "transformer": lambda: ACEStepTransformer2DModel.from_pretrained(
-                root / "ace_step_transformer", torch_dtype=dtype, device=device
-            ),
-            "text_encoder": lambda: TextEncoder.from_pretrained(root / "umt5-base", torch_dtype=dtype, device=device),
-            "autoencoder": lambda: MusicDCAE.from_pretrained(root, torch_dtype=dtype, device=device),
-            "lyric_tokenizer": lambda: LyricTokenizer.from_file(vocab),
-        }
-        parts = {name: load() for name, load in loaders.items()}
-        parts["transformer"].eval()
+        transformer = ACEStepTransformer2DModel.from_pretrained(
+            root / "ace_step_transformer", torch_dtype=dtype, device=device
+        ).eval()
         return cls(
-            **parts,
+            transformer=transformer,
+            text_encoder=TextEncoder.from_pretrained(root / "umt5-base", torch_dtype=dtype, device=device),
+            lyric_tokenizer=LyricTokenizer.from_file(vocab),
+            autoencoder=MusicDCAE.from_pretrained(root, torch_dtype=dtype, device=device),
             device=device,
             dtype=dtype,
             decode_chunk_frames=decode_chunk_frames,
@@ -302,8 +298,6 @@ class AceStepPipeline:
             chunk_frames=self.decode_chunk_frames,
             overlap_frames=self.decode_overlap_frames,
         )
-        if isinstance(audio, (list, tuple)):
-            audio = torch.stack(list(audio))
         return audio.to(device="cpu", dtype=torch.float32)
 
 
