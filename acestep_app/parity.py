@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .errors import WeightsError
+
 HELP = "run reference parity cases (fixture format) against this install"
 
 REFERENCE_COMMIT = "d612523f50e252c0e138e68ae75b06223f96e934"
@@ -50,7 +52,7 @@ class ParityRunner:
 
     def __init__(self, checkpoint: Path, lyric_vocab: Path | None, batched_guidance: bool = False):
         self.checkpoint = checkpoint
-        self.lyric_vocab = lyric_vocab or checkpoint / "lyric_tokenizer" / "vocab.json"
+        self.lyric_vocab = lyric_vocab or find_lyric_vocab(checkpoint)
         self.batched_guidance = batched_guidance
         self._pipeline = None
 
@@ -85,6 +87,22 @@ class ParityRunner:
 
 
 Check = tuple[str, object, object, float]
+
+
+def find_lyric_vocab(checkpoint: Path) -> Path:
+    """``<checkpoint>/lyric_tokenizer/vocab.json``, else the one ``acestep-app weights pull`` fetched."""
+    from .pipeline import LYRIC_VOCAB_PATH
+    from .settings import Settings
+    from .weights import weights_cache_dir
+
+    candidates = [checkpoint / LYRIC_VOCAB_PATH, weights_cache_dir(Settings.load()) / LYRIC_VOCAB_PATH]
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise WeightsError(
+        f"no lyric vocabulary at {' or '.join(map(str, candidates))}: pass --lyric-vocab PATH, "
+        "or fetch the pinned one with `acestep-app weights pull --only lyric_vocab`"
+    )
 
 
 def _max_error(actual, expected) -> float:
@@ -241,7 +259,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"no cases in {cases_dir}")
         return 1
     checkpoint = args.checkpoint or cases_dir.parent / "checkpoint"
-    runner = ParityRunner(checkpoint, args.lyric_vocab, batched_guidance=args.batched)
+    try:
+        runner = ParityRunner(checkpoint, args.lyric_vocab, batched_guidance=args.batched)
+    except WeightsError as error:
+        print(f"error: {error}")
+        return 1
     results = []
     for path in files:
         results.append(runner.run(path))

@@ -54,3 +54,19 @@ def test_cli_prints_one_line_per_case_and_a_summary(tiny_checkpoint, lyric_vocab
 
 def test_cli_fails_on_an_empty_folder(tmp_path, capsys):
     assert main(["parity", str(tmp_path)]) == 1
+
+
+def test_missing_lyric_vocab_is_a_clear_error(tiny_checkpoint, cases_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ACESTEP_WEIGHTS_DIR", str(tmp_path / "empty-cache"))
+    assert main(["parity", str(cases_dir), "--checkpoint", str(tiny_checkpoint), "-k", "sched"]) == 1
+    assert "--lyric-vocab" in capsys.readouterr().out
+
+
+def test_lyric_vocab_is_found_in_the_pulled_weights(tiny_checkpoint, lyric_vocab, tmp_path, monkeypatch):
+    import shutil
+
+    cache = tmp_path / "cache"
+    (cache / "lyric_tokenizer").mkdir(parents=True)
+    shutil.copy(lyric_vocab, cache / "lyric_tokenizer" / "vocab.json")
+    monkeypatch.setenv("ACESTEP_WEIGHTS_DIR", str(cache))
+    assert parity.find_lyric_vocab(tiny_checkpoint) == cache / "lyric_tokenizer" / "vocab.json"
