@@ -79,3 +79,19 @@ def test_serve_without_weights_uses_the_demo(tmp_path, monkeypatch):
     assert choose_weights(settings, "/models/ace", tiny=False) == "/models/ace"
     (tmp_path / "weights" / "ace_step_transformer").mkdir(parents=True)
     assert choose_weights(settings, None, tiny=False) is None  # the pulled weights, via the settings
+
+
+def test_engine_switches_override_infra_toml(checkpoint, tmp_path, capsys):
+    from acestep_app.commands import apply_engine_options
+    from acestep_app.settings import Settings
+
+    args = build_parser().parse_args(["generate", "x", "--no-batched-guidance", "--dtype", "bfloat16",
+                                      "--compile", "--decode-chunk-frames", "64"])
+    engine = apply_engine_options(Settings(), args).engine
+    assert (engine.batched_guidance, engine.dtype, engine.compile, engine.decode_chunk_frames) == (False, "bfloat16", True, 64)
+    untouched = apply_engine_options(Settings(), build_parser().parse_args(["generate", "x"])).engine
+    assert untouched == Settings().engine
+    out = tmp_path / "seq.wav"
+    assert main(["generate", "--tags", "pop", "--weights", str(checkpoint), "--duration", "5", "--steps", "3",
+                 "--no-batched-guidance", "--decode-chunk-frames", "auto", "-o", str(out)]) == 0
+    assert soundfile.info(str(out)).channels == 2

@@ -41,3 +41,32 @@ def demo_checkpoint() -> Path:
     if not (target / TINY_MARKER).exists():
         write_tiny_checkpoint(target)
     return target
+
+
+def add_engine_options(parser) -> None:
+    """``[engine]`` switches of infra.toml as command-line overrides (speed and numerics)."""
+    import argparse
+
+    group = parser.add_argument_group("engine (override infra.toml [engine])")
+    group.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps")
+    group.add_argument("--dtype", choices=["auto", "bfloat16", "float16", "float32"])
+    group.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                       help="torch.compile the transformer (shape-bucketed)")
+    group.add_argument("--batched-guidance", action=argparse.BooleanOptionalAction, default=None,
+                       help="run a guided step's branches as one batched forward")
+    group.add_argument("--decode-chunk-frames", type=_chunk_frames, metavar="0|auto|N",
+                       help="0 = one-pass decode, auto, or N latent frames per chunk")
+
+
+def _chunk_frames(value: str) -> str | int:
+    return value if value == "auto" else int(value)
+
+
+def apply_engine_options(settings, args):
+    """``settings`` with the engine options given on the command line."""
+    names = ("device", "dtype", "compile", "batched_guidance", "decode_chunk_frames")
+    update = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+    if not update:
+        return settings
+    engine = type(settings.engine).model_validate({**settings.engine.model_dump(), **update})
+    return settings.model_copy(update={"engine": engine})

@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from . import add_engine_options
+
 HELP = "generate a song from a prompt (or --tags/--lyrics) into a WAV file"
 
 # (option, schema field, type, help); defaults come from the schema so they cannot drift.
@@ -41,6 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tiny", action="store_true", help="use the tiny random demo checkpoint (its audio is noise)")
     parser.add_argument("--infra", help="infra.toml to read (default: $ACESTEP_INFRA or the repo's)")
     parser.add_argument("--json", action="store_true", help="print the response body as JSON")
+    add_engine_options(parser)
 
 
 def build_request(args: argparse.Namespace):
@@ -76,9 +79,9 @@ def run(args: argparse.Namespace) -> int:
 
     from ..engine import Engine
     from ..settings import Settings
-    from . import choose_weights
+    from . import apply_engine_options, choose_weights
 
-    settings = Settings.load(args.infra)
+    settings = apply_engine_options(Settings.load(args.infra), args)
     engine = Engine.load(settings, weights_dir=choose_weights(settings, args.weights, args.tiny))
     generation = _generate_with_progress(engine, request)
     args.output.parent.mkdir(parents=True, exist_ok=True)

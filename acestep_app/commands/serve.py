@@ -7,6 +7,8 @@ import logging
 import os
 from pathlib import Path
 
+from acestep_app.commands import add_engine_options
+
 HELP = "serve the endpoint locally with fal's queue protocol (fal_client works against it)"
 
 logger = logging.getLogger(__name__)
@@ -26,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ssl-certfile", type=Path, default=None, help="TLS certificate (PEM); fal_client needs https")
     parser.add_argument("--ssl-keyfile", type=Path, default=None, help="TLS private key (PEM)")
     parser.add_argument("--max-body-bytes", type=int, default=None, help="request body limit (413 above it)")
+    add_engine_options(parser)
 
 
 def serve_app(app, host: str, port: int, ssl_certfile: Path | None = None, ssl_keyfile: Path | None = None) -> None:
@@ -53,13 +56,13 @@ def run(args: argparse.Namespace) -> int:
     from acestep_app.engine import Engine
     from acestep_app.jobs import JobStore
     from acestep_app.server import DEFAULT_MAX_BODY_BYTES, create_app
-    from acestep_app.commands import choose_weights
+    from acestep_app.commands import apply_engine_options, choose_weights
     from acestep_app.settings import Settings
 
     if (args.ssl_certfile is None) != (args.ssl_keyfile is None):
         logger.error("--ssl-certfile and --ssl-keyfile go together")
         return 2
-    settings = Settings.load()
+    settings = apply_engine_options(Settings.load(), args)
     weights = choose_weights(settings, args.weights, args.tiny)
     if weights is not None:
         engine_settings = settings.engine.model_copy(update={"weights_dir": weights})
