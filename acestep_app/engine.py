@@ -128,8 +128,9 @@ class Engine:
         }
 
     def warmup(self) -> None:
-        """One short generation so the first paying request meets warm kernels (and compiled graphs)."""
-        self.generate(TextToAudioInput(tags="warmup", lyrics=INSTRUMENTAL_LYRICS, duration=5, number_of_steps=3, seed=0))
+        """One short prompt-to-audio run (prompt writer, encoders, sampler, decoder), so the first paying
+        request meets warm kernels and compiled graphs."""
+        self.generate(PromptToAudioInput(prompt="a short warm-up jingle", duration=5, number_of_steps=3, seed=0))
 
     def generate(self, request: Request, on_progress: ProgressCallback | None = None) -> Generation:
         """Run one request. ``on_progress`` gets every sampler step; raising from it cancels the run."""

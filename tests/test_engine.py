@@ -120,3 +120,11 @@ def test_only_the_needed_weights_are_pulled():
     assert set(_weight_entries(settings)) == set(Manifest.load().names())
     for update in ({"prompt_backend": "openai"}, {"prompt_backend": "fallback"}, {"llm_dir": "/models/qwen"}):
         assert _weight_entries(settings.model_copy(update=update)) == ["acestep", "lyric_vocab"]
+
+
+def test_warmup_runs_the_whole_prompt_to_audio_path(engine, monkeypatch):
+    requests = []
+    original = engine.generate
+    monkeypatch.setattr(engine, "generate", lambda request, on_progress=None: requests.append(request) or original(request))
+    engine.warmup()
+    assert len(requests) == 1 and isinstance(requests[0], PromptToAudioInput)
