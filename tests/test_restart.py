@@ -44,29 +44,32 @@ def wait_until(predicate, timeout: float = 60.0, interval: float = 0.05):
     raise AssertionError("condition not reached in time")
 
 
-def jobs_table(data_dir: Path) -> list[sqlite3.Row]:
+def read_table(data_dir: Path, sql: str) -> list[sqlite3.Row]:
     db = sqlite3.connect(data_dir / "jobs.sqlite3")
     db.row_factory = sqlite3.Row
     try:
-        return db.execute("SELECT * FROM jobs ORDER BY seq").fetchall()
+        return db.execute(sql).fetchall()
     finally:
         db.close()
+
+
+def jobs_table(data_dir: Path) -> list[sqlite3.Row]:
+    return read_table(data_dir, "SELECT * FROM jobs ORDER BY seq")
 
 
 def usage_table(data_dir: Path) -> list[sqlite3.Row]:
-    db = sqlite3.connect(data_dir / "jobs.sqlite3")
-    db.row_factory = sqlite3.Row
-    try:
-        return db.execute("SELECT * FROM usage").fetchall()
-    finally:
-        db.close()
+    return read_table(data_dir, "SELECT * FROM usage")
+
+
+def server_in(tmp_path: Path, build_command, *args: str) -> tuple[ServerProcess, str, Path]:
+    """A (not yet started) server process with its data dir under ``tmp_path``: (server, base URL, data dir)."""
+    data_dir, port = tmp_path / "data", free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    return ServerProcess(build_command(data_dir, port, *args), base_url, tmp_path / "server.log"), base_url, data_dir
 
 
 def test_kill_9_with_jobs_running_and_queued_then_restart_completes_all(tmp_path):
-    data_dir, port = tmp_path / "data", free_port()
-    base_url = f"http://127.0.0.1:{port}"
-    server = ServerProcess(double_command(data_dir, port, "--steps", "10", "--step-delay", "0.1"), base_url,
-                           tmp_path / "server.log")
+    server, base_url, data_dir = server_in(tmp_path, double_command, "--steps", "10", "--step-delay", "0.1")
     server.start()
     try:
         handles = [submit(base_url, {"prompt": f"song {i}", "duration": 5}) for i in range(3)]
@@ -95,10 +98,7 @@ def test_kill_9_with_jobs_running_and_queued_then_restart_completes_all(tmp_path
 
 
 def test_a_job_that_crashes_the_server_twice_fails_with_a_reason(tmp_path):
-    data_dir, port = tmp_path / "data", free_port()
-    base_url = f"http://127.0.0.1:{port}"
-    server = ServerProcess(double_command(data_dir, port, "--steps", "50", "--step-delay", "0.1"), base_url,
-                           tmp_path / "server.log")
+    server, base_url, data_dir = server_in(tmp_path, double_command, "--steps", "50", "--step-delay", "0.1")
     server.start()
     try:
         handle = submit(base_url, {"prompt": "poison", "duration": 5})
@@ -120,10 +120,7 @@ def test_a_job_that_crashes_the_server_twice_fails_with_a_reason(tmp_path):
 
 
 def test_graceful_stop_requeues_the_running_job(tmp_path):
-    data_dir, port = tmp_path / "data", free_port()
-    base_url = f"http://127.0.0.1:{port}"
-    server = ServerProcess(double_command(data_dir, port, "--steps", "50", "--step-delay", "0.1"), base_url,
-                           tmp_path / "server.log")
+    server, base_url, data_dir = server_in(tmp_path, double_command, "--steps", "50", "--step-delay", "0.1")
     server.start()
     try:
         handle = submit(base_url, {"prompt": "x", "duration": 5})
@@ -202,10 +199,7 @@ def test_real_serve_kill_9_with_jobs_running_and_queued_then_restart_completes_a
     from acestep_app.tiny import write_tiny_checkpoint
 
     checkpoint = write_tiny_checkpoint(tmp_path / "tiny")
-    data_dir, port = tmp_path / "data", free_port()
-    base_url = f"http://127.0.0.1:{port}"
-    server = ServerProcess(serve_command(data_dir, port, "--weights", str(checkpoint)), base_url,
-                           tmp_path / "server.log")
+    server, base_url, data_dir = server_in(tmp_path, serve_command, "--weights", str(checkpoint))
     server.start(timeout=120)
     try:
         handles = [submit(base_url, {"prompt": "long one", "duration": 5, "number_of_steps": 20, "seed": 1})]
