@@ -386,7 +386,7 @@ def cold_start(args: argparse.Namespace, checkpoint: Path, device: torch.device,
 
 def cold_start_child(args: argparse.Namespace) -> None:
     imports = time.perf_counter()  # torch and the app are imported above; count from interpreter start
-    imports -= _process_start()
+    imports -= process_start_time()
     from acestep_app.engine import Engine
     from acestep_app.settings import Settings
 
@@ -405,7 +405,7 @@ def cold_start_child(args: argparse.Namespace) -> None:
                                       "timings": generation.timings}), flush=True)
 
 
-def _process_start() -> float:
+def process_start_time() -> float:
     """This process's start time on the ``perf_counter`` clock (Linux: from /proc)."""
     ticks = os.sysconf("SC_CLK_TCK")
     with open("/proc/self/stat") as stat:
