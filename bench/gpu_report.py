@@ -122,7 +122,7 @@ def rtf_rows(args, label: str, dtype: torch.dtype, path: PathConfig, compile_opt
 def _rtf_text(result: RunResult, warm: float, compiled: bool) -> str:
     stages = ", ".join(f"{name} {result.seconds[name]:.2f}" for name in ("encode", "diffusion", "decode"))
     warm_text = f"; warm-up incl. compile {warm:.0f} s" if compiled else ""
-    return (f"{result.realtime_factor:.1f}x real time ({result.total:.2f} s for {result.audio_seconds:.1f} s of audio: "
+    return (f"{result.realtime_factor:.2f}x real time ({result.total:.2f} s for {result.audio_seconds:.1f} s of audio: "
             f"{stages} s; {result.num_forwards} forwards{warm_text})")
 
 
@@ -251,13 +251,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--cuda-graphs", action="store_true",
                         help="compile row: the engine's compile (CUDA graphs; long first compiles per shape)")
     parser.add_argument("--budget-s", type=float, default=None,
-                        help="start no row after this many seconds (default 420 on GPU, 1200 on CPU)")
+                        help="start no row after this many seconds (default 360 on GPU, 1200 on CPU)")
     parser.add_argument("--cold-start-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     on_gpu = str(args.device).startswith("cuda")
     args.durations = args.durations or ([30.0, 60.0, 240.0] if args.config == "full" else [5.0, 10.0, 20.0])
     args.writer = args.writer or ("full" if on_gpu else "tiny")
-    args.budget_s = args.budget_s if args.budget_s is not None else (420.0 if on_gpu else 1200.0)
+    args.budget_s = args.budget_s if args.budget_s is not None else (360.0 if on_gpu else 1200.0)
     args.fast_dtype = torch.bfloat16 if on_gpu else torch.float32
     args.writer_dtype = torch.bfloat16 if on_gpu else torch.float32
     return args
