@@ -6,7 +6,7 @@ such file), it falls back to the built-in defaults below, which mirror the shipp
 a deploy that customises the file must ship it (and point ``ACESTEP_INFRA`` at it) or build its
 ``Settings`` at deploy time. Unknown keys and wrongly typed values are errors that name the key.
 
-Sections: ``[app]``, ``[engine]``, ``[weights]``, ``[fal]``, ``[modal]``. Settings are frozen pydantic
+Sections: ``[app]``, ``[engine]``, ``[weights]``, ``[fal]``, ``[modal]``, ``[webhooks]``. Settings are frozen pydantic
 models, so they pickle (fal ships the App by value) and compare by value.
 """
 
@@ -87,6 +87,17 @@ class ModalSection(BaseModel):
     api_key_secret: str = "acestep-api-key"
 
 
+class WebhooksSection(BaseModel):
+    """Delivery of fal-style queue webhooks (see :mod:`acestep_app.webhooks`)."""
+
+    model_config = _SECTION_CONFIG
+
+    max_attempts: int = Field(default=10, ge=1)
+    retry_window_s: float = Field(default=7200.0, gt=0, allow_inf_nan=False)
+    timeout_s: float = Field(default=15.0, gt=0, allow_inf_nan=False)
+    concurrency: int = Field(default=4, ge=1)
+
+
 class Settings(BaseModel):
     """Every setting of the app, one attribute per ``infra.toml`` section."""
 
@@ -97,6 +108,7 @@ class Settings(BaseModel):
     weights: WeightsSection = WeightsSection()
     fal: FalSection = FalSection()
     modal: ModalSection = ModalSection()
+    webhooks: WebhooksSection = WebhooksSection()
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None) -> Settings:
