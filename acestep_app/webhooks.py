@@ -58,7 +58,7 @@ SIGNING_KEY_FILE = "webhook-signing-key.pem"
 DATABASE_NAME = "webhooks.sqlite3"
 PAYLOAD_ERROR = ("The response payload is not JSON serializable; "
                  "fetch the result through the queue endpoint with the request_id.")
-LAST_ATTEMPT_GRACE_S = 5.0  # beyond the timeout, before an interrupted last attempt counts as lost
+LAST_ATTEMPT_GRACE_SECONDS = 5.0  # beyond the timeout, before an interrupted last attempt counts as lost
 
 
 # -- signing -----------------------------------------------------------------------------------------
@@ -180,15 +180,15 @@ def webhook_body(request_id: str, payload: Any, *, error_status: int | None = No
     return json.dumps(body, separators=(",", ":"), allow_nan=False).encode("utf-8")
 
 
-def retry_delays(max_attempts: int, window_s: float) -> list[float]:
-    """Seconds between consecutive attempts: each twice the one before, summing to ``window_s``.
+def retry_delays(max_attempts: int, window_seconds: float) -> list[float]:
+    """Seconds between consecutive attempts: each twice the one before, summing to ``window_seconds``.
 
     With fal's 10 attempts in 2 hours: about 14 s, 28 s, 56 s, ... 1 h (the last attempt at 2 h).
     """
     retries = max_attempts - 1
     if retries <= 0:
         return []
-    unit = window_s / (2**retries - 1)
+    unit = window_seconds / (2**retries - 1)
     return [unit * 2**index for index in range(retries)]
 
 
@@ -251,7 +251,7 @@ class Outbox:
     def __init__(self, data_dir: str | Path, settings: WebhooksSection = WebhooksSection()):
         self.path = Path(data_dir) / DATABASE_NAME
         self.settings = settings
-        self.delays = retry_delays(settings.max_attempts, settings.retry_window_s)
+        self.delays = retry_delays(settings.max_attempts, settings.retry_window_secondseconds)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -322,7 +322,7 @@ class Outbox:
                 if attempt < self.settings.max_attempts:
                     next_at = now + self.delays[attempt - 1]
                 else:
-                    next_at = now + self.settings.timeout_s + LAST_ATTEMPT_GRACE_S
+                    next_at = now + self.settings.timeout_seconds + LAST_ATTEMPT_GRACE_SECONDS
                 db.execute("UPDATE deliveries SET attempts = ?, next_attempt_at = ? WHERE request_id = ?",
                            (attempt, next_at, delivery.request_id))
                 claimed.append(replace(delivery, attempts=attempt, next_attempt_at=next_at))
@@ -473,7 +473,7 @@ class DeliveryWorker:
         status = None
         try:
             response = self.post(delivery.url, content=delivery.body, headers=headers,
-                                 allow_private=self.allow_private, timeout=self.settings.timeout_s)
+                                 allow_private=self.allow_private, timeout=self.settings.timeout_seconds)
         except Exception as error:
             if _is_refused(error):
                 logger.error("webhook %s refused, not sent: %s", delivery.request_id, error)
