@@ -251,7 +251,7 @@ class Outbox:
     def __init__(self, data_dir: str | Path, settings: WebhooksSection = WebhooksSection()):
         self.path = Path(data_dir) / DATABASE_NAME
         self.settings = settings
-        self.delays = retry_delays(settings.max_attempts, settings.retry_window_secondseconds)
+        self.delays = retry_delays(settings.max_attempts, settings.retry_window_seconds)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
