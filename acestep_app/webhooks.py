@@ -8,7 +8,9 @@
   ``ERROR``, ``payload``; ``error`` on failures; ``payload: null`` + ``payload_error`` when the
   result is not JSON).
 * :class:`Outbox`: the deliveries, in their own SQLite file (``webhooks.sqlite3``) in the data dir.
-  A delivery is written once per request and survives restarts (a kill -9 included).
+  A request's webhook is registered when it is submitted (``WAITING``, with the base URL its file
+  links use) and becomes a delivery when it finishes (``PENDING``); both survive restarts (a kill -9
+  included), so a server can find requests that finished while it was down.
 * :class:`DeliveryWorker`: threads that POST due deliveries through :func:`acestep_app.netguard.post`
   (targets that are not http(s), or resolve to loopback/private/link-local/metadata addresses unless
   allowed, are failed with the reason and never contacted), retry failures with exponential backoff
@@ -196,6 +198,7 @@ def retry_delays(max_attempts: int, window_seconds: float) -> list[float]:
 
 
 class DeliveryState(str, enum.Enum):
+    WAITING = "WAITING"  # registered at submit; the request has not finished
     PENDING = "PENDING"
     DELIVERED = "DELIVERED"
     FAILED = "FAILED"
@@ -206,7 +209,7 @@ class Delivery:
     request_id: str
     url: str
     user_id: str
-    body: bytes
+    body: bytes | None
     state: DeliveryState
     attempts: int
     next_attempt_at: float
@@ -214,13 +217,16 @@ class Delivery:
     last_status: int | None = None
     last_error: str | None = None
     finished_at: float | None = None
+    base_url: str | None = None
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Delivery:
-        return cls(request_id=row["request_id"], url=row["url"], user_id=row["user_id"], body=bytes(row["body"]),
+        return cls(request_id=row["request_id"], url=row["url"], user_id=row["user_id"],
+                   body=None if row["body"] is None else bytes(row["body"]),
                    state=DeliveryState(row["state"]), attempts=row["attempts"],
                    next_attempt_at=row["next_attempt_at"], created_at=row["created_at"],
-                   last_status=row["last_status"], last_error=row["last_error"], finished_at=row["finished_at"])
+                   last_status=row["last_status"], last_error=row["last_error"], finished_at=row["finished_at"],
+                   base_url=row["base_url"])
 
 
 SCHEMA = """
@@ -228,8 +234,9 @@ CREATE TABLE IF NOT EXISTS deliveries (
     request_id TEXT PRIMARY KEY,
     url TEXT NOT NULL,
     user_id TEXT NOT NULL,
-    body BLOB NOT NULL,
-    state TEXT NOT NULL CHECK (state IN ('PENDING','DELIVERED','FAILED')),
+    body BLOB,
+    base_url TEXT,
+    state TEXT NOT NULL CHECK (state IN ('WAITING','PENDING','DELIVERED','FAILED')),
     attempts INTEGER NOT NULL DEFAULT 0,
     next_attempt_at REAL NOT NULL,
     created_at REAL NOT NULL,
@@ -278,14 +285,37 @@ class Outbox:
                 raise
             self._db.execute("COMMIT")
 
-    def enqueue(self, request_id: str, url: str, user_id: str, body: bytes, now: float | None = None) -> bool:
-        """Store a delivery, due now. False (and nothing changes) when the request already has one."""
+    def register(self, request_id: str, url: str, user_id: str, base_url: str | None = None,
+                 now: float | None = None) -> bool:
+        """Note a submitted request's webhook (``WAITING``). False when the request already has a row."""
         now = time.time() if now is None else now
         with self._transaction() as db:
             cursor = db.execute(
-                "INSERT OR IGNORE INTO deliveries (request_id, url, user_id, body, state, next_attempt_at, created_at)"
-                " VALUES (?, ?, ?, ?, 'PENDING', ?, ?)", (request_id, url, user_id, body, now, now))
+                "INSERT OR IGNORE INTO deliveries (request_id, url, user_id, base_url, state, next_attempt_at,"
+                " created_at) VALUES (?, ?, ?, ?, 'WAITING', ?, ?)", (request_id, url, user_id, base_url, now, now))
         return cursor.rowcount == 1
+
+    def enqueue(self, request_id: str, url: str, user_id: str, body: bytes, now: float | None = None) -> bool:
+        """Make the request's delivery due now, with ``body``.
+
+        A ``WAITING`` registration keeps its URL and user id; an unregistered request gets a new row.
+        False (and nothing changes) when the request already has a delivery.
+        """
+        now = time.time() if now is None else now
+        with self._transaction() as db:
+            cursor = db.execute("UPDATE deliveries SET body = ?, state = 'PENDING', next_attempt_at = ?"
+                                " WHERE request_id = ? AND state = 'WAITING'", (body, now, request_id))
+            if cursor.rowcount == 0:
+                cursor = db.execute(
+                    "INSERT OR IGNORE INTO deliveries (request_id, url, user_id, body, state, next_attempt_at,"
+                    " created_at) VALUES (?, ?, ?, ?, 'PENDING', ?, ?)", (request_id, url, user_id, body, now, now))
+        return cursor.rowcount == 1
+
+    def waiting(self) -> list[Delivery]:
+        """Registered webhooks whose request has not been seen to finish."""
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM deliveries WHERE state = 'WAITING' ORDER BY created_at").fetchall()
+        return [Delivery.from_row(row) for row in rows]
 
     def get(self, request_id: str) -> Delivery | None:
         with self._lock:
@@ -502,18 +532,36 @@ class DeliveryWorker:
 class Webhooks:
     """A data dir's signing key, outbox and delivery worker, as the server uses them.
 
-    ``enqueue`` on a request's terminal transition; ``start``/``stop`` with the app's lifespan
-    (start resumes deliveries a previous process left pending); ``jwks()`` for the public keys.
+    ``register`` when a request with a webhook is submitted, ``enqueue`` on its terminal transition;
+    ``start``/``stop`` with the app's lifespan (start resumes deliveries a previous process left
+    pending; ``waiting()`` lists requests to check for having finished meanwhile); ``jwks()`` for the
+    public keys.
     """
 
     def __init__(self, data_dir: str | Path, settings: WebhooksSection = WebhooksSection(), *,
                  allow_private: bool = False, key: SigningKey | None = None, post: Callable[..., Any] = _netguard_post):
+        self.allow_private = allow_private
         self.key = key or SigningKey.load(data_dir)
         self.outbox = Outbox(data_dir, settings)
         self.worker = DeliveryWorker(self.outbox, self.key, settings, allow_private=allow_private, post=post)
 
     def jwks(self) -> dict[str, list[dict[str, str]]]:
         return jwks(self.key)
+
+    def check_target(self, url: str) -> None:
+        """Raise ``netguard.UnsafeURLError`` now for a target every delivery would refuse."""
+        from acestep_app import netguard
+
+        netguard.check_url(url, allow_private=self.allow_private)
+
+    def register(self, request_id: str, url: str, user_id: str, base_url: str | None = None) -> None:
+        self.outbox.register(request_id, url, user_id, base_url)
+
+    def registration(self, request_id: str) -> Delivery | None:
+        return self.outbox.get(request_id)
+
+    def waiting(self) -> list[Delivery]:
+        return self.outbox.waiting()
 
     def enqueue(self, request_id: str, url: str, user_id: str, payload: Any, *,
                 error_status: int | None = None) -> bool:

@@ -290,3 +290,20 @@ def test_stop_leaves_undelivered_work_pending(tmp_path):
     webhooks.outbox.enqueue("later", "http://127.0.0.1:9/hook", "u", b"{}")
     assert webhooks.outbox.get("later").state is DeliveryState.PENDING and webhooks.outbox.get("later").attempts == 0
     assert os.path.exists(tmp_path / "webhooks.sqlite3")
+
+
+def test_a_registered_webhook_waits_for_its_request_then_is_delivered_once(tmp_path):
+    clock = Clock()
+    outbox = Outbox(tmp_path, fast_settings())
+    worker = DeliveryWorker(outbox, SigningKey.generate(), fast_settings(), allow_private=True, clock=clock)
+    with Receiver() as receiver:
+        assert outbox.register("r", receiver.url, "owner", "https://public.example/", now=clock.now)
+        assert not outbox.register("r", "http://elsewhere/", "other")
+        assert worker.deliver_due() == 0  # nothing to send while the request runs
+        assert [d.base_url for d in Outbox(tmp_path, fast_settings()).waiting()] == ["https://public.example/"]
+        assert outbox.enqueue("r", "http://ignored/", "ignored", b'{"x":1}', now=clock.now)
+        assert not outbox.enqueue("r", receiver.url, "owner", b'{"x":2}', now=clock.now)
+        assert worker.deliver_due() == 1
+    assert [(item.body, item.headers["x-fal-webhook-user-id"]) for item in receiver.received] == [
+        (b'{"x":1}', "owner")]
+    assert outbox.waiting() == [] and outbox.get("r").state is DeliveryState.DELIVERED
