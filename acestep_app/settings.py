@@ -6,9 +6,9 @@ such file), it falls back to the built-in defaults below, which mirror the shipp
 a deploy that customises the file must ship it (and point ``ACESTEP_INFRA`` at it) or build its
 ``Settings`` at deploy time. Unknown keys and wrongly typed values are errors that name the key.
 
-Sections: ``[app]``, ``[engine]``, ``[weights]``, ``[fal]``, ``[modal]``, ``[security]``, ``[audio_input]``,
-``[webhooks]``. Settings are frozen pydantic models, so they pickle (fal ships the App by value) and
-compare by value.
+Sections: ``[app]``, ``[engine]``, ``[output]``, ``[weights]``, ``[fal]``, ``[modal]``, ``[security]``,
+``[audio_input]``, ``[webhooks]``. Settings are frozen pydantic models, so they pickle (fal ships the
+App by value) and compare by value.
 """
 
 from __future__ import annotations
@@ -52,6 +52,12 @@ class EngineSection(BaseModel):
     lyric_vocab: str = ""
     prompt_backend: Literal["transformers", "openai", "fallback"] = "transformers"
     llm_dir: str = ""
+
+
+class OutputSection(BaseModel):
+    model_config = _SECTION_CONFIG
+
+    format: Literal["wav", "flac", "mp3", "ogg"] = "wav"  # file format of every endpoint's audio
 
 
 class WeightsSection(BaseModel):
@@ -129,6 +135,7 @@ class Settings(BaseModel):
 
     app: AppSection = AppSection()
     engine: EngineSection = EngineSection()
+    output: OutputSection = OutputSection()
     weights: WeightsSection = WeightsSection()
     fal: FalSection = FalSection()
     modal: ModalSection = ModalSection()
