@@ -16,7 +16,7 @@ Route = Callable[[BaseHTTPRequestHandler], None]
 
 
 class LocalServer:
-    def __init__(self, routes: dict[str, Route], host: str = "127.0.0.1"):
+    def __init__(self, routes: dict[str, Route], host: str = "127.0.0.1", port: int = 0):
         self.routes = routes
         self.requests: list[tuple[str, str, dict, bytes]] = []
         server = self
@@ -29,6 +29,7 @@ class LocalServer:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 server.requests.append((self.command, self.path, dict(self.headers), body))
+                self.request_body = body  # for routes that answer according to what was sent
                 route = server.routes.get(self.path.split("?")[0])
                 if route is None:
                     send(self, 404, b"not here")
@@ -40,11 +41,11 @@ class LocalServer:
 
             do_GET = do_POST = handle_any
 
-        self.httpd = ThreadingHTTPServer((host, 0), Handler)
+        self.httpd = ThreadingHTTPServer((host, port), Handler)
         self.httpd.daemon_threads = True
         self.httpd.block_on_close = False  # a route that outlives its client must not hold up the test
         self.host, self.port = self.httpd.server_address[:2]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
 
     def url(self, path: str, host: str | None = None) -> str:
         return f"http://{host or self.host}:{self.port}{path}"
