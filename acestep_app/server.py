@@ -9,7 +9,7 @@ Routes (``{owner}/{app}`` is any app id, e.g. ``fal-ai/ace-step``; the sub-path 
   ``response_url``, ``cancel_url``, ``queue_position`` (``FAL_QUEUE_RUN_HOST=<host>:<port>``).
 * ``GET /{owner}/{app}/requests/{id}/status[?logs=true]``, ``GET /{owner}/{app}/requests/{id}``,
   ``PUT /{owner}/{app}/requests/{id}/cancel``: as fal's queue (no endpoint sub-path).
-* ``GET /files/{request_id}.wav``: generated audio, linked from ``File.url``.
+* ``GET /files/{request_id}.{wav,flac,mp3,ogg}``: generated audio (``[output].format``), linked from ``File.url``.
 * ``GET /health``: the only route open without a key.
 
 Every job, synchronous or queued, goes through the persistent queue in :mod:`acestep_app.jobs` and

@@ -1,4 +1,4 @@
-"""What every HTTP adapter shares: the endpoint table and one request turned into a stored WAV.
+"""What every HTTP adapter shares: the endpoint table and one request turned into a stored audio file.
 
 The local server (:mod:`acestep_app.server`) and the Modal app (``deploy/modal_app.py``) both call
 :func:`generate_output`: ``engine.generate`` -> WAV in an :class:`~acestep_app.storage.AudioStore`
@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel
 
 from acestep_app import billing
+from acestep_app.audio import encode_audio
 from acestep_app.errors import InputError
 from acestep_app.jobs import JobError, JobOutcome
 from acestep_app.schema import File, PromptToAudioInput, PromptToAudioOutput, TextToAudioInput, TextToAudioOutput
@@ -37,18 +38,17 @@ ENDPOINTS = {
 ENDPOINT_BY_SUB_PATH = {endpoint.sub_path: endpoint for endpoint in ENDPOINTS.values()}
 
 
-def _wav_bytes(engine, generation) -> bytes:
-    if hasattr(engine, "wav_bytes"):
+def encoded_audio(engine, generation, fmt: str) -> bytes:
+    """The generation as a file in ``fmt`` (``[output].format``); the engine's own WAV writer for WAV."""
+    if fmt == "wav" and hasattr(engine, "wav_bytes"):
         return engine.wav_bytes(generation)
-    from acestep_app.audio import wav_bytes
-
-    return wav_bytes(generation.waveform, generation.sample_rate)
+    return encode_audio(generation.waveform, generation.sample_rate, fmt)
 
 
 def generate_output(engine, audio: AudioStore, settings, endpoint: Endpoint, request: BaseModel, request_id: str,
                     on_progress: Callable | None = None, log: Callable[[str], None] | None = None,
                     check: Callable[[], None] | None = None) -> JobOutcome:
-    """Generate ``request``, store its WAV as ``<request_id>.wav`` and build the billed output.
+    """Generate ``request``, store it as ``<request_id>.<[output].format>`` and build the billed output.
 
     ``on_progress`` gets every sampler step (raising from it cancels), ``log`` the engine's log lines,
     ``check`` is called once generation is done (raise there to drop the result). Bad input raises
@@ -65,7 +65,8 @@ def generate_output(engine, audio: AudioStore, settings, endpoint: Endpoint, req
         if log is not None:
             log(line)
     try:
-        stored = audio.save(request_id, _wav_bytes(engine, generation))
+        fmt = settings.output.format
+        stored = audio.save(request_id, encoded_audio(engine, generation, fmt), fmt)
     except OSError as error:
         raise JobError(f"Could not store the generated audio: {error}", error_type="storage_error") from error
     file = File(url=FILES_PREFIX + stored.file_name, content_type=stored.content_type,

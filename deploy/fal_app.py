@@ -35,7 +35,7 @@ from fal.toolkit import File as FalFile
 from fastapi import HTTPException, Response
 
 from acestep_app import billing
-from acestep_app.audio import WAV_CONTENT_TYPE
+from acestep_app.audio import AudioFormat, audio_format, encode_audio
 from acestep_app.errors import InputError
 from acestep_app.schema import PromptToAudioInput, PromptToAudioOutput, TextToAudioInput, TextToAudioOutput
 from acestep_app.settings import Settings
@@ -119,7 +119,8 @@ class AceStep(fal.App, name=SETTINGS.fal.app_name, keep_alive=SETTINGS.fal.keep_
 
         try:
             generation = self.engine.generate(request, on_progress=print_progress)
-            audio = self.upload(self.engine.wav_bytes(generation))
+            fmt = audio_format(self.settings.output.format)  # WAV, as fal, unless the operator changes it
+            audio = self.upload(encode_audio(generation.waveform, generation.sample_rate, fmt), fmt)
         except InputError as error:
             raise invalid_input(error) from None
         except torch.AcceleratorError:
@@ -137,12 +138,12 @@ class AceStep(fal.App, name=SETTINGS.fal.app_name, keep_alive=SETTINGS.fal.keep_
             torch.cuda.empty_cache()
         raise failure
 
-    def upload(self, wav: bytes) -> dict:
+    def upload(self, data: bytes, fmt: AudioFormat) -> dict:
         fallback = ["fal"] if self.file_repository == DEFAULT_FILE_REPOSITORY else None
         stored = FalFile.from_bytes(
-            wav,
-            content_type=WAV_CONTENT_TYPE,
-            file_name=f"{uuid.uuid4().hex}.wav",
+            data,
+            content_type=fmt.content_type,
+            file_name=f"{uuid.uuid4().hex}{fmt.extension}",
             repository=self.file_repository,
             fallback_repository=fallback,
         )

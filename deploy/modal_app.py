@@ -12,7 +12,7 @@
 # - `POST /{owner}/{app}[/prompt-to-audio]`: fal queue submit; then `GET .../requests/{id}/status`,
 #   `GET .../requests/{id}`, `PUT .../requests/{id}/cancel`. Each request is one `.spawn()` of
 #   `AceStep.generate`; a `modal.Dict` maps fal request ids to Modal function calls.
-# - `GET /files/{id}.wav`: the generated audio, kept on a `modal.Volume`, linked from `File.url`.
+# - `GET /files/{id}.wav` (or `[output].format`): the generated audio, kept on a `modal.Volume`, linked from `File.url`.
 #
 # Everything that decides what is generated, validated, billed or named lives in `acestep_app`
 # (Engine, schema, service, billing, storage); this file only wires it to Modal. Settings (GPU,

@@ -1,4 +1,7 @@
-"""``acestep-app generate "prompt" -o song.wav``: one song on this machine, every schema parameter as an option."""
+"""``acestep-app generate "prompt" -o song.wav``: one song on this machine, every schema parameter as an option.
+
+The output file's extension picks its format: ``.wav`` (float32, as fal), ``.flac``, ``.mp3`` or ``.ogg``.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ from pathlib import Path
 
 from . import add_engine_options
 
-HELP = "generate a song from a prompt (or --tags/--lyrics) into a WAV file"
+HELP = "generate a song from a prompt (or --tags/--lyrics) into a WAV, FLAC, MP3 or Ogg file"
 
 # (option, schema field, type, help); defaults come from the schema so they cannot drift.
 GENERATION_OPTIONS = [
@@ -35,7 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--instrumental", action="store_true", help="no vocals (prompt mode)")
     for option, field, kind, text in GENERATION_OPTIONS:
         parser.add_argument(option, dest=field, type=kind, help=text)
-    parser.add_argument("-o", "--output", type=Path, default=Path("song.wav"), help="WAV file to write")
+    parser.add_argument("-o", "--output", type=Path, default=Path("song.wav"),
+                        help="file to write; its extension picks the format: .wav (default), .flac, .mp3, .ogg")
     parser.add_argument(
         "--weights",
         help="checkpoint folder (default: [engine].weights_dir, else the pulled weights, else the tiny demo)",
@@ -69,25 +73,34 @@ def build_request(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..audio import format_for_path
     from ..errors import InputError
 
+    try:
+        output_format = format_for_path(args.output)
+    except ValueError as error:
+        print(f"error: output: {error}", file=sys.stderr)
+        return 2
     try:
         request = build_request(args)
     except InputError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
+    from ..audio import encode_audio
     from ..engine import Engine
     from ..settings import Settings
     from . import apply_engine_options, choose_weights
 
+    early_warning = _lyrics_warning(request)
     settings = apply_engine_options(Settings.load(args.infra), args)
     engine = Engine.load(settings, weights_dir=choose_weights(settings, args.weights, args.tiny))
     generation = _generate_with_progress(engine, request)
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_bytes(engine.wav_bytes(generation))
+    args.output.write_bytes(encode_audio(generation.waveform, generation.sample_rate, output_format))
     body = {
-        "audio": {"path": str(args.output), "content_type": "audio/wav", "sample_rate": generation.sample_rate},
+        "audio": {"path": str(args.output), "content_type": output_format.content_type,
+                  "sample_rate": generation.sample_rate},
         "seed": generation.seed,
         "tags": generation.tags,
         "lyrics": generation.lyrics,
@@ -97,9 +110,21 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(body, indent=2))
     else:
         for line in generation.logs:
-            print(line, file=sys.stderr)
+            if line != early_warning:
+                print(line, file=sys.stderr)
         print(f"wrote {args.output} ({generation.duration:.2f}s, {generation.sample_rate} Hz, seed {generation.seed})")
     return 0
+
+
+def _lyrics_warning(request) -> str | None:
+    """Tags + lyrics requests learn before any model loads that the duration is too short (printed once)."""
+    from ..lyric_timing import duration_warning
+
+    lyrics = getattr(request, "lyrics", None)
+    warning = duration_warning(lyrics, request.duration) if lyrics else None
+    if warning:
+        print(warning, file=sys.stderr)
+    return warning
 
 
 def _generate_with_progress(engine, request):
