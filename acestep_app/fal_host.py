@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from acestep_app import billing, protocol
-from acestep_app.audio import WAV_CONTENT_TYPE
+from acestep_app.audio import AudioFormat
 from acestep_app.endpoints import ENDPOINTS, Endpoint
 from acestep_app.failures import Failure
 from acestep_app.service import execute
@@ -59,11 +59,11 @@ def serve(endpoint: Endpoint, engine, settings, request: BaseModel, response: Re
 
 
 def uploader(repository: str):
-    def upload(wav: bytes) -> dict[str, Any]:
+    def upload(data: bytes, fmt: AudioFormat) -> dict[str, Any]:
         from fal.toolkit import File
 
         fallback = ["fal"] if repository == DEFAULT_FILE_REPOSITORY else None
-        stored = File.from_bytes(wav, content_type=WAV_CONTENT_TYPE, file_name=f"{uuid.uuid4().hex}.wav",
+        stored = File.from_bytes(data, content_type=fmt.content_type, file_name=f"{uuid.uuid4().hex}{fmt.extension}",
                                  repository=repository, fallback_repository=fallback)
         return stored.model_dump()
 

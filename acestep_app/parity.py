@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import WeightsError
+from .parity_lyrics import is_lyric_vector_file, run_lyric_vectors
 
 HELP = "run reference parity cases (fixture format) against this install"
 
@@ -54,6 +55,7 @@ class ParityRunner:
         self.checkpoint = checkpoint
         self.lyric_vocab = lyric_vocab or find_lyric_vocab(checkpoint)
         self.batched_guidance = batched_guidance
+        self.case_dir = Path(".")  # the running case's folder; its audio paths are relative to it
         self._pipeline = None
 
     @property
@@ -74,6 +76,7 @@ class ParityRunner:
         try:
             tensor_file = case_path.with_suffix(".safetensors")
             tensors = load_file(tensor_file) if tensor_file.exists() else {}
+            self.case_dir = case_path.parent
             check = KINDS.get(case.get("kind"))
             if check is None:
                 raise ValueError(f"unknown case kind {case.get('kind')!r}")
@@ -166,6 +169,32 @@ def check_dcae_vocoder(runner: ParityRunner, case: dict, tensors: dict) -> Itera
     yield "vocoder_wav", autoencoder.vocoder.decode(tensors["vocoder_mel_in"]), tensors["vocoder_wav"], COMPONENT_ATOL
 
 
+def load_case_audio(case_dir: Path, relative_path: str):
+    """A case's clip as the reference read it: float32 (C, N), mono repeated to stereo, and its rate."""
+    import soundfile
+    import torch
+
+    samples, sample_rate = soundfile.read(case_dir / relative_path, dtype="float32", always_2d=True)
+    audio = torch.from_numpy(samples.T.copy())
+    if audio.shape[0] == 1:
+        audio = audio.repeat(2, 1)
+    return audio, sample_rate
+
+
+def check_dcae_encode(runner: ParityRunner, case: dict, tensors: dict) -> Iterator[Check]:
+    autoencoder = runner.pipeline.autoencoder
+    audio, sample_rate = load_case_audio(runner.case_dir, case["audio_file"])
+    yield "audio_loaded", audio, tensors["audio_loaded"], EXACT
+    padded = autoencoder.waveform_to_native(audio[None], sample_rate)
+    yield "audio_44k_padded", padded, tensors["audio_44k_padded"], COMPONENT_ATOL
+    mel = autoencoder.log_mel(tensors["audio_44k_padded"])
+    yield "mel", mel, tensors["mel"], COMPONENT_ATOL
+    normalised = autoencoder.normalise_log_mel(tensors["mel"])
+    yield "mel_normalized", normalised, tensors["mel_normalized"], COMPONENT_ATOL
+    yield "dcae_encoder_out", autoencoder.encode_mel(tensors["mel_normalized"]), tensors["dcae_encoder_out"], COMPONENT_ATOL
+    yield "latents", autoencoder.encode(audio[None], sample_rate), tensors["latents"], COMPONENT_ATOL
+
+
 def check_scheduler(runner: ParityRunner, case: dict, tensors: dict) -> Iterator[Check]:
     from .sampling import FlowMatchSampler, flow_match_schedule
 
@@ -235,6 +264,7 @@ KINDS: dict[str, Callable[[ParityRunner, dict, dict], Iterator[Check]]] = {
     "dcae_vocoder": check_dcae_vocoder,
     "scheduler": check_scheduler,
     "e2e": check_e2e,
+    "dcae_encode": check_dcae_encode,
 }
 
 
@@ -242,9 +272,29 @@ def case_files(cases_dir: Path) -> list[Path]:
     return sorted(path for path in cases_dir.glob("*.json") if path.is_file())
 
 
+def default_checkpoint(cases_dir: Path) -> Path:
+    """``CASES_DIR/../checkpoint``; else that of a sibling fixture set whose name ours extends.
+
+    The editing fixtures (``acestep-v1-tiny-edit``) reuse the checkpoint of ``acestep-v1-tiny``.
+    """
+    fixture = cases_dir.resolve().parent
+    own = fixture / "checkpoint"
+    if own.is_dir():
+        return own
+    siblings = sorted(fixture.parent.iterdir(), key=lambda path: -len(path.name)) if fixture.parent.is_dir() else []
+    for sibling in siblings:
+        if sibling != fixture and fixture.name.startswith(sibling.name) and (sibling / "checkpoint").is_dir():
+            return sibling / "checkpoint"
+    return own
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("cases_dir", type=Path, help="folder of <case>.json (+ .safetensors) files")
-    parser.add_argument("--checkpoint", type=Path, help="checkpoint folder (default: CASES_DIR/../checkpoint)")
+    parser.add_argument(
+        "cases_dir", type=Path, help="folder of <case>.json (+ .safetensors) files, or a lyric-vector .json file"
+    )
+    parser.add_argument(
+        "--checkpoint", type=Path, help="checkpoint folder (default: CASES_DIR/../checkpoint, else a sibling fixture's)"
+    )
     parser.add_argument(
         "--lyric-vocab", type=Path, help="lyric vocabulary (default: <checkpoint>/lyric_tokenizer/vocab.json)"
     )
@@ -254,11 +304,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cases_dir: Path = args.cases_dir
+    if is_lyric_vector_file(cases_dir):
+        return run_lyric_vectors(args)
     files = [path for path in case_files(cases_dir) if not args.only or args.only in path.stem]
     if not files:
         print(f"no cases in {cases_dir}")
         return 1
-    checkpoint = args.checkpoint or cases_dir.parent / "checkpoint"
+    checkpoint = args.checkpoint or default_checkpoint(cases_dir)
     try:
         runner = ParityRunner(checkpoint, args.lyric_vocab, batched_guidance=args.batched)
     except WeightsError as error:

@@ -1,8 +1,8 @@
-"""One request served: the endpoint's Engine call -> WAV -> stored file -> the billed output model.
+"""One request served: the endpoint's Engine call -> audio file -> stored -> the billed output model.
 
 Every host calls :func:`execute` (the local worker, the Modal GPU function, the fal endpoint); only
 where the WAV goes differs (``save_audio``): the local server and Modal keep it in an
-:class:`~acestep_app.storage.AudioStore` under ``files/<request id>.wav``, fal uploads it to its CDN.
+:class:`~acestep_app.storage.AudioStore` under ``files/<request id>.<[output].format>``, fal uploads it to its CDN.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from acestep_app import billing
-from acestep_app.audio import wav_bytes
+from acestep_app.audio import AudioFormat, audio_format, encode_audio
 from acestep_app.endpoints import Endpoint, RunContext
 from acestep_app.failures import JobInterrupted, StorageError, failure_for
 from acestep_app.jobs import Outcome
@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 
 FILES_PREFIX = "files/"
 
-SaveAudio = Callable[[bytes], dict[str, Any]]
+SaveAudio = Callable[[bytes, AudioFormat], dict[str, Any]]
 
 
 def execute(endpoint: Endpoint, engine, request: BaseModel, settings: Settings, save_audio: SaveAudio, *,
@@ -47,7 +47,8 @@ def execute(endpoint: Endpoint, engine, request: BaseModel, settings: Settings, 
             if log is not None:
                 log(line)
         try:
-            audio = save_audio(wav_bytes(generation.waveform, generation.sample_rate))
+            fmt = audio_format(settings.output.format)  # WAV, as fal, unless the operator changes it
+            audio = save_audio(encode_audio(generation.waveform, generation.sample_rate, fmt), fmt)
         except OSError as error:
             raise StorageError(f"{type(error).__name__}: {error}") from error
     except (JobInterrupted, *fatal):
@@ -63,10 +64,10 @@ def execute(endpoint: Endpoint, engine, request: BaseModel, settings: Settings, 
 
 
 def file_saver(audio: AudioStore, request_id: str) -> SaveAudio:
-    """Saves the WAV as ``<request_id>.wav``; its ``File.url`` is relative (the web layer makes it absolute)."""
+    """Saves the file as ``<request_id>.<format>``; its ``File.url`` is relative (the web layer makes it absolute)."""
 
-    def save(data: bytes) -> dict[str, Any]:
-        stored = audio.save(request_id, data)
+    def save(data: bytes, fmt: AudioFormat) -> dict[str, Any]:
+        stored = audio.save(request_id, data, fmt.name)
         return File(url=FILES_PREFIX + stored.file_name, content_type=stored.content_type,
                     file_name=stored.file_name, file_size=stored.size).model_dump(mode="json")
 

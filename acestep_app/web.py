@@ -10,7 +10,7 @@ from :data:`acestep_app.endpoints.ENDPOINTS`):
   ``PUT /{owner}/{app}/requests/{id}/cancel``: fal's queue.
 * ``GET /requests/{id}/wait``: where a synchronous call that outlived the host's wait limit is
   redirected (303); it waits again and answers the result, or redirects to itself.
-* ``GET /files/{request id}.wav``: generated audio, linked (signed) from ``File.url``.
+* ``GET /files/{request id}.{wav,flac,mp3,ogg}``: generated audio (``[output].format``), linked (signed) from ``File.url``.
 * ``GET /health``: the only route open without a key.
 
 Every job, synchronous or queued, goes through the queue. Inputs are validated before a job is
