@@ -19,6 +19,7 @@ import numpy as np
 from . import billing
 from .audio import wav_bytes
 from .errors import WeightsError
+from .lyric_timing import duration_warning
 from .schema import PromptToAudioInput, TextToAudioInput
 from .settings import Settings
 
@@ -142,6 +143,10 @@ class Engine:
             started = time.perf_counter()
             tags, lyrics = self._tags_and_lyrics(request, seed, logs)
             prompt_seconds = time.perf_counter() - started
+            warning = duration_warning(lyrics, request.duration)
+            if warning:
+                logger.warning(warning)
+                logs.append(warning)
             output = self.pipeline(
                 tags,
                 lyrics,

@@ -6,8 +6,9 @@ such file), it falls back to the built-in defaults below, which mirror the shipp
 a deploy that customises the file must ship it (and point ``ACESTEP_INFRA`` at it) or build its
 ``Settings`` at deploy time. Unknown keys and wrongly typed values are errors that name the key.
 
-Sections: ``[app]``, ``[engine]``, ``[output]``, ``[weights]``, ``[fal]``, ``[modal]``, ``[security]``, ``[audio_input]``. Settings are frozen pydantic
-models, so they pickle (fal ships the App by value) and compare by value.
+Sections: ``[app]``, ``[engine]``, ``[output]``, ``[weights]``, ``[fal]``, ``[modal]``, ``[security]``,
+``[audio_input]``, ``[webhooks]``. Settings are frozen pydantic models, so they pickle (fal ships the
+App by value) and compare by value.
 """
 
 from __future__ import annotations
@@ -116,6 +117,17 @@ class AudioInputSection(BaseModel):
         return self
 
 
+class WebhooksSection(BaseModel):
+    """Delivery of fal-style queue webhooks (see :mod:`acestep_app.webhooks`)."""
+
+    model_config = _SECTION_CONFIG
+
+    max_attempts: int = Field(default=10, ge=1)
+    retry_window_seconds: float = Field(default=7200.0, gt=0, allow_inf_nan=False)
+    timeout_seconds: float = Field(default=15.0, gt=0, allow_inf_nan=False)
+    concurrency: int = Field(default=4, ge=1)
+
+
 class Settings(BaseModel):
     """Every setting of the app, one attribute per ``infra.toml`` section."""
 
@@ -129,6 +141,7 @@ class Settings(BaseModel):
     modal: ModalSection = ModalSection()
     security: SecuritySection = SecuritySection()
     audio_input: AudioInputSection = AudioInputSection()
+    webhooks: WebhooksSection = WebhooksSection()
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None) -> Settings:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,9 +18,7 @@ from acestep_app.server import create_app
 from acestep_app.settings import Settings, SettingsError
 from acestep_app.storage import AudioStore
 from acestep_app.tiny import write_tiny_checkpoint
-
-sys.path.insert(0, str(Path(__file__).parent))
-from engine_double import EngineDouble  # noqa: E402
+from engine_double import EngineDouble
 
 RATE = 48000
 MAGIC = {"wav": b"RIFF", "flac": b"fLaC", "ogg": b"OggS"}

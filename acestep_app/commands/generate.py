@@ -92,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
     from ..settings import Settings
     from . import apply_engine_options, choose_weights
 
+    early_warning = _lyrics_warning(request)
     settings = apply_engine_options(Settings.load(args.infra), args)
     engine = Engine.load(settings, weights_dir=choose_weights(settings, args.weights, args.tiny))
     generation = _generate_with_progress(engine, request)
@@ -109,9 +110,21 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(body, indent=2))
     else:
         for line in generation.logs:
-            print(line, file=sys.stderr)
+            if line != early_warning:
+                print(line, file=sys.stderr)
         print(f"wrote {args.output} ({generation.duration:.2f}s, {generation.sample_rate} Hz, seed {generation.seed})")
     return 0
+
+
+def _lyrics_warning(request) -> str | None:
+    """Tags + lyrics requests learn before any model loads that the duration is too short (printed once)."""
+    from ..lyric_timing import duration_warning
+
+    lyrics = getattr(request, "lyrics", None)
+    warning = duration_warning(lyrics, request.duration) if lyrics else None
+    if warning:
+        print(warning, file=sys.stderr)
+    return warning
 
 
 def _generate_with_progress(engine, request):
