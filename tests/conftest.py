@@ -48,7 +48,7 @@ def lyric_vocab() -> Path:
 # -- the one poller, the tiny infra and the tiny engine --------------------------------------------
 
 
-def wait_until(predicate, timeout: float = 30.0, interval: float = 0.02):
+def wait_until(predicate, timeout: float = 60.0, interval: float = 0.02):
     """Poll ``predicate`` until it returns something truthy (returned); fail after ``timeout`` seconds."""
     import time
 
