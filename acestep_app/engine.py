@@ -13,14 +13,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from . import billing
 from .audio import wav_bytes
 from .errors import WeightsError
-from .schema import PromptToAudioInput, TextToAudioInput
+from .lyric_timing import duration_warning
+from .schema import AudioInpaintInput, AudioOutpaintInput, AudioToAudioInput, PromptToAudioInput, TextToAudioInput
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from .audio_input import SourceAudio
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +37,7 @@ AUTO_CHUNK_FRAMES = 256  # 23.8 s of audio per decode window on GPU
 AUTO_OVERLAP_FRAMES = 16  # 1.5 s of context per side: past the DCAE and vocoder convolutions' reach
 
 Request = PromptToAudioInput | TextToAudioInput
+EditRequest = AudioToAudioInput | AudioInpaintInput | AudioOutpaintInput
 
 
 @dataclass(frozen=True)
@@ -82,7 +88,7 @@ class Engine:
         from .cpu_threads import SMALL_MODEL_PARAMETERS, configure_cpu_threads
         from .pipeline import AceStepPipeline
         from .prompting import load_song_writer
-        from .weights import ensure_weights
+        from .weights import ensure_weights, find_lyric_vocab
 
         settings = settings or Settings.load()
         engine_settings = settings.engine
@@ -99,7 +105,7 @@ class Engine:
         chunk_frames, overlap_frames = decode_chunking(engine_settings, device)
         pipeline = AceStepPipeline.from_pretrained(
             root,
-            lyric_vocab=engine_settings.lyric_vocab or None,
+            lyric_vocab=find_lyric_vocab(root, settings),
             device=device,
             dtype=dtype,
             decode_chunk_frames=chunk_frames,
@@ -147,6 +153,10 @@ class Engine:
             started = time.perf_counter()
             tags, lyrics = self._tags_and_lyrics(request, seed, logs)
             prompt_seconds = time.perf_counter() - started
+            warning = duration_warning(lyrics, request.duration)
+            if warning:
+                logger.warning(warning)
+                logs.append(warning)
             output = self.pipeline(
                 tags,
                 lyrics,
@@ -182,6 +192,61 @@ class Engine:
             num_forwards=output.num_forwards,
             logs=logs,
             timings=timings,
+        )
+
+    def edit(
+        self, request: EditRequest, source: SourceAudio, on_progress: ProgressCallback | None = None
+    ) -> Generation:
+        """Run one editing request (audio-to-audio, inpaint, outpaint) on ``source``.
+
+        ``source`` is the decoded input song. Requests that cannot be served raise ``InputError``
+        (422, naming the field); :mod:`acestep_app.edit_requests` documents how fields map onto the
+        tasks. ``on_progress`` gets every executed step; raising from it cancels the run.
+        """
+        import torch
+
+        from .edit_requests import plan_edit
+        from .pipeline import random_seed
+
+        seed = request.seed if request.seed is not None else random_seed()
+        logs: list[str] = [TINY_NOTICE] if self.is_tiny else []
+        waveform = torch.from_numpy(np.ascontiguousarray(source.waveform, dtype=np.float32))
+        plan = plan_edit(request, waveform, source.sample_rate, seed, logs)
+        with self._lock:
+            output = self.pipeline(
+                plan.tags,
+                plan.lyrics,
+                num_inference_steps=request.number_of_steps,
+                seed=seed,
+                scheduler=str(request.scheduler),
+                guidance_type=str(request.guidance_type),
+                granularity_scale=request.granularity_scale,
+                guidance_interval=request.guidance_interval,
+                guidance_interval_decay=request.guidance_interval_decay,
+                guidance_scale=request.guidance_scale,
+                minimum_guidance_scale=request.minimum_guidance_scale,
+                tag_guidance_scale=request.tag_guidance_scale,
+                lyric_guidance_scale=request.lyric_guidance_scale,
+                batched_guidance=self.settings.engine.batched_guidance,
+                callback=_step_reporter(on_progress),
+                task=plan.task,
+            )
+        result = output.waveform.numpy()
+        seconds = result.shape[-1] / output.sample_rate
+        logs.append(
+            f"{type(plan.task).__name__} of a {source.duration:.3f}s song: {seconds:.3f}s of audio with "
+            f"{output.num_forwards} transformer forwards in {sum(output.timings.values()):.2f}s"
+        )
+        return Generation(
+            waveform=result,
+            sample_rate=output.sample_rate,
+            seed=seed,
+            tags=plan.result_tags,
+            lyrics=plan.result_lyrics,
+            billable_seconds=billing.billable_seconds(result.shape[-1], output.sample_rate),
+            num_forwards=output.num_forwards,
+            logs=logs,
+            timings=dict(output.timings),
         )
 
     def _tags_and_lyrics(self, request: Request, seed: int, logs: list[str]) -> tuple[str, str]:

@@ -125,3 +125,25 @@ def test_each_request_gets_fresh_keys_and_values(pipeline, monkeypatch):
     expected = pipeline("dark ambient, slow", "[verse]\nnight rain", cache_cross_attention=False, **SHORT)
     assert len(created) == 2 and created[0] is not created[1]
     assert torch.equal(second.latents, expected.latents)
+
+
+def _clip(seconds: float, seed: int = 0) -> torch.Tensor:
+    return 0.3 * torch.randn(2, int(seconds * 44100), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("batched", [False, True])
+@pytest.mark.parametrize("kind", ["flow_edit", "repaint", "extend"])
+def test_editing_tasks_with_cache_equal_without(pipeline, kind, batched):
+    """Edits reuse keys/values per branch set (FlowEdit: per side too; repaint/extend: across frame counts)."""
+    from acestep_app.editing import Extend, FlowEdit, Repaint
+
+    clip = _clip(1.5)
+    task = {
+        "flow_edit": FlowEdit(clip, 44100, "jazz", "[verse]\nbe bop", n_min=0.0, n_max=0.6, n_avg=2, seed=3),
+        "repaint": Repaint(clip, 44100, 0.5, 1.0, variance=0.7, seed=1),
+        "extend": Extend(clip, 44100, 1.0, 1.0, seed=2),
+    }[kind]
+    options = {"num_inference_steps": 4, "seed": 1, "decode": False, "batched_guidance": batched, "task": task}
+    cached = pipeline("lofi, piano", LYRICS, cache_cross_attention=True, **options)
+    plain = pipeline("lofi, piano", LYRICS, cache_cross_attention=False, **options)
+    assert torch.equal(cached.latents, plain.latents)
