@@ -87,7 +87,7 @@ class Engine:
         from .acceleration import AccelerationOptions, accelerate_transformer, configure_torch, resolve_dtype
         from .pipeline import AceStepPipeline
         from .prompting import load_song_writer
-        from .weights import ensure_weights
+        from .weights import ensure_weights, find_lyric_vocab
 
         settings = settings or Settings.load()
         engine_settings = settings.engine
@@ -104,7 +104,7 @@ class Engine:
         chunk_frames, overlap_frames = decode_chunking(engine_settings, device)
         pipeline = AceStepPipeline.from_pretrained(
             root,
-            lyric_vocab=engine_settings.lyric_vocab or None,
+            lyric_vocab=find_lyric_vocab(root, settings),
             device=device,
             dtype=dtype,
             decode_chunk_frames=chunk_frames,

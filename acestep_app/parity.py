@@ -94,18 +94,13 @@ Check = tuple[str, object, object, float]
 
 def find_lyric_vocab(checkpoint: Path) -> Path:
     """``<checkpoint>/lyric_tokenizer/vocab.json``, else the one ``acestep-app weights pull`` fetched."""
-    from .pipeline import LYRIC_VOCAB_PATH
     from .settings import Settings
-    from .weights import weights_cache_dir
+    from .weights import find_lyric_vocab as find
 
-    candidates = [checkpoint / LYRIC_VOCAB_PATH, weights_cache_dir(Settings.load()) / LYRIC_VOCAB_PATH]
-    for path in candidates:
-        if path.is_file():
-            return path
-    raise WeightsError(
-        f"no lyric vocabulary at {' or '.join(map(str, candidates))}: pass --lyric-vocab PATH, "
-        "or fetch the pinned one with `acestep-app weights pull --only lyric_vocab`"
-    )
+    try:
+        return find(checkpoint, Settings.load())
+    except WeightsError as error:
+        raise WeightsError(f"{error}; or pass --lyric-vocab PATH") from None
 
 
 def _max_error(actual, expected) -> float:
