@@ -36,6 +36,7 @@ class Generation:
     billable_seconds: float
     logs: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    takes: list = field(default_factory=list)  # one take: nothing ranked
 
 
 class EngineDouble:

@@ -47,6 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tiny", action="store_true", help="use the tiny random demo checkpoint (its audio is noise)")
     parser.add_argument("--infra", help="infra.toml to read (default: $ACESTEP_INFRA or the repo's)")
     parser.add_argument("--json", action="store_true", help="print the response body as JSON")
+    parser.add_argument("--takes", type=_take_count, metavar="N",
+                        help="sample N seeds (1-8) and return the take whose sung words best match the lyrics "
+                             "(default: [quality].takes); every take is also written as NAME.takeK.EXT")
     add_engine_options(parser)
 
 
@@ -93,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     from . import apply_engine_options, choose_weights
 
     early_warning = _lyrics_warning(request)
-    settings = apply_engine_options(Settings.load(args.infra), args)
+    settings = _apply_takes(apply_engine_options(Settings.load(args.infra), args), args.takes)
     engine = Engine.load(settings, weights_dir=choose_weights(settings, args.weights, args.tiny))
     generation = _generate_with_progress(engine, request)
     args.output.parent.mkdir(parents=True, exist_ok=True)
@@ -106,14 +109,57 @@ def run(args: argparse.Namespace) -> int:
         "lyrics": generation.lyrics,
         "billable_seconds": generation.billable_seconds,
     }
+    if generation.takes:
+        body["takes"] = _write_takes(generation, args.output, output_format)
     if args.json:
         print(json.dumps(body, indent=2))
     else:
         for line in generation.logs:
             if line != early_warning:
                 print(line, file=sys.stderr)
+        if generation.takes:
+            print(takes_table(body["takes"]))
         print(f"wrote {args.output} ({generation.duration:.2f}s, {generation.sample_rate} Hz, seed {generation.seed})")
     return 0
+
+
+def _take_count(text: str) -> int:
+    count = int(text)
+    if not 1 <= count <= 8:
+        raise argparse.ArgumentTypeError(f"--takes must be 1-8, got {count}")
+    return count
+
+
+def _apply_takes(settings, takes: int | None):
+    if takes is None:
+        return settings
+    return settings.model_copy(update={"quality": settings.quality.model_copy(update={"takes": takes})})
+
+
+def take_path(output: Path, number: int) -> Path:
+    """``song.mp3`` -> ``song.take2.mp3``."""
+    return output.with_name(f"{output.stem}.take{number}{output.suffix}")
+
+
+def _write_takes(generation, output: Path, output_format) -> list[dict]:
+    from ..audio import encode_audio
+
+    rows = []
+    for number, take in enumerate(generation.takes, start=1):
+        path = take_path(output, number)
+        path.write_bytes(encode_audio(take.waveform, generation.sample_rate, output_format))
+        rows.append({"take": number, "seed": take.seed, "lyric_wer": take.score, "path": str(path),
+                     "returned": take.seed == generation.seed and take.waveform is generation.waveform})
+    return rows
+
+
+def takes_table(rows: list[dict]) -> str:
+    lines = [f"{'take':>4}  {'seed':>10}  {'lyric WER':>9}  file"]
+    for row in rows:
+        score = "-" if row["lyric_wer"] is None else f"{row['lyric_wer']:.3f}"
+        mark = "  <- returned" if row["returned"] else ""
+        lines.append(f"{row['take']:>4}  {row['seed']:>10}  {score:>9}  {row['path']}{mark}")
+    return "\n".join(lines)
 
 
 def _lyrics_warning(request) -> str | None:
