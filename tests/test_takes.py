@@ -10,7 +10,7 @@ import soundfile
 
 from acestep_app.billing import billable_seconds
 from acestep_app.cli import main
-from acestep_app.commands.generate import take_path, takes_table
+from acestep_app.commands import take_path, takes_table
 from acestep_app.engine import Engine
 from acestep_app.schema import PromptToAudioInput, TextToAudioInput
 from acestep_app.settings import Settings
