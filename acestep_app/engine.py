@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -20,9 +21,12 @@ from . import billing
 from .audio import wav_bytes
 from .errors import WeightsError
 from .lyric_timing import duration_warning
-from .schema import PromptToAudioInput, TextToAudioInput
+from .schema import AudioInpaintInput, AudioOutpaintInput, AudioToAudioInput, PromptToAudioInput, TextToAudioInput
 from .settings import Settings
 from .takes import Take, load_transcriber, lyric_words, rank_takes, sample_takes
+
+if TYPE_CHECKING:
+    from .audio_input import SourceAudio
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +38,7 @@ AUTO_CHUNK_FRAMES = 256  # 23.8 s of audio per decode window on GPU
 AUTO_OVERLAP_FRAMES = 16  # 1.5 s of context per side: past the DCAE and vocoder convolutions' reach
 
 Request = PromptToAudioInput | TextToAudioInput
+EditRequest = AudioToAudioInput | AudioInpaintInput | AudioOutpaintInput
 
 
 @dataclass(frozen=True)
@@ -85,7 +90,7 @@ class Engine:
         from .acceleration import AccelerationOptions, accelerate_transformer, configure_torch, resolve_dtype
         from .pipeline import AceStepPipeline
         from .prompting import load_song_writer
-        from .weights import ensure_weights
+        from .weights import ensure_weights, find_lyric_vocab
 
         settings = settings or Settings.load()
         engine_settings = settings.engine
@@ -102,7 +107,7 @@ class Engine:
         chunk_frames, overlap_frames = decode_chunking(engine_settings, device)
         pipeline = AceStepPipeline.from_pretrained(
             root,
-            lyric_vocab=engine_settings.lyric_vocab or None,
+            lyric_vocab=find_lyric_vocab(root, settings),
             device=device,
             dtype=dtype,
             decode_chunk_frames=chunk_frames,
@@ -162,7 +167,7 @@ class Engine:
                 self.pipeline,
                 seeds,
                 batched=self.settings.quality.batch_takes,
-                report=_step_reporter(on_progress),
+                report=_take_reporter(on_progress),
                 tags=tags,
                 lyrics=lyrics,
                 duration=request.duration,
@@ -205,6 +210,61 @@ class Engine:
             takes=sampled.takes if len(sampled.takes) > 1 else [],
         )
 
+    def edit(
+        self, request: EditRequest, source: SourceAudio, on_progress: ProgressCallback | None = None
+    ) -> Generation:
+        """Run one editing request (audio-to-audio, inpaint, outpaint) on ``source``.
+
+        ``source`` is the decoded input song. Requests that cannot be served raise ``InputError``
+        (422, naming the field); :mod:`acestep_app.edit_requests` documents how fields map onto the
+        tasks. ``on_progress`` gets every executed step; raising from it cancels the run.
+        """
+        import torch
+
+        from .edit_requests import plan_edit
+        from .pipeline import random_seed
+
+        seed = request.seed if request.seed is not None else random_seed()
+        logs: list[str] = [TINY_NOTICE] if self.is_tiny else []
+        waveform = torch.from_numpy(np.ascontiguousarray(source.waveform, dtype=np.float32))
+        plan = plan_edit(request, waveform, source.sample_rate, seed, logs)
+        with self._lock:
+            output = self.pipeline(
+                plan.tags,
+                plan.lyrics,
+                num_inference_steps=request.number_of_steps,
+                seed=seed,
+                scheduler=str(request.scheduler),
+                guidance_type=str(request.guidance_type),
+                granularity_scale=request.granularity_scale,
+                guidance_interval=request.guidance_interval,
+                guidance_interval_decay=request.guidance_interval_decay,
+                guidance_scale=request.guidance_scale,
+                minimum_guidance_scale=request.minimum_guidance_scale,
+                tag_guidance_scale=request.tag_guidance_scale,
+                lyric_guidance_scale=request.lyric_guidance_scale,
+                batched_guidance=self.settings.engine.batched_guidance,
+                callback=_step_reporter(on_progress),
+                task=plan.task,
+            )
+        result = output.waveform.numpy()
+        seconds = result.shape[-1] / output.sample_rate
+        logs.append(
+            f"{type(plan.task).__name__} of a {source.duration:.3f}s song: {seconds:.3f}s of audio with "
+            f"{output.num_forwards} transformer forwards in {sum(output.timings.values()):.2f}s"
+        )
+        return Generation(
+            waveform=result,
+            sample_rate=output.sample_rate,
+            seed=seed,
+            tags=plan.result_tags,
+            lyrics=plan.result_lyrics,
+            billable_seconds=billing.billable_seconds(result.shape[-1], output.sample_rate),
+            num_forwards=output.num_forwards,
+            logs=logs,
+            timings=dict(output.timings),
+        )
+
     def _take_seeds(self, request: Request, seed: int, lyrics: str, logs: list[str]) -> list[int]:
         """``[quality].takes`` seeds, the first being ``seed``; one when there is nothing to rank or replay is asked."""
         from .pipeline import random_seed
@@ -240,7 +300,18 @@ class Engine:
         return wav_bytes(generation.waveform, generation.sample_rate)
 
 
-def _step_reporter(on_progress: ProgressCallback | None) -> Callable[[int, int, str], None] | None:
+def _step_reporter(on_progress: ProgressCallback | None) -> Callable[[int, int], None] | None:
+    if on_progress is None:
+        return None
+
+    def report(step: int, total: int) -> None:
+        on_progress(Progress(step, total, f"step {step}/{total}"))
+
+    return report
+
+
+def _take_reporter(on_progress: ProgressCallback | None) -> Callable[[int, int, str], None] | None:
+    """Steps over all takes, with a message naming the take (``take 2/4: step 5/27``)."""
     if on_progress is None:
         return None
 
