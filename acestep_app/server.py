@@ -85,8 +85,7 @@ def create_app(engine, settings, data_dir: str | Path, api_key: str | Sequence[s
     worker.finish = queue.finish
 
     def health() -> dict:
-        describe = getattr(engine, "describe", None)
-        return {"status": "ok", "engine": describe() if callable(describe) else {},
+        return {"status": "ok", "engine": engine.describe(),
                 "queue": {"in_queue": store.count(JobStatus.IN_QUEUE), "in_progress": store.count(JobStatus.IN_PROGRESS)}}
 
     @asynccontextmanager
