@@ -423,7 +423,7 @@ class AceStepPipeline:
         )
         timesteps, _ = flow_match_schedule(options.scheduler, options.num_inference_steps, self.device)
         skip = editing.skipped_steps(options.num_inference_steps, task.variance)
-        if skip >= len(timesteps) and isinstance(task, Repaint) and task.within_source:
+        if isinstance(task, Repaint) and task.within_source and (task.variance <= 0 or skip >= len(timesteps)):
             return start.source.expand_as(first).clone()  # variance 0: nothing changes (the reference returns noise)
         return editing.repaint_denoise(
             velocity_fn(plan.frames), start, timesteps, options.num_inference_steps, skip, options.guidance, on_step

@@ -67,10 +67,13 @@ class WorkerRunner:
 
 
 def create_app(engine, settings, data_dir: str | Path, api_key: str | Sequence[str] | None = None, *,
-               max_body_bytes: int | None = None, on_finished: FinishedHook | None = None) -> FastAPI:
+               max_body_bytes: int | None = None, on_finished: FinishedHook | None = None,
+               on_submitted=None, routers=()) -> FastAPI:
     """The local server as an ASGI app (serve it with uvicorn, or test it in-process).
 
     The job database and files live under ``data_dir``; an unusable data dir fails here, not later.
+    ``on_finished(job)`` runs once per job when it ends, ``on_submitted(job, base_url)`` after each
+    queue submit, and ``routers`` are extra routes (the webhook layer plugs in with these three).
     The worker thread starts and stops with the app's lifespan; queued jobs of an earlier process
     resume then, and jobs it was running are re-queued once (then failed with a reason).
     """
@@ -85,8 +88,7 @@ def create_app(engine, settings, data_dir: str | Path, api_key: str | Sequence[s
     worker.finish = queue.finish
 
     def health() -> dict:
-        describe = getattr(engine, "describe", None)
-        return {"status": "ok", "engine": describe() if callable(describe) else {},
+        return {"status": "ok", "engine": engine.describe(),
                 "queue": {"in_queue": store.count(JobStatus.IN_QUEUE), "in_progress": store.count(JobStatus.IN_PROGRESS)}}
 
     @asynccontextmanager
@@ -100,7 +102,8 @@ def create_app(engine, settings, data_dir: str | Path, api_key: str | Sequence[s
         finally:
             await asyncio.to_thread(worker.stop)
 
-    host = Host(queue, Keys(api_key), settings, audio.open, health, sync_wait=None, max_body_bytes=max_body_bytes)
+    host = Host(queue, Keys(api_key), settings, audio.open, health, sync_wait=None, max_body_bytes=max_body_bytes,
+                on_submitted=on_submitted, routers=list(routers))
     app = create_web_app(host, version=_version(), lifespan=lifespan)
     app.state.store = store
     app.state.worker = worker

@@ -81,9 +81,11 @@ def job_store() -> ModalJobStore:
 
 @app.function(volumes={WEIGHTS_DIR: weights_volume}, secrets=hf_secrets, timeout=3 * 3600)
 def pull_weights() -> str:
+    from acestep_app.engine import needed_weight_entries
     from acestep_app.weights import ensure_weights
 
-    root = ensure_weights(Settings.load())
+    settings = Settings.load()
+    root = ensure_weights(settings, only=needed_weight_entries(settings))
     if not modal.is_local():
         weights_volume.commit()
     return str(root)
