@@ -13,6 +13,9 @@ import sys
 
 COMMANDS = {
     "generate": "acestep_app.commands.generate",
+    "edit": "acestep_app.commands.edit",
+    "inpaint": "acestep_app.commands.inpaint",
+    "outpaint": "acestep_app.commands.outpaint",
     "serve": "acestep_app.commands.serve",
     "weights": "acestep_app.commands.weights",
     "usage": "acestep_app.commands.usage",

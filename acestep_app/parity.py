@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import WeightsError
+from .parity_lyrics import is_lyric_vector_file, run_lyric_vectors
 
 HELP = "run reference parity cases (fixture format) against this install"
 
@@ -288,7 +289,9 @@ def default_checkpoint(cases_dir: Path) -> Path:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("cases_dir", type=Path, help="folder of <case>.json (+ .safetensors) files")
+    parser.add_argument(
+        "cases_dir", type=Path, help="folder of <case>.json (+ .safetensors) files, or a lyric-vector .json file"
+    )
     parser.add_argument(
         "--checkpoint", type=Path, help="checkpoint folder (default: CASES_DIR/../checkpoint, else a sibling fixture's)"
     )
@@ -301,6 +304,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cases_dir: Path = args.cases_dir
+    if is_lyric_vector_file(cases_dir):
+        return run_lyric_vectors(args)
     files = [path for path in case_files(cases_dir) if not args.only or args.only in path.stem]
     if not files:
         print(f"no cases in {cases_dir}")

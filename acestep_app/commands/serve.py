@@ -28,6 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ssl-certfile", type=Path, default=None, help="TLS certificate (PEM); fal_client needs https")
     parser.add_argument("--ssl-keyfile", type=Path, default=None, help="TLS private key (PEM)")
     parser.add_argument("--max-body-bytes", type=int, default=None, help="request body limit (413 above it)")
+    parser.add_argument("--allow-private-urls", action="store_true", default=None,
+                        help="let audio_url downloads and webhooks reach loopback/private addresses "
+                             "(local use; sets [security].allow_private_urls)")
     add_engine_options(parser)
 
 
@@ -52,6 +55,14 @@ def api_keys(args: argparse.Namespace) -> list[str] | None:
     return keys
 
 
+def allow_private_urls(settings, allow: bool | None):
+    """``settings`` with ``[security].allow_private_urls`` switched on when ``--allow-private-urls`` is given."""
+    if not allow:
+        return settings
+    security = settings.security.model_copy(update={"allow_private_urls": True})
+    return settings.model_copy(update={"security": security})
+
+
 def run(args: argparse.Namespace) -> int:
     from acestep_app.engine import Engine
     from acestep_app.jobs import JobStore
@@ -62,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     if (args.ssl_certfile is None) != (args.ssl_keyfile is None):
         logger.error("--ssl-certfile and --ssl-keyfile go together")
         return 2
-    settings = apply_engine_options(Settings.load(), args)
+    settings = allow_private_urls(apply_engine_options(Settings.load(), args), args.allow_private_urls)
     weights = choose_weights(settings, args.weights, args.tiny)
     if weights is not None:
         engine_settings = settings.engine.model_copy(update={"weights_dir": weights})
