@@ -218,14 +218,51 @@ def check_scheduler(runner: ParityRunner, case: dict, tensors: dict) -> Iterator
             yield f"{key}_corrector", corrected, tensors[f"{key}_prev_sample_2"], COMPONENT_ATOL
 
 
-def check_e2e(runner: ParityRunner, case: dict, tensors: dict) -> Iterator[Check]:
-    from .pipeline import latent_frames
+def edit_task(runner: ParityRunner, case: dict, tensors: dict) -> tuple[object, list[Check]]:
+    """The editing task of an e2e case (None for text2music) and the checks of its inputs."""
+    from . import editing
 
+    kw, task = case["call_kwargs"], case.get("task", "text2music")
+    retake_seeds = case["pipeline_input_params"].get("retake_seeds")
+    if task == "text2music":
+        return None, []
+    if task == "retake":
+        return editing.Retake(kw["retake_variance"], retake_seeds), []
+    role = "ref" if task == "audio2audio" else "src"
+    audio, sample_rate = load_case_audio(runner.case_dir, kw["ref_audio_input" if role == "ref" else "src_audio_path"])
+    latents = runner.pipeline.encode_audio(audio, sample_rate)
+    checks = [
+        (f"{role}_audio_loaded", audio, tensors[f"{role}_audio_loaded"], EXACT),
+        (f"{role}_latents", latents, tensors[f"{role}_latents"], COMPONENT_ATOL),
+    ]
+    if task == "audio2audio":
+        return editing.AudioToAudio(audio, sample_rate, kw["ref_audio_strength"]), checks
+    if task == "edit":
+        edit = editing.FlowEdit(
+            audio, sample_rate, kw["edit_target_prompt"], kw["edit_target_lyrics"],
+            kw["edit_n_min"], kw["edit_n_max"], kw["edit_n_avg"], retake_seeds,
+        )  # fmt: skip
+        return edit, checks
+    if task in ("repaint", "extend"):  # one reference code path; the frame numbers decide
+        repaint = editing.Repaint(
+            audio, sample_rate, kw["repaint_start"], kw["repaint_end"], kw["retake_variance"], retake_seeds
+        )
+        return repaint, checks
+    raise ValueError(f"unknown task {task!r}")
+
+
+def check_e2e(runner: ParityRunner, case: dict, tensors: dict) -> Iterator[Check]:
     pipeline = runner.pipeline
     kw = case["call_kwargs"]
     seeds = case["pipeline_input_params"]["actual_seeds"]
-    frames = latent_frames(kw["audio_duration"])
-    yield "initial_noise", pipeline.initial_noise(seeds, frames), tensors["initial_noise"], EXACT
+    task, task_checks = edit_task(runner, case, tensors)
+    yield from task_checks
+    frames = tensors["initial_noise"].shape[-1] if "initial_noise" in tensors else 0
+    if "initial_noise" in tensors:
+        yield "initial_noise", pipeline.initial_noise(seeds, frames), tensors["initial_noise"], EXACT
+    retake_seeds = case["pipeline_input_params"].get("retake_seeds")
+    if "retake_noise" in tensors:
+        yield "retake_noise", pipeline.initial_noise(retake_seeds, frames), tensors["retake_noise"], EXACT
     ids, mask = pipeline.lyric_tokenizer.ids_and_mask([kw["lyrics"]])
     yield "lyric_token_ids", ids[0], tensors["lyric_token_ids"][0], EXACT
     states, _ = pipeline.text_encoder.encode([kw["prompt"]])
@@ -251,6 +288,7 @@ def check_e2e(runner: ParityRunner, case: dict, tensors: dict) -> Iterator[Check
         use_erg_diffusion=kw["use_erg_diffusion"],
         batched_guidance=runner.batched_guidance,
         decode="waveform_0" in tensors,
+        task=task,
     )
     yield "final_latents", output.latents, tensors["final_latents"], LATENT_ATOL
     if "waveform_0" in tensors:

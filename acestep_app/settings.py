@@ -79,6 +79,7 @@ class FalSection(BaseModel):
     min_concurrency: int = Field(default=0, ge=0)
     max_concurrency: int = Field(default=4, ge=1)
     request_timeout: int = Field(default=600, ge=1)
+    startup_timeout: int = Field(default=1800, ge=1)
 
 
 class ModalSection(BaseModel):

@@ -1,4 +1,4 @@
-"""A controllable stand-in for ``acestep_app.engine.Engine`` (same ``generate`` contract).
+"""A controllable stand-in for ``acestep_app.engine.Engine`` (same ``generate`` contract, real ``Generation``).
 
 Server and queue tests use it to hold a job mid-run, inject failures and delays, and run hundreds of
 jobs quickly; end-to-end tests use the real Engine on the tiny checkpoint instead.
@@ -9,33 +9,12 @@ Also runnable as a server: ``python tests/engine_double.py --data-dir D --port P
 from __future__ import annotations
 
 import argparse
-import io
 import threading
 import time
-import wave
-from dataclasses import dataclass, field
 
 import numpy as np
 
-
-@dataclass
-class Progress:
-    step: int
-    total: int
-    message: str = ""
-
-
-@dataclass
-class Generation:
-    waveform: np.ndarray
-    sample_rate: int
-    seed: int
-    tags: str
-    lyrics: str
-    duration: float
-    billable_seconds: float
-    logs: list[str] = field(default_factory=list)
-    timings: dict[str, float] = field(default_factory=dict)
+from acestep_app.engine import Generation, Progress
 
 
 class EngineDouble:
@@ -74,19 +53,10 @@ class EngineDouble:
             seed=request.seed if request.seed is not None else 1234,
             tags=tags,
             lyrics=lyrics,
-            duration=request.duration,
             billable_seconds=samples / self.sample_rate,
+            num_forwards=self.steps,
             logs=["engine double: silent audio"],
         )
-
-    def wav_bytes(self, generation: Generation) -> bytes:
-        buffer = io.BytesIO()
-        with wave.open(buffer, "wb") as out:
-            out.setnchannels(generation.waveform.shape[0])
-            out.setsampwidth(2)
-            out.setframerate(generation.sample_rate)
-            out.writeframes((generation.waveform.T * 32767).astype("<i2").tobytes())
-        return buffer.getvalue()
 
     def describe(self) -> dict:
         return {"is_tiny": True, "engine": "double"}

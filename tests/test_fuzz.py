@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
-import time
 import urllib.parse
 import uuid
 from contextlib import closing
@@ -43,6 +42,7 @@ from acestep_app.jobs import JobStatus
 from acestep_app.schema import MAX_LYRICS_LENGTH, MAX_PROMPT_LENGTH, PromptToAudioInput, TextToAudioInput
 from acestep_app.server import create_app
 from acestep_app.settings import Settings
+from conftest import wait_until
 from engine_double import EngineDouble
 from reliability import TALLY, reliability_tally  # noqa: F401  (autouse: prints the reliability summary)
 
@@ -70,10 +70,7 @@ def openapi(fuzz_client):
 
 
 def wait_for(predicate, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "jobs did not finish"
-        time.sleep(0.05)
+    wait_until(predicate, timeout, interval=0.05)
 
 
 def account_for_jobs(client) -> None:
@@ -81,8 +78,8 @@ def account_for_jobs(client) -> None:
     store = client.app.state.store
     with closing(sqlite3.connect(store.path)) as db:
         statuses = [status for (status,) in db.execute("SELECT status FROM jobs")]
-    rows = store.usage_rows()
-    assert len({row["request_id"] for row in rows}) == len(rows) == len(statuses)
+    rows = store.usage_records()
+    assert len({row.request_id for row in rows}) == len(rows) == len(statuses)
     TALLY.count_jobs(statuses)
 
 
@@ -303,12 +300,8 @@ REAL_BOUNDS = {"duration": 5, "number_of_steps": 3}  # generation cost stays ~1 
 
 
 @pytest.fixture(scope="module")
-def real_client(tmp_path_factory):
-    from acestep_app.engine import Engine
-    from acestep_app.tiny import write_tiny_checkpoint
-
-    engine = Engine.load(Settings(), weights_dir=write_tiny_checkpoint(tmp_path_factory.mktemp("tiny")))
-    with TestClient(create_app(engine, Settings(), tmp_path_factory.mktemp("real-data"))) as client:
+def real_client(tiny_engine, tmp_path_factory):
+    with TestClient(create_app(tiny_engine, Settings(), tmp_path_factory.mktemp("real-data"))) as client:
         yield client
         account_for_jobs(client)
 
