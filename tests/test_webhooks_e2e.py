@@ -1,7 +1,7 @@
 """Webhooks end to end: the unmodified ``fal_client`` submits with ``webhook_url`` to a served process over
 TLS; a receiver on 127.0.0.1 gets fal's signed POSTs (so the server runs with ``--allow-private-urls``).
 
-* ``acestep-app serve --tiny``: one signed POST per request, verified against ``/.well-known/jwks.json``,
+* ``acestep-app serve`` on the tiny checkpoint: one signed POST per request, verified against ``/.well-known/jwks.json``,
   its payload equal to the queue result; a receiver answering 500 twice gets retries, then one success.
 * the engine double's server (same app code, an engine that starts in a second): killed with SIGKILL
   after a request finished but before its webhook got through; after a restart it is delivered.
@@ -14,12 +14,13 @@ import os
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 
+from acestep_app.settings import INFRA_ENV
 from acestep_app.webhook_verify import verify
+from conftest import wait_until, write_infra
 from server_process import ServerProcess, double_command, free_port, running, serve_command, write_self_signed_cert
 from test_fal_client import KEY, ssl_context
 from webhook_receiver import Receiver
@@ -27,12 +28,10 @@ from webhook_receiver import Receiver
 DRIVER = Path(__file__).resolve().parent / "fal_webhook_driver.py"
 
 
-def fast_retry_infra(tmp_path: Path, monkeypatch, max_attempts: int, retry_window_seconds: float) -> None:
-    """An infra.toml whose [webhooks] retries within seconds, for the served process."""
-    infra = tmp_path / "infra.toml"
-    infra.write_text(f"[webhooks]\nmax_attempts = {max_attempts}\nretry_window_seconds = {retry_window_seconds}\n"
-                     "timeout_seconds = 5.0\n")
-    monkeypatch.setenv("ACESTEP_INFRA", str(infra))
+def fast_retry_infra(tmp_path: Path, monkeypatch, max_attempts: int, retry_window_seconds: float, **sections) -> None:
+    """An infra.toml for the served process whose [webhooks] retries within seconds."""
+    webhooks = {"max_attempts": max_attempts, "retry_window_seconds": retry_window_seconds, "timeout_seconds": 5.0}
+    monkeypatch.setenv(INFRA_ENV, str(write_infra(tmp_path / "infra.toml", webhooks=webhooks, **sections)))
 
 
 def submit_with_webhook(port: int, cert: Path, webhook_url: str, prompts: list[str]) -> list[dict]:
@@ -51,21 +50,12 @@ def deliveries(data_dir: Path) -> dict[str, tuple[str, int]]:
                 db.execute("SELECT request_id, state, attempts FROM deliveries")}
 
 
-def wait_until(condition, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def test_fal_client_webhooks_are_signed_once_and_retried(tmp_path, monkeypatch):
-    fast_retry_infra(tmp_path, monkeypatch, max_attempts=5, retry_window_seconds=1.5)
+def test_fal_client_webhooks_are_signed_once_and_retried(tmp_path, monkeypatch, tiny_weights):
+    engine = {"weights_dir": str(tiny_weights), "device": "cpu", "prompt_backend": "fallback"}
+    fast_retry_infra(tmp_path, monkeypatch, max_attempts=5, retry_window_seconds=1.5, engine=engine)
     cert, key = write_self_signed_cert(tmp_path)
     port = free_port()
-    command = serve_command(tmp_path / "data", port, "--tiny", "--api-key", KEY, "--allow-private-urls",
+    command = serve_command(tmp_path / "data", port, "--api-key", KEY, "--allow-private-urls",
                             "--ssl-certfile", str(cert), "--ssl-keyfile", str(key))
     base_url = f"https://127.0.0.1:{port}"
     with running(command, base_url, tmp_path / "server.log", verify=ssl_context(cert), timeout=120), \
@@ -75,8 +65,7 @@ def test_fal_client_webhooks_are_signed_once_and_retried(tmp_path, monkeypatch):
         retried = submit_with_webhook(port, cert, flaky.url, ["third song"])
         steady.wait_for(2)
         flaky.wait_for(3)
-        wait_until(lambda: all(state == "DELIVERED" for state, _ in deliveries(tmp_path / "data").values()),
-                   what="deliveries recorded")
+        wait_until(lambda: all(state == "DELIVERED" for state, _ in deliveries(tmp_path / "data").values()))
 
         results = {item["request_id"]: item["result"] for item in submitted + retried}
         for item in steady.received + flaky.received:
@@ -108,7 +97,7 @@ def test_kill_9_between_completion_and_delivery_still_delivers(tmp_path, monkeyp
     try:
         [submitted] = submit_with_webhook(port, cert, receiver_url, ["finished while the receiver was down"])
         request_id = submitted["request_id"]
-        wait_until(lambda: deliveries(data_dir).get(request_id, ("", 0))[1] >= 1, what="a failed first attempt")
+        wait_until(lambda: deliveries(data_dir).get(request_id, ("", 0))[1] >= 1)  # a failed first attempt
     finally:
         server.kill()
     assert deliveries(data_dir)[request_id][0] == "PENDING"
@@ -119,5 +108,5 @@ def test_kill_9_between_completion_and_delivery_still_delivers(tmp_path, monkeyp
         jwks = httpx.get(f"{base_url}/.well-known/jwks.json", verify=ssl_context(cert)).json()
         assert verify(item.headers, item.body, jwks)
         assert json.loads(item.body)["payload"] == submitted["result"]
-        wait_until(lambda: deliveries(data_dir)[request_id][0] == "DELIVERED", what="the delivery recorded")
+        wait_until(lambda: deliveries(data_dir)[request_id][0] == "DELIVERED")
     assert len(receiver.received) == 1
