@@ -133,7 +133,8 @@ def read_audio(source, settings, field: str) -> SourceAudio:
     except AudioInputError:
         raise
     except (soundfile.SoundFileError, RuntimeError, ValueError, TypeError, EOFError) as error:
-        raise unsupported(field, f"cannot decode it as {', '.join(SUPPORTED_FORMATS)} ({error})") from None
+        reason = getattr(error, "error_string", None) or str(error)  # libsndfile's words, not the object's repr
+        raise unsupported(field, f"cannot decode it as {', '.join(SUPPORTED_FORMATS)} ({reason})") from None
     duration = samples.shape[0] / sample_rate
     if not limits.min_duration_seconds <= duration <= limits.max_duration_seconds or samples.shape[0] == 0:
         raise duration_error(field, duration, limits)

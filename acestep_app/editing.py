@@ -21,6 +21,7 @@ import torch
 from .sampling import COND, NULL, GuidanceConfig, Guider, VelocityFn
 
 NUM_TRAIN_TIMESTEPS = 1000
+LATENT_RATE = 44100 / 512 / 8  # latent frames per second
 MAX_FRAMES = 2583  # fr(240 s): the longest song the model was trained on
 EDIT_PRESETS = {"remix": (0.2, 0.4), "lyrics": (0.6, 1.0)}  # FlowEdit (n_min, n_max), the UI's presets
 
@@ -56,6 +57,10 @@ class Repaint:
     arithmetic (the right pad is shortened by the left one). ``variance`` (0-1) sets how much of the
     range changes: the first ``(1 - variance)`` of the steps are skipped and the region starts from
     the source noised to that level.
+
+    ``within_source`` reads the range our way instead (:func:`plan_inpaint`): clamped to the source,
+    an end at the source's end covering its last partial frame, the whole song repainted rather
+    than retaken, and variance 0 returning the source rather than noise.
     """
 
     source: torch.Tensor
@@ -64,6 +69,7 @@ class Repaint:
     end: float
     variance: float = 0.5
     seed: Seeds = None
+    within_source: bool = False
 
 
 @dataclass(frozen=True)
@@ -180,6 +186,17 @@ def plan_repaint(start: float, end: float, source_frames: int) -> RegionPlan:
     return RegionPlan(source_frames, left_pad=left, right_pad=right)
 
 
+def plan_inpaint(start: float, end: float, source_frames: int, source_seconds: float) -> RegionPlan:
+    """Our inpaint range: [start, end) clamped to [0, D]; an end at D covers the source's last frame.
+
+    Never a retake (the whole range is still repainted with ``variance``) and never an extend.
+    """
+    start, end = (min(max(value, 0.0), source_seconds) for value in (start, end))
+    first = source_frames if start >= source_seconds else min(latent_frames(start), source_frames)
+    last = source_frames if end >= source_seconds else min(latent_frames(end), source_frames)
+    return RegionPlan(source_frames, start=first, end=max(first, last))
+
+
 def plan_extend(before: float, after: float, source_frames: int, source_seconds: float) -> RegionPlan:
     """Pads for an :class:`Extend`: fr(before) on the left, fr(D + after) - L on the right (never negative)."""
     if before < 0 or after < 0:
@@ -200,7 +217,12 @@ class RegionStart:
 
 
 def region_start(
-    plan: RegionPlan, source: torch.Tensor, first: torch.Tensor, second: torch.Tensor, variance: float, more_noise: NoiseSource
+    plan: RegionPlan,
+    source: torch.Tensor,
+    first: torch.Tensor,
+    second: torch.Tensor,
+    variance: float,
+    more_noise: NoiseSource,
 ) -> RegionStart:
     """Build x0, z0 and the mask from the source latents and the two noise draws (of the source's length).
 

@@ -94,18 +94,13 @@ Check = tuple[str, object, object, float]
 
 def find_lyric_vocab(checkpoint: Path) -> Path:
     """``<checkpoint>/lyric_tokenizer/vocab.json``, else the one ``acestep-app weights pull`` fetched."""
-    from .pipeline import LYRIC_VOCAB_PATH
     from .settings import Settings
-    from .weights import weights_cache_dir
+    from .weights import find_lyric_vocab as find
 
-    candidates = [checkpoint / LYRIC_VOCAB_PATH, weights_cache_dir(Settings.load()) / LYRIC_VOCAB_PATH]
-    for path in candidates:
-        if path.is_file():
-            return path
-    raise WeightsError(
-        f"no lyric vocabulary at {' or '.join(map(str, candidates))}: pass --lyric-vocab PATH, "
-        "or fetch the pinned one with `acestep-app weights pull --only lyric_vocab`"
-    )
+    try:
+        return find(checkpoint, Settings.load())
+    except WeightsError as error:
+        raise WeightsError(f"{error}; or pass --lyric-vocab PATH") from None
 
 
 def _max_error(actual, expected) -> float:
@@ -191,7 +186,8 @@ def check_dcae_encode(runner: ParityRunner, case: dict, tensors: dict) -> Iterat
     yield "mel", mel, tensors["mel"], COMPONENT_ATOL
     normalised = autoencoder.normalise_log_mel(tensors["mel"])
     yield "mel_normalized", normalised, tensors["mel_normalized"], COMPONENT_ATOL
-    yield "dcae_encoder_out", autoencoder.encode_mel(tensors["mel_normalized"]), tensors["dcae_encoder_out"], COMPONENT_ATOL
+    raw = autoencoder.encode_mel(tensors["mel_normalized"])
+    yield "dcae_encoder_out", raw, tensors["dcae_encoder_out"], COMPONENT_ATOL
     yield "latents", autoencoder.encode(audio[None], sample_rate), tensors["latents"], COMPONENT_ATOL
 
 

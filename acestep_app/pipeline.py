@@ -377,7 +377,8 @@ class AceStepPipeline:
             elif isinstance(task, Retake):
                 frames = latent_frames(duration)
                 first, second = self.draw_noise(manual, frames), self.draw_noise(retake, frames)
-                latents = self._sample(editing.mix_noise(first, second, task.variance), velocity_fn(frames), options, on_step)
+                start = editing.mix_noise(first, second, task.variance)
+                latents = self._sample(start, velocity_fn(frames), options, on_step)
             else:
                 latents = self._repaint(task, clip_latents, manual, retake, velocity_fn, options, on_step)
         timings["diffusion"] = time.perf_counter() - started
@@ -392,10 +393,13 @@ class AceStepPipeline:
 
     def _repaint(self, task: Repaint | Extend, source, manual, retake, velocity_fn, options, on_step) -> torch.Tensor:
         frames = source.shape[-1]
-        if isinstance(task, Repaint):
-            plan = editing.plan_repaint(task.start, task.end, frames)
+        seconds = task.source.shape[-1] / task.sample_rate
+        if isinstance(task, Extend):
+            plan = editing.plan_extend(task.before, task.after, frames, seconds)
+        elif task.within_source:
+            plan = editing.plan_inpaint(task.start, task.end, frames, seconds)
         else:
-            plan = editing.plan_extend(task.before, task.after, frames, task.source.shape[-1] / task.sample_rate)
+            plan = editing.plan_repaint(task.start, task.end, frames)
         first, second = self.draw_noise(manual, frames), self.draw_noise(retake, frames)
         if plan.retake:  # the range is the whole clip: the reference ignores the source (spec §3.2)
             return self._sample(editing.mix_noise(first, second, task.variance), velocity_fn(frames), options, on_step)
@@ -404,6 +408,8 @@ class AceStepPipeline:
         )
         timesteps, _ = flow_match_schedule(options.scheduler, options.num_inference_steps, self.device)
         skip = editing.skipped_steps(options.num_inference_steps, task.variance)
+        if isinstance(task, Repaint) and task.within_source and (task.variance <= 0 or skip >= len(timesteps)):
+            return start.source.expand_as(first).clone()  # variance 0: nothing changes (the reference returns noise)
         return editing.repaint_denoise(
             velocity_fn(plan.frames), start, timesteps, options.num_inference_steps, skip, options.guidance, on_step
         )

@@ -6,7 +6,7 @@ such file), it falls back to the built-in defaults below, which mirror the shipp
 a deploy that customises the file must ship it (and point ``ACESTEP_INFRA`` at it) or build its
 ``Settings`` at deploy time. Unknown keys and wrongly typed values are errors that name the key.
 
-Sections: ``[app]``, ``[engine]``, ``[output]``, ``[weights]``, ``[fal]``, ``[modal]``, ``[security]``,
+Sections: ``[app]``, ``[engine]``, ``[output]``, ``[quality]``, ``[weights]``, ``[fal]``, ``[modal]``, ``[security]``,
 ``[audio_input]``, ``[webhooks]``. Settings are frozen pydantic models, so they pickle (fal ships the
 App by value) and compare by value.
 """
@@ -58,6 +58,15 @@ class OutputSection(BaseModel):
     model_config = _SECTION_CONFIG
 
     format: Literal["wav", "flac", "mp3", "ogg"] = "wav"  # file format of every endpoint's audio
+
+
+class QualitySection(BaseModel):
+    model_config = _SECTION_CONFIG
+
+    takes: int = Field(default=1, ge=1, le=8)  # >1: sample this many seeds, return the best-sung take
+    bill_takes: Literal["returned", "generated"] = "returned"  # bill the returned take, or every take generated
+    batch_takes: bool = False  # one batched run for all takes (faster; replays match only to float rounding)
+    asr_dir: str = ""  # "" = <weights>/asr (the pinned Whisper model, pulled when takes > 1)
 
 
 class WeightsSection(BaseModel):
@@ -137,6 +146,7 @@ class Settings(BaseModel):
     app: AppSection = AppSection()
     engine: EngineSection = EngineSection()
     output: OutputSection = OutputSection()
+    quality: QualitySection = QualitySection()
     weights: WeightsSection = WeightsSection()
     fal: FalSection = FalSection()
     modal: ModalSection = ModalSection()

@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 DATABASE_NAME = "jobs.sqlite3"
 MAX_ATTEMPTS = 2  # the first run plus one re-run after a crash mid-job
+POLL_INTERVAL = 1.0  # an idle worker looks at the queue this often even without a wake-up
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -276,12 +277,10 @@ class JobWorker:
     records it (the queue's, so its ``on_finished`` hook runs). ``finished`` is notified after each.
     """
 
-    def __init__(self, store: SqliteJobStore, handler: JobHandler, finish: Callable[[Job, Outcome], bool] | None = None,
-                 poll_interval: float = 1.0):
+    def __init__(self, store: SqliteJobStore, handler: JobHandler, finish: Callable[[Job, Outcome], bool] | None = None):
         self.store = store
         self.handler = handler
         self.finish = finish or store.finish
-        self.poll_interval = poll_interval
         self.finished = threading.Condition()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -312,7 +311,7 @@ class JobWorker:
             except Exception:  # e.g. a full disk: keep the thread alive, retry after the interval
                 logger.exception("job worker error")
             with self.finished:
-                self.finished.wait(self.poll_interval)
+                self.finished.wait(POLL_INTERVAL)
 
     def run_one(self, job: Job) -> None:
         context = JobContext(self.store, job, self._stopping)

@@ -81,9 +81,11 @@ def job_store() -> ModalJobStore:
 
 @app.function(volumes={WEIGHTS_DIR: weights_volume}, secrets=hf_secrets, timeout=3 * 3600)
 def pull_weights() -> str:
+    from acestep_app.engine import needed_weight_entries
     from acestep_app.weights import ensure_weights
 
-    root = ensure_weights(Settings.load())
+    settings = Settings.load()
+    root = ensure_weights(settings, only=needed_weight_entries(settings))
     if not modal.is_local():
         weights_volume.commit()
     return str(root)
@@ -151,10 +153,11 @@ class FunctionCalls:
 
 
 def build_web(store: ModalJobStore, runner, api_keys: list[str], files: VolumeFiles, settings: Settings,
-              sync_wait: float = SYNC_WAIT_SECONDS):
+              sync_wait: float = SYNC_WAIT_SECONDS, on_finished=None):
     if not api_keys:
         raise RuntimeError(f"no API key: put {API_KEY_ENV} in the modal.Secret '{settings.modal.api_key_secret}'")
-    host = Host(QueueService(store, runner), Keys(api_keys, schemes=("key", "bearer")), settings, files.open,
+    queue = QueueService(store, runner, on_finished)
+    host = Host(queue, Keys(api_keys, schemes=("key", "bearer")), settings, files.open,
                 health=lambda: {"status": "ok"}, sync_wait=sync_wait)
     return create_web_app(host, title="ACE-Step (acestep-app on Modal)")
 

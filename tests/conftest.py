@@ -48,7 +48,7 @@ def lyric_vocab() -> Path:
 # -- the one poller, the tiny infra and the tiny engine --------------------------------------------
 
 
-def wait_until(predicate, timeout: float = 30.0, interval: float = 0.02):
+def wait_until(predicate, timeout: float = 60.0, interval: float = 0.02):
     """Poll ``predicate`` until it returns something truthy (returned); fail after ``timeout`` seconds."""
     import time
 
@@ -108,3 +108,29 @@ def tiny_engine(tiny_infra):
     from acestep_app.settings import Settings
 
     return Engine.load(Settings.load(tiny_infra))
+
+
+@pytest.fixture
+def loopback_only_dns(monkeypatch):
+    """Outbound-URL guard sees no DNS: names do not resolve, and only loopback IP literals do.
+
+    Fuzzed URLs (``http://8.8.8.8/``, ``https://example.com/``) then fail inside the guard, never on
+    the wire: the tests send nothing to any non-loopback address.
+    """
+    import ipaddress
+    import socket
+
+    from acestep_app import netguard
+
+    real_getaddrinfo = socket.getaddrinfo
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        try:
+            address = ipaddress.ip_address(str(host).strip("[]").split("%")[0])
+        except ValueError:
+            raise socket.gaierror(socket.EAI_NONAME, "name resolution is off in this test") from None
+        if not (address.is_loopback or getattr(address, "ipv4_mapped", None) and address.ipv4_mapped.is_loopback):
+            raise socket.gaierror(socket.EAI_NONAME, "only loopback addresses in this test")
+        return real_getaddrinfo(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(netguard.socket, "getaddrinfo", getaddrinfo)

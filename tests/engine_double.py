@@ -32,8 +32,18 @@ class EngineDouble:
         self.fail_with: BaseException | None = None
         self.started = threading.Event()
         self.calls: list[object] = []
+        self.sources: list[object] = []  # the decoded songs edit() got
 
     def generate(self, request, on_progress=None) -> Generation:
+        return self.silence(request, request.duration, on_progress)
+
+    def edit(self, request, source, on_progress=None) -> Generation:
+        """The editing contract: the source's length, plus outpaint's extensions."""
+        extensions = getattr(request, "extend_before_duration", 0.0) + getattr(request, "extend_after_duration", 0.0)
+        self.sources.append(source)
+        return self.silence(request, source.duration + extensions, on_progress)
+
+    def silence(self, request, duration: float, on_progress=None) -> Generation:
         self.calls.append(request)
         self.started.set()
         for step in range(1, self.steps + 1):
@@ -44,7 +54,7 @@ class EngineDouble:
                 on_progress(Progress(step, self.steps, f"denoising step {step}/{self.steps}"))
             if self.fail_with is not None:
                 raise self.fail_with
-        samples = int(round(request.duration * self.sample_rate))
+        samples = int(round(duration * self.sample_rate))
         tags = getattr(request, "tags", None) or "double, silence"
         lyrics = getattr(request, "lyrics", None) or "[inst]"
         return Generation(

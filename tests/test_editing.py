@@ -173,3 +173,28 @@ def test_progress_counts_the_steps_that_run(pipeline):
         task=Repaint(clip, 44100, 0.2, 1.0, variance=0.5),
     )  # fmt: skip
     assert seen == [(step, 5) for step in range(1, 6)]
+
+
+def test_every_task_runs_in_bfloat16(tiny_checkpoint, lyric_vocab):
+    """The GPU dtype: the encoder, the noise mixing and the masked/FlowEdit loops keep bf16 latents."""
+    from acestep_app.pipeline import AceStepPipeline
+
+    bf16 = AceStepPipeline.from_pretrained(tiny_checkpoint, lyric_vocab=lyric_vocab, dtype=torch.bfloat16)
+    clip = _clip(1.5, sample_rate=48000)
+    tasks = [
+        Repaint(clip, 48000, 0.2, 1.0, variance=0.5, seed=1),
+        Extend(clip, 48000, before=0.5, after=0.5, seed=2),
+        AudioToAudio(clip, 48000, strength=0.5),
+        FlowEdit(clip, 48000, "jazz", "", n_min=0.0, n_max=0.5, seed=3),
+    ]
+    for task in tasks:
+        out = bf16(TAGS, LYRICS, task=task, num_inference_steps=3, seed=1)
+        assert out.latents.dtype == torch.bfloat16 and torch.isfinite(out.waveforms).all(), type(task).__name__
+
+
+def test_inpaint_with_no_variance_is_the_source_with_heun_too(pipeline):
+    clip = _clip(1.5)
+    source = pipeline.encode_audio(clip, 44100)
+    task = Repaint(clip, 44100, 0.2, 1.0, variance=0.0, within_source=True)
+    out = pipeline(TAGS, LYRICS, decode=False, scheduler="heun", task=task, **FAST)
+    assert torch.equal(out.latents, source) and out.num_forwards == 0

@@ -140,7 +140,7 @@ def worker(store):
         finished.append(store.get(job.request_id))
         return done
 
-    worker = JobWorker(store, handler, finish, poll_interval=0.05)
+    worker = JobWorker(store, handler, finish)
     worker.handler_script = handler
     worker.finished_jobs = finished
     worker.start()

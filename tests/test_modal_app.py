@@ -50,10 +50,11 @@ def inference(runtime):
     return modal_app.AceStep()  # @modal.enter runs on its first .local() call, once
 
 
-def web_client(store, run, keys=(KEY, OTHER_KEY), sync_wait: float = 60.0, workers: int = 1):
+def web_client(store, run, keys=(KEY, OTHER_KEY), sync_wait: float = 60.0, workers: int = 1, on_finished=None):
     calls = ThreadCalls(run, workers)
     files = VolumeFiles(store.files_root, reload=lambda: None)
-    web = modal_app.build_web(store, calls, list(keys), files, Settings.load(), sync_wait=sync_wait)
+    web = modal_app.build_web(store, calls, list(keys), files, Settings.load(), sync_wait=sync_wait,
+                              on_finished=on_finished)
     return TestClient(web), calls
 
 
@@ -191,10 +192,10 @@ def test_cancel_a_queued_request(runtime, inference):
 # -- Modal's own risks: the 150 s web limit, lost calls, racing containers, Volume reloads ------------
 
 
-def double_store(tmp_path):
+def double_store(tmp_path, on_finished=None):
     store = ModalJobStore(InMemoryDict(), tmp_path / "files")
     engine = EngineDouble(steps=2, sample_rate=100)
-    return store, engine, (lambda request_id: run_job(store, engine, Settings(), request_id))
+    return store, engine, (lambda request_id: run_job(store, engine, Settings(), request_id, on_finished))
 
 
 def test_sync_call_past_the_wait_limit_redirects_to_a_wait_url_that_curl_l_follows(tmp_path):
@@ -218,9 +219,10 @@ def test_sync_call_past_the_wait_limit_redirects_to_a_wait_url_that_curl_l_follo
 
 
 def test_a_cancel_wins_over_a_generation_that_finishes_later_and_nothing_is_billed(tmp_path):
-    store, engine, run = double_store(tmp_path)
+    finished = []  # on_finished from both sides: the web container's cancel and the GPU container's finish
+    store, engine, run = double_store(tmp_path, on_finished=finished.append)
     engine.hold = threading.Event()
-    client, calls = web_client(store, run)
+    client, calls = web_client(store, run, on_finished=finished.append)
     with client:
         handle = client.post("/me/ace-step", json={"tags": "x", "duration": 5}, headers=AUTH).json()
         assert engine.started.wait(10)
@@ -233,6 +235,7 @@ def test_a_cancel_wins_over_a_generation_that_finishes_later_and_nothing_is_bill
     job = store.get(handle["request_id"])
     assert job.status is JobStatus.CANCELLED and job.billable_seconds == 0
     assert [(r.status, r.seconds) for r in store.usage_records()] == [("CANCELLED", 0)]
+    assert [(job.request_id, job.status) for job in finished] == [(handle["request_id"], JobStatus.CANCELLED)]
 
 
 def test_registry_keys_have_one_writer_each_so_no_update_is_lost(tmp_path):

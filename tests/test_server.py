@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 
 from acestep_app import billing
 from acestep_app.errors import InputError
+from acestep_app.jobs import JobStatus
 from acestep_app.schema import PromptToAudioOutput, TextToAudioOutput
 from acestep_app.server import create_app
 from acestep_app.settings import Settings
@@ -456,3 +457,55 @@ def test_real_engine_cancel_while_queued_and_running_bills_nothing_and_keeps_ser
                  if e["message"].startswith("step ")]
     assert len(steps_run) < 60
     TALLY.count_jobs([row["status"] for row in rows.values()])
+
+
+# -- webhooks: ?fal_webhook= on queue submit, and the on_finished hook --------------------------------
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:9/hook", "http://169.254.169.254/latest", "ftp://example.com/x",
+                                 "not a url"])
+def test_a_refused_webhook_url_is_a_422_naming_fal_webhook(client, url):
+    response = client.post(f"/{APP}/prompt-to-audio", params={"fal_webhook": url}, json={"prompt": "x", "duration": 5})
+    assert response.status_code == 422 and response.headers[billing.BILLING_HEADER] == "0"
+    (item,) = response.json()["detail"]
+    assert item["loc"] == ["query", "fal_webhook"] and item["msg"]
+    assert client.app.state.store.count(JobStatus.IN_QUEUE) + len(usage(client)) == 0  # never became a job
+
+
+def test_the_webhook_url_is_kept_on_the_job_when_private_urls_are_allowed(engine, tmp_path):
+    settings = Settings.from_dict({"security": {"allow_private_urls": True}})
+    with TestClient(create_app(engine, settings, tmp_path / "data")) as client:
+        handle = submit_with(client, {"prompt": "x", "duration": 5}, "http://127.0.0.1:9/hook")
+        assert client.app.state.store.get(handle["request_id"]).webhook_url == "http://127.0.0.1:9/hook"
+        metadata = client.post(f"/{APP}/prompt-to-audio", params={"fal_webhook": "http://169.254.169.254/"},
+                               json={"prompt": "x", "duration": 5})
+        assert metadata.status_code == 422  # cloud metadata stays refused
+
+
+def submit_with(client, payload: dict, webhook: str) -> dict:
+    response = client.post(f"/{APP}/prompt-to-audio", params={"fal_webhook": webhook}, json=payload)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_on_finished_runs_once_per_job_on_every_terminal_transition(engine, tmp_path):
+    finished: list = []
+    app = create_app(engine, Settings(), tmp_path / "data", on_finished=finished.append)
+    with TestClient(app) as client:
+        done = client.post("/prompt-to-audio", json={"prompt": "x", "duration": 5}).headers["x-fal-request-id"]
+        engine.fail_with = RuntimeError("boom")
+        failed = client.post("/prompt-to-audio", json={"prompt": "x", "duration": 5}).headers["x-fal-request-id"]
+        engine.fail_with, engine.hold = None, threading.Event()
+        engine.started.clear()
+        running = submit(client, {"prompt": "a", "duration": 5})
+        assert engine.started.wait(5)
+        queued = submit(client, {"prompt": "b", "duration": 5})
+        for handle in (queued, running, queued):  # a second cancel changes nothing
+            client.put(handle["cancel_url"])
+        engine.hold.set()
+        wait_status(client, running, "COMPLETED")
+        wait_until(lambda: len(finished) >= 4)
+    statuses = {job.request_id: job.status for job in finished}
+    assert len(finished) == 4 and statuses == {
+        done: JobStatus.COMPLETED, failed: JobStatus.FAILED,
+        running["request_id"]: JobStatus.CANCELLED, queued["request_id"]: JobStatus.CANCELLED}

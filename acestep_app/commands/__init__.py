@@ -131,10 +131,41 @@ def write_result(path: Path, output_format, generation, *, as_json: bool, skip_l
         "lyrics": generation.lyrics,
         "billable_seconds": generation.billable_seconds,
     }
+    if generation.takes:
+        body["takes"] = write_takes(path, output_format, generation)
     if as_json:
         print(json.dumps(body, indent=2))
         return
     for line in generation.logs:
         if line not in skip_logs:
             print(line, file=sys.stderr)
+    if generation.takes:
+        print(takes_table(body["takes"]))
     print(f"wrote {path} ({generation.duration:.2f}s, {generation.sample_rate} Hz, seed {generation.seed})")
+
+
+def take_path(output: Path, number: int) -> Path:
+    """``song.mp3`` -> ``song.take2.mp3``."""
+    return output.with_name(f"{output.stem}.take{number}{output.suffix}")
+
+
+def write_takes(output: Path, output_format, generation) -> list[dict]:
+    """Every ranked take beside ``output``; one row per take (seed, lyric WER, path, returned or not)."""
+    from ..audio import encode_audio
+
+    rows = []
+    for number, take in enumerate(generation.takes, start=1):
+        path = take_path(output, number)
+        path.write_bytes(encode_audio(take.waveform, generation.sample_rate, output_format))
+        rows.append({"take": number, "seed": take.seed, "lyric_wer": take.score, "path": str(path),
+                     "returned": take.waveform is generation.waveform})
+    return rows
+
+
+def takes_table(rows: list[dict]) -> str:
+    lines = [f"{'take':>4}  {'seed':>10}  {'lyric WER':>9}  file"]
+    for row in rows:
+        score = "-" if row["lyric_wer"] is None else f"{row['lyric_wer']:.3f}"
+        mark = "  <- returned" if row["returned"] else ""
+        lines.append(f"{row['take']:>4}  {row['seed']:>10}  {score:>9}  {row['path']}{mark}")
+    return "\n".join(lines)

@@ -38,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for option, field, kind, text in GENERATION_OPTIONS:
         parser.add_argument(option, dest=field, type=kind, help=text)
     add_output_options(parser, default_output=Path("song.wav"))
+    parser.add_argument("--takes", type=_take_count, metavar="N",
+                        help="sample N seeds (1-8) and return the take whose sung words best match the lyrics "
+                             "(default: [quality].takes); every take is also written as NAME.takeK.EXT")
 
 
 def build_request(args: argparse.Namespace):
@@ -77,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     from . import apply_engine_options, choose_weights, run_with_progress, write_result
 
     early_warning = _lyrics_warning(request)
-    settings = apply_engine_options(Settings.load(args.infra), args)
+    settings = _apply_takes(apply_engine_options(Settings.load(args.infra), args), args.takes)
     engine = Engine.load(settings, weights_dir=choose_weights(settings, args.weights, args.tiny))
     generation = run_with_progress(lambda on_progress: engine.generate(request, on_progress))
     write_result(args.output, output_format, generation, as_json=args.json, skip_logs={early_warning})
@@ -93,3 +96,16 @@ def _lyrics_warning(request) -> str | None:
     if warning:
         print(warning, file=sys.stderr)
     return warning
+
+
+def _take_count(text: str) -> int:
+    count = int(text)
+    if not 1 <= count <= 8:
+        raise argparse.ArgumentTypeError(f"--takes must be 1-8, got {count}")
+    return count
+
+
+def _apply_takes(settings, takes: int | None):
+    if takes is None:
+        return settings
+    return settings.model_copy(update={"quality": settings.quality.model_copy(update={"takes": takes})})
