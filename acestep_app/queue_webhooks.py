@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import logging
 
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
 from acestep_app import protocol
 from acestep_app.auth import Keys
 from acestep_app.jobs import Job, JobStore
@@ -29,8 +32,20 @@ class QueueWebhooks:
     def jwks(self) -> dict:
         return self.webhooks.jwks()
 
+    def router(self) -> APIRouter:
+        """``GET /.well-known/jwks.json``: the public key that signs deliveries (open, no API key)."""
+        router = APIRouter(include_in_schema=False)
+
+        @router.get("/.well-known/jwks.json")
+        async def jwks():
+            return JSONResponse(self.jwks(), headers={"cache-control": "public, max-age=3600"})
+
+        return router
+
     def register(self, job: Job, base_url: str) -> None:
-        """Called once the request is stored (with its ``webhook_url``), before the submit is answered."""
+        """Called after each queue submit, before it is answered; notes the request's webhook if it has one."""
+        if not job.webhook_url:
+            return
         self.webhooks.register(job.request_id, job.webhook_url, job.owner, base_url)
         current = self.store.get(job.request_id)
         if current is not None and current.status.is_terminal:  # it finished before it was registered

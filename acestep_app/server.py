@@ -71,14 +71,16 @@ class WorkerRunner:
 
 
 def create_app(engine, settings, data_dir: str | Path, api_key: str | Sequence[str] | None = None, *,
-               max_body_bytes: int | None = None, on_finished: FinishedHook | None = None) -> FastAPI:
+               max_body_bytes: int | None = None, on_finished: FinishedHook | None = None,
+               on_submitted=None, routers=()) -> FastAPI:
     """The local server as an ASGI app (serve it with uvicorn, or test it in-process).
 
     The job database, files and webhook outbox live under ``data_dir``; an unusable data dir fails
     here, not later. The worker and webhook threads start and stop with the app's lifespan; queued
     jobs of an earlier process resume then, jobs it was running are re-queued once (then failed with
-    a reason), and its undelivered webhooks are sent. ``on_finished`` runs after each terminal
-    transition (after the webhook is queued).
+    a reason), and its undelivered webhooks are sent. ``on_finished(job)`` runs once per job when it
+    ends (after its webhook is queued), ``on_submitted(job, base_url)`` after each queue submit (after
+    its webhook is registered), and ``routers`` are extra routes.
     """
     data_dir = Path(data_dir)
     store = SqliteJobStore(data_dir)
@@ -95,13 +97,17 @@ def create_app(engine, settings, data_dir: str | Path, api_key: str | Sequence[s
         if on_finished is not None:
             on_finished(job)
 
+    def submitted(job: Job, base_url: str) -> None:
+        webhooks.register(job, base_url)
+        if on_submitted is not None:
+            on_submitted(job, base_url)
+
     worker = JobWorker(store, EngineJobHandler(engine, audio, settings))
     queue = QueueService(store, WorkerRunner(worker), finished)
     worker.finish = queue.finish
 
     def health() -> dict:
-        describe = getattr(engine, "describe", None)
-        return {"status": "ok", "engine": describe() if callable(describe) else {},
+        return {"status": "ok", "engine": engine.describe(),
                 "queue": {"in_queue": store.count(JobStatus.IN_QUEUE), "in_progress": store.count(JobStatus.IN_PROGRESS)}}
 
     @asynccontextmanager
@@ -118,7 +124,7 @@ def create_app(engine, settings, data_dir: str | Path, api_key: str | Sequence[s
             await asyncio.to_thread(webhooks.stop)
 
     host = Host(queue, keys, settings, audio.open, health, sync_wait=None, max_body_bytes=max_body_bytes,
-                webhooks=webhooks)
+                on_submitted=submitted, routers=[webhooks.router(), *routers], accepts_webhooks=True)
     app = create_web_app(host, version=_version(), lifespan=lifespan)
     app.state.store = store
     app.state.worker = worker

@@ -6,13 +6,13 @@ from :data:`acestep_app.endpoints.ENDPOINTS`):
 * ``POST /<sub-path>`` for every endpoint (``/`` for the base one): synchronous calls, in OpenAPI.
 * ``POST /run/{owner}/{app}[/<sub-path>]``: the same, for ``fal_client.run`` (``FAL_RUN_HOST=<host>/run``).
 * ``POST /{owner}/{app}[/<sub-path>][?fal_webhook=<url>]``: queue submit (``FAL_QUEUE_RUN_HOST=<host>``);
-  the webhook gets fal's signed POST when the request finishes, on hosts with ``Host.webhooks``.
+  the webhook gets fal's signed POST when the request finishes, on hosts that ``accepts_webhooks``.
 * ``GET /{owner}/{app}/requests/{id}/status[?logs=true]``, ``GET /{owner}/{app}/requests/{id}``,
   ``PUT /{owner}/{app}/requests/{id}/cancel``: fal's queue.
 * ``GET /requests/{id}/wait``: where a synchronous call that outlived the host's wait limit is
   redirected (303); it waits again and answers the result, or redirects to itself.
 * ``GET /files/{request id}.{wav,flac,mp3,ogg}``: generated audio (``[output].format``), linked (signed) from ``File.url``.
-* ``GET /health`` and, with webhooks, ``GET /.well-known/jwks.json`` (their public key): open without a key.
+* ``GET /health``: open without a key (as is a host router's ``GET /.well-known/jwks.json``).
 
 Every job, synchronous or queued, goes through the queue. Inputs are validated before a job is
 accepted. Successful results carry ``x-fal-billable-units``; every other response carries ``0``.
@@ -23,8 +23,8 @@ import json
 import logging
 import sqlite3
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -41,9 +41,6 @@ from acestep_app.service import FILES_PREFIX
 from acestep_app.settings import Settings
 from acestep_app.storage import AudioStore, StoredFile
 
-if TYPE_CHECKING:
-    from acestep_app.queue_webhooks import QueueWebhooks
-
 logger = logging.getLogger(__name__)
 
 WEBHOOK_PARAM = "fal_webhook"
@@ -56,7 +53,8 @@ class Host:
 
     ``sync_wait``: seconds a synchronous call waits before answering 303 to ``/requests/{id}/wait``
     (None: until done). ``open_file(name)``: a stored file, or None. ``health()``: the health body.
-    ``webhooks``: where ``?fal_webhook=`` requests are registered; None refuses them (422).
+    ``on_submitted(job, base_url)`` runs after a queue submit (webhook registration hooks in there);
+    ``accepts_webhooks``: False refuses ``?fal_webhook=`` with a 422 (the host cannot deliver them).
     """
 
     queue: QueueService
@@ -66,7 +64,9 @@ class Host:
     health: Callable[[], dict[str, Any]]
     sync_wait: float | None = None
     max_body_bytes: int | None = None  # overrides the endpoints' own limits (serve --max-body-bytes)
-    webhooks: "QueueWebhooks | None" = None
+    on_submitted: Callable[[Job, str], None] | None = None  # (job, base URL) after every queue submit
+    routers: list[APIRouter] = field(default_factory=list)  # the host's own routes (e.g. a JWKS)
+    accepts_webhooks: bool = False
 
 
 class RequestRejected(Exception):
@@ -103,7 +103,7 @@ def webhook_url(request: Request, host: Host) -> str | None:
     url = request.query_params.get(WEBHOOK_PARAM)
     if url is None:
         return None
-    if host.webhooks is None:
+    if not host.accepts_webhooks:
         raise RequestRejected(protocol.field_error(
             ["query", WEBHOOK_PARAM], "Webhooks are not delivered by this host; poll the status URL instead."))
     from acestep_app.netguard import check_url
@@ -122,7 +122,7 @@ def file_url(base_url: str, keys: auth.Keys) -> Callable[[Job, str], str]:
         if not url.startswith(FILES_PREFIX):
             return url
         signature = keys.sign(job.owner, url[len(FILES_PREFIX):])
-        return base_url + url + (f"?sig={signature}" if signature else "")
+        return base_url.rstrip("/") + "/" + url + (f"?sig={signature}" if signature else "")
 
     return absolute
 
@@ -147,7 +147,7 @@ async def answer_when_done(request: Request, job: Job):
 
 def sync_router() -> APIRouter:
     """``POST /<sub-path>`` per endpoint, published in OpenAPI with the schema models."""
-    router = APIRouter(dependencies=[Depends(auth.owner)])
+    router = APIRouter()
     for endpoint in ENDPOINTS:
         router.add_api_route(endpoint.path, sync_handler(endpoint), methods=["POST"], name=endpoint.name,
                              response_model=endpoint.output_model, summary=endpoint.summary,
@@ -189,10 +189,9 @@ def queue_router() -> APIRouter:
         host = host_of(request)
         endpoint = endpoint_at(request, sub_path)
         parsed = parse_input(endpoint, await request.body())
-        webhook = webhook_url(request, host)
-        job = await submit(request, endpoint, parsed, owner, webhook)
-        if webhook is not None:
-            await asyncio.to_thread(host.webhooks.register, job, str(request.base_url))
+        job = await submit(request, endpoint, parsed, owner, webhook_url(request, host))
+        if host.on_submitted is not None:
+            await asyncio.to_thread(host.on_submitted, job, str(request.base_url))
         position = await asyncio.to_thread(host.queue.queue_position, job)
         urls = protocol.queue_urls(str(request.base_url), f"{app_owner}/{app_name}", job.request_id)
         return protocol.submitted(job, urls, position)
@@ -267,17 +266,6 @@ def meta_router() -> APIRouter:
     @router.get("/docs", dependencies=[Depends(auth.owner)], include_in_schema=False)
     async def docs(request: Request):
         return get_swagger_ui_html(openapi_url="/openapi.json", title=request.app.title)
-
-    return router
-
-
-def webhooks_router() -> APIRouter:
-    """The public key that signs webhook deliveries, for receivers to verify them (no key needed)."""
-    router = APIRouter(include_in_schema=False)
-
-    @router.get("/.well-known/jwks.json")
-    async def jwks(request: Request):
-        return JSONResponse(host_of(request).webhooks.jwks(), headers={"cache-control": "public, max-age=3600"})
 
     return router
 
@@ -413,10 +401,10 @@ def create_web_app(host: Host, *, title: str = "ACE-Step (acestep-app)", version
     app.state.keys = host.keys
     add_error_handlers(app)
     app.include_router(meta_router())
-    if host.webhooks is not None:
-        app.include_router(webhooks_router())
     app.include_router(sync_router())
     app.include_router(files_router())
+    for router in host.routers:  # before the queue's catch-all /{owner}/{app} routes
+        app.include_router(router)
     app.include_router(queue_router())
     app.add_middleware(Gate, settings=host.settings, max_body_bytes=host.max_body_bytes)
     return app

@@ -11,8 +11,8 @@ from acestep_app.tiny import write_tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    return write_tiny_checkpoint(tmp_path_factory.mktemp("tiny"))
+def checkpoint(tiny_weights):
+    return tiny_weights
 
 
 @pytest.mark.parametrize("duration", [5.0, 12.5])
