@@ -64,6 +64,14 @@ def value_piece_ok(piece: str, closing: str | None, escaped: bool) -> bool:
     return True
 
 
+def trim_unfinished(body: str) -> str:
+    """``body`` up to its last line break (JSON-escaped or raw), else up to its last clause mark."""
+    cut = max(body.rfind("\\n"), body.rfind("\n"))
+    if cut <= 0:
+        cut = max(body.rfind(mark) + 1 for mark in ",.!?;，。！？；")
+    return (body[:cut] if cut > 0 else body).rstrip("\\")
+
+
 def opening(fields: Sequence[JsonField]) -> str:
     """The text the prompt ends with: the object up to the first value's opener."""
     return f'{{"{fields[0].name}": "{fields[0].opener}'
@@ -166,6 +174,16 @@ class JsonSkeletonProcessor(LogitsProcessor):
         field = self.fields[self.field]
         closing = self.closings[self.field] if self.chars >= field.min_chars else None
         return scores.masked_fill(self.pieces.value_ban(closing, self.escaped, scores.shape[-1], scores.device), float("-inf"))
+
+    def json_text(self, tokenizer) -> str:
+        """The object as written; a value closed by force loses its unfinished last line (or, in a
+        one-line value, its unfinished clause)."""
+        values = []
+        for ids, cut in zip(self.value_ids, self.cut):
+            body = tokenizer.decode(ids, skip_special_tokens=True)
+            end, _ = string_end(body)
+            values.append(body[:end] if end is not None and not cut else trim_unfinished(body))
+        return "{" + ", ".join(f'"{f.name}": "{f.opener}{v}"' for f, v in zip(self.fields, values)) + "}"
 
     def _advance(self, token: int) -> None:
         if self.done:

@@ -188,10 +188,13 @@ def wrap_line(line: str) -> list[str]:
 
 
 def check_variety(lyrics: str) -> str:
-    """Reject degenerate loops: from 4 lines on, at least a third of the sung lines must differ."""
+    """Reject degenerate loops (from 4 lines on, at least a third of the sung lines must differ) and
+    copies of the prompt's format example."""
     sung = [line.lower() for line in lyrics.splitlines() if line and not line.startswith("[")]
     if len(sung) >= 4 and 3 * len(set(sung)) < len(sung):
         raise ValueError(f"lyrics repeat the same lines ({len(set(sung))} distinct of {len(sung)})")
+    if set(sung) & _EXAMPLE_LINES:
+        raise ValueError("lyrics copy the format example")
     return lyrics
 
 
@@ -278,10 +281,18 @@ def _short_reason(error: Exception) -> str:
 # Instructions shared by the LLM backends
 # ----------------------------------------------------------------------------------------------
 
-_TAGS_GUIDE = (
-    'tags: 4-10 lowercase comma-separated music tags: genre, instruments, mood, "N bpm", vocal type '
-    '(e.g. "lofi, hiphop, chill, 85 bpm, female vocals").'
+# Shows the format (small models follow an example better than a description); not its words.
+_EXAMPLE_REPLY = json.dumps(
+    {
+        "tags": "acoustic pop, guitar, warm, 100 bpm, male vocals",
+        "lyrics": "[verse]\nMorning light across the floor\nCoffee steaming by the door\n\n[chorus]\nStay a while, stay a while",
+    },
+    ensure_ascii=False,
 )
+_EXAMPLE_LINES = frozenset(
+    line.lower() for line in json.loads(_EXAMPLE_REPLY)["lyrics"].splitlines() if line and not line.startswith("[")
+)
+_TAGS_GUIDE = 'tags: 4-10 lowercase comma-separated music tags: genre, instruments, mood, "N bpm"'
 
 
 def build_messages(prompt: str, *, instrumental: bool, budget: LyricBudget) -> list[dict[str, str]]:
@@ -289,13 +300,16 @@ def build_messages(prompt: str, *, instrumental: bool, budget: LyricBudget) -> l
 
     Instrumental songs ask for tags only."""
     if instrumental:
-        system = f'Describe instrumental music for a text-to-music model as JSON {{"tags": "..."}}. {_TAGS_GUIDE} No vocals.'
+        system = (
+            'Describe instrumental music for a text-to-music model. Reply as JSON like '
+            f'{{"tags": "ambient, piano, calm, 70 bpm"}}. {_TAGS_GUIDE}; no vocals.'
+        )
     else:
         system = (
-            f'Write a song for a text-to-music model as JSON {{"tags": "...", "lyrics": "..."}}. {_TAGS_GUIDE} '
-            f"lyrics: {budget.sections} section(s), at most {budget.max_lines} lines in all; each section starts with "
-            "a header such as [verse], [chorus] or [bridge], then one sung line per row; in the language the "
-            "user asks for, else the prompt's."
+            f"Write a song for a text-to-music model. Reply as JSON like {_EXAMPLE_REPLY}. {_TAGS_GUIDE}, "
+            f"vocal type. lyrics: {budget.sections} section(s), at most {budget.max_lines} lines in all, each "
+            "section opening with a header such as [verse], [chorus] or [bridge], one sung line per row, in the "
+            "language the user asks for, else the prompt's."
         )
     return [{"role": "system", "content": system}, {"role": "user", "content": prompt.strip()[:MAX_PROMPT_CHARS]}]
 
@@ -428,7 +442,7 @@ _STOP_TOKENS = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "</s>")
 _TAGS_MAX_NEW_TOKENS = 48
 # The lyric opens with a section header: small models then keep to one sung line per row.
 _LYRICS_OPENER = "[verse]\\n"
-# Static KV cache length when the decode step is compiled: one shape for every request, so no recompiles.
+# Static KV cache length on CUDA, where the decode step is compiled: one shape, so no recompiles.
 COMPILED_CACHE_LEN = 2048
 _CACHE_LEN_STEP = 256
 
@@ -449,12 +463,13 @@ class GenerationSpeed:
 
     Attributes:
         cache: ``"static"`` (a KV cache allocated once per request at a fixed size: fixed shapes, so the
-            decode step can be compiled) or ``"dynamic"`` (grows by one token a step; transformers' default).
-        compile: ``torch.compile`` the decode step. None: transformers decides (on with a static cache
-            on CUDA); True also compiles on CPU.
+            decode step can be compiled), ``"dynamic"`` (grows by one token a step) or ``"auto"``:
+            static on CUDA, dynamic elsewhere (on CPU a static cache without compilation was slower).
+        compile: ``torch.compile`` the decode step of a static cache. None: transformers decides (on
+            for CUDA); True also compiles on CPU.
     """
 
-    cache: Literal["static", "dynamic"] = "static"
+    cache: Literal["auto", "static", "dynamic"] = "auto"
     compile: bool | None = None
 
 
@@ -488,15 +503,6 @@ def song_fields(instrumental: bool, budget: LyricBudget) -> list[JsonField]:
     if instrumental:
         return [tags]
     return [tags, JsonField("lyrics", budget.max_new_tokens, min_chars=12 * budget.min_lines, opener=_LYRICS_OPENER)]
-
-
-def trim_unfinished(body: str) -> str:
-    """A string value closed by the token budget loses its unfinished last line (or, in a one-line
-    value, its unfinished clause)."""
-    cut = max(body.rfind("\\n"), body.rfind("\n"))
-    if cut <= 0:
-        cut = max(body.rfind(mark) + 1 for mark in ",.!?;，。！？；")
-    return (body[:cut] if cut > 0 else body).rstrip("\\")
 
 
 class TransformersSongWriter:
@@ -610,18 +616,7 @@ class TransformersSongWriter:
                 input_ids, attention_mask=torch.ones_like(input_ids), logits_processor=LogitsProcessorList([skeleton]),
                 max_new_tokens=max_new_tokens, **self._generate_options(len(prompt_ids) + max_new_tokens),
             )
-        values = [self._value_text(ids, cut) for ids, cut in zip(skeleton.value_ids, skeleton.cut)]
-        body = ", ".join(f'"{field.name}": "{field.opener}{value}"' for field, value in zip(fields, values))
-        return f"{{{body}}}", output.shape[1] - len(prompt_ids)
-
-    def _value_text(self, ids: list[int], cut: bool) -> str:
-        from .json_skeleton import string_end
-
-        body = self.tokenizer.decode(ids, skip_special_tokens=True)
-        end, _ = string_end(body)
-        if end is not None and not cut:
-            return body[:end]
-        return trim_unfinished(body)
+        return skeleton.json_text(self.tokenizer), output.shape[1] - len(prompt_ids)
 
     def _generate_options(self, length: int) -> dict[str, Any]:
         cfg, speed = self.sampling, self.speed
@@ -629,14 +624,18 @@ class TransformersSongWriter:
             "do_sample": True, "temperature": cfg.temperature, "top_p": cfg.top_p, "top_k": cfg.top_k,
             "eos_token_id": self.stop_ids, "pad_token_id": self.stop_ids[0],
         }
-        if speed.cache == "dynamic" or speed.compile is False:
+        cuda = self.model.device.type == "cuda"
+        static = speed.cache == "static" or (speed.cache == "auto" and cuda)
+        if not static or speed.compile is False:
             options["disable_compile"] = True
-        if speed.cache == "dynamic":
+        if not static:
             return options
-        compiled = speed.compile or (speed.compile is None and self.model.device.type == "cuda")
         options["cache_implementation"] = "static"
-        options["max_cache_len"] = COMPILED_CACHE_LEN if compiled else -(-length // _CACHE_LEN_STEP) * _CACHE_LEN_STEP
-        if speed.compile and self.model.device.type != "cuda":
+        if cuda and speed.compile is not False:  # one cache shape for every request: one compiled graph
+            options["max_cache_len"] = COMPILED_CACHE_LEN
+        else:
+            options["max_cache_len"] = -(-length // _CACHE_LEN_STEP) * _CACHE_LEN_STEP
+        if speed.compile and not cuda:
             from transformers import CompileConfig
 
             config = CompileConfig(mode="default")

