@@ -13,6 +13,9 @@ import sys
 
 COMMANDS = {
     "generate": "acestep_app.commands.generate",
+    "edit": "acestep_app.commands.edit",
+    "inpaint": "acestep_app.commands.inpaint",
+    "outpaint": "acestep_app.commands.outpaint",
     "serve": "acestep_app.commands.serve",
     "weights": "acestep_app.commands.weights",
     "usage": "acestep_app.commands.usage",
@@ -38,7 +41,14 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    return int(args._run(args) or 0)
+    from acestep_app.errors import WeightsError
+    from acestep_app.settings import SettingsError
+
+    try:
+        return int(args._run(args) or 0)
+    except (WeightsError, SettingsError) as error:  # the user's setup, not a bug: the message, no traceback
+        logging.getLogger("acestep_app").error("%s", error)
+        return 1
 
 
 if __name__ == "__main__":

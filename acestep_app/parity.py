@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import WeightsError
+from .parity_lyrics import is_lyric_vector_file, run_lyric_vectors
 
 HELP = "run reference parity cases (fixture format) against this install"
 
@@ -54,6 +55,7 @@ class ParityRunner:
         self.checkpoint = checkpoint
         self.lyric_vocab = lyric_vocab or find_lyric_vocab(checkpoint)
         self.batched_guidance = batched_guidance
+        self.case_dir = Path(".")  # the running case's folder; its audio paths are relative to it
         self._pipeline = None
 
     @property
@@ -74,6 +76,7 @@ class ParityRunner:
         try:
             tensor_file = case_path.with_suffix(".safetensors")
             tensors = load_file(tensor_file) if tensor_file.exists() else {}
+            self.case_dir = case_path.parent
             check = KINDS.get(case.get("kind"))
             if check is None:
                 raise ValueError(f"unknown case kind {case.get('kind')!r}")
@@ -91,18 +94,13 @@ Check = tuple[str, object, object, float]
 
 def find_lyric_vocab(checkpoint: Path) -> Path:
     """``<checkpoint>/lyric_tokenizer/vocab.json``, else the one ``acestep-app weights pull`` fetched."""
-    from .pipeline import LYRIC_VOCAB_PATH
     from .settings import Settings
-    from .weights import weights_cache_dir
+    from .weights import find_lyric_vocab as find
 
-    candidates = [checkpoint / LYRIC_VOCAB_PATH, weights_cache_dir(Settings.load()) / LYRIC_VOCAB_PATH]
-    for path in candidates:
-        if path.is_file():
-            return path
-    raise WeightsError(
-        f"no lyric vocabulary at {' or '.join(map(str, candidates))}: pass --lyric-vocab PATH, "
-        "or fetch the pinned one with `acestep-app weights pull --only lyric_vocab`"
-    )
+    try:
+        return find(checkpoint, Settings.load())
+    except WeightsError as error:
+        raise WeightsError(f"{error}; or pass --lyric-vocab PATH") from None
 
 
 def _max_error(actual, expected) -> float:
@@ -166,6 +164,33 @@ def check_dcae_vocoder(runner: ParityRunner, case: dict, tensors: dict) -> Itera
     yield "vocoder_wav", autoencoder.vocoder.decode(tensors["vocoder_mel_in"]), tensors["vocoder_wav"], COMPONENT_ATOL
 
 
+def load_case_audio(case_dir: Path, relative_path: str):
+    """A case's clip as the reference read it: float32 (C, N), mono repeated to stereo, and its rate."""
+    import soundfile
+    import torch
+
+    samples, sample_rate = soundfile.read(case_dir / relative_path, dtype="float32", always_2d=True)
+    audio = torch.from_numpy(samples.T.copy())
+    if audio.shape[0] == 1:
+        audio = audio.repeat(2, 1)
+    return audio, sample_rate
+
+
+def check_dcae_encode(runner: ParityRunner, case: dict, tensors: dict) -> Iterator[Check]:
+    autoencoder = runner.pipeline.autoencoder
+    audio, sample_rate = load_case_audio(runner.case_dir, case["audio_file"])
+    yield "audio_loaded", audio, tensors["audio_loaded"], EXACT
+    padded = autoencoder.waveform_to_native(audio[None], sample_rate)
+    yield "audio_44k_padded", padded, tensors["audio_44k_padded"], COMPONENT_ATOL
+    mel = autoencoder.log_mel(tensors["audio_44k_padded"])
+    yield "mel", mel, tensors["mel"], COMPONENT_ATOL
+    normalised = autoencoder.normalise_log_mel(tensors["mel"])
+    yield "mel_normalized", normalised, tensors["mel_normalized"], COMPONENT_ATOL
+    raw = autoencoder.encode_mel(tensors["mel_normalized"])
+    yield "dcae_encoder_out", raw, tensors["dcae_encoder_out"], COMPONENT_ATOL
+    yield "latents", autoencoder.encode(audio[None], sample_rate), tensors["latents"], COMPONENT_ATOL
+
+
 def check_scheduler(runner: ParityRunner, case: dict, tensors: dict) -> Iterator[Check]:
     from .sampling import FlowMatchSampler, flow_match_schedule
 
@@ -189,14 +214,51 @@ def check_scheduler(runner: ParityRunner, case: dict, tensors: dict) -> Iterator
             yield f"{key}_corrector", corrected, tensors[f"{key}_prev_sample_2"], COMPONENT_ATOL
 
 
-def check_e2e(runner: ParityRunner, case: dict, tensors: dict) -> Iterator[Check]:
-    from .pipeline import latent_frames
+def edit_task(runner: ParityRunner, case: dict, tensors: dict) -> tuple[object, list[Check]]:
+    """The editing task of an e2e case (None for text2music) and the checks of its inputs."""
+    from . import editing
 
+    kw, task = case["call_kwargs"], case.get("task", "text2music")
+    retake_seeds = case["pipeline_input_params"].get("retake_seeds")
+    if task == "text2music":
+        return None, []
+    if task == "retake":
+        return editing.Retake(kw["retake_variance"], retake_seeds), []
+    role = "ref" if task == "audio2audio" else "src"
+    audio, sample_rate = load_case_audio(runner.case_dir, kw["ref_audio_input" if role == "ref" else "src_audio_path"])
+    latents = runner.pipeline.encode_audio(audio, sample_rate)
+    checks = [
+        (f"{role}_audio_loaded", audio, tensors[f"{role}_audio_loaded"], EXACT),
+        (f"{role}_latents", latents, tensors[f"{role}_latents"], COMPONENT_ATOL),
+    ]
+    if task == "audio2audio":
+        return editing.AudioToAudio(audio, sample_rate, kw["ref_audio_strength"]), checks
+    if task == "edit":
+        edit = editing.FlowEdit(
+            audio, sample_rate, kw["edit_target_prompt"], kw["edit_target_lyrics"],
+            kw["edit_n_min"], kw["edit_n_max"], kw["edit_n_avg"], retake_seeds,
+        )  # fmt: skip
+        return edit, checks
+    if task in ("repaint", "extend"):  # one reference code path; the frame numbers decide
+        repaint = editing.Repaint(
+            audio, sample_rate, kw["repaint_start"], kw["repaint_end"], kw["retake_variance"], retake_seeds
+        )
+        return repaint, checks
+    raise ValueError(f"unknown task {task!r}")
+
+
+def check_e2e(runner: ParityRunner, case: dict, tensors: dict) -> Iterator[Check]:
     pipeline = runner.pipeline
     kw = case["call_kwargs"]
     seeds = case["pipeline_input_params"]["actual_seeds"]
-    frames = latent_frames(kw["audio_duration"])
-    yield "initial_noise", pipeline.initial_noise(seeds, frames), tensors["initial_noise"], EXACT
+    task, task_checks = edit_task(runner, case, tensors)
+    yield from task_checks
+    frames = tensors["initial_noise"].shape[-1] if "initial_noise" in tensors else 0
+    if "initial_noise" in tensors:
+        yield "initial_noise", pipeline.initial_noise(seeds, frames), tensors["initial_noise"], EXACT
+    retake_seeds = case["pipeline_input_params"].get("retake_seeds")
+    if "retake_noise" in tensors:
+        yield "retake_noise", pipeline.initial_noise(retake_seeds, frames), tensors["retake_noise"], EXACT
     ids, mask = pipeline.lyric_tokenizer.ids_and_mask([kw["lyrics"]])
     yield "lyric_token_ids", ids[0], tensors["lyric_token_ids"][0], EXACT
     states, _ = pipeline.text_encoder.encode([kw["prompt"]])
@@ -222,6 +284,7 @@ def check_e2e(runner: ParityRunner, case: dict, tensors: dict) -> Iterator[Check
         use_erg_diffusion=kw["use_erg_diffusion"],
         batched_guidance=runner.batched_guidance,
         decode="waveform_0" in tensors,
+        task=task,
     )
     yield "final_latents", output.latents, tensors["final_latents"], LATENT_ATOL
     if "waveform_0" in tensors:
@@ -235,6 +298,7 @@ KINDS: dict[str, Callable[[ParityRunner, dict, dict], Iterator[Check]]] = {
     "dcae_vocoder": check_dcae_vocoder,
     "scheduler": check_scheduler,
     "e2e": check_e2e,
+    "dcae_encode": check_dcae_encode,
 }
 
 
@@ -242,9 +306,29 @@ def case_files(cases_dir: Path) -> list[Path]:
     return sorted(path for path in cases_dir.glob("*.json") if path.is_file())
 
 
+def default_checkpoint(cases_dir: Path) -> Path:
+    """``CASES_DIR/../checkpoint``; else that of a sibling fixture set whose name ours extends.
+
+    The editing fixtures (``acestep-v1-tiny-edit``) reuse the checkpoint of ``acestep-v1-tiny``.
+    """
+    fixture = cases_dir.resolve().parent
+    own = fixture / "checkpoint"
+    if own.is_dir():
+        return own
+    siblings = sorted(fixture.parent.iterdir(), key=lambda path: -len(path.name)) if fixture.parent.is_dir() else []
+    for sibling in siblings:
+        if sibling != fixture and fixture.name.startswith(sibling.name) and (sibling / "checkpoint").is_dir():
+            return sibling / "checkpoint"
+    return own
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("cases_dir", type=Path, help="folder of <case>.json (+ .safetensors) files")
-    parser.add_argument("--checkpoint", type=Path, help="checkpoint folder (default: CASES_DIR/../checkpoint)")
+    parser.add_argument(
+        "cases_dir", type=Path, help="folder of <case>.json (+ .safetensors) files, or a lyric-vector .json file"
+    )
+    parser.add_argument(
+        "--checkpoint", type=Path, help="checkpoint folder (default: CASES_DIR/../checkpoint, else a sibling fixture's)"
+    )
     parser.add_argument(
         "--lyric-vocab", type=Path, help="lyric vocabulary (default: <checkpoint>/lyric_tokenizer/vocab.json)"
     )
@@ -254,11 +338,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cases_dir: Path = args.cases_dir
+    if is_lyric_vector_file(cases_dir):
+        return run_lyric_vectors(args)
     files = [path for path in case_files(cases_dir) if not args.only or args.only in path.stem]
     if not files:
         print(f"no cases in {cases_dir}")
         return 1
-    checkpoint = args.checkpoint or cases_dir.parent / "checkpoint"
+    checkpoint = args.checkpoint or default_checkpoint(cases_dir)
     try:
         runner = ParityRunner(checkpoint, args.lyric_vocab, batched_guidance=args.batched)
     except WeightsError as error:

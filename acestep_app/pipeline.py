@@ -9,6 +9,7 @@ runs them one after the other; both give the same numbers up to float rounding.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import time
@@ -19,8 +20,10 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from . import editing
+from .editing import AudioToAudio, EditTask, Extend, FlowEdit, Repaint, Retake, latent_frames
 from .models.transformer import ACEStepTransformer2DModel
-from .sampling import COND, NULL, TEXT_ONLY, FlowMatchSampler, GuidanceConfig, denoise
+from .sampling import COND, NULL, TEXT_ONLY, FlowMatchSampler, GuidanceConfig, denoise, flow_match_schedule
 
 if TYPE_CHECKING:
     from .models.autoencoder import MusicDCAE
@@ -36,13 +39,23 @@ LYRIC_VOCAB_PATH = Path("lyric_tokenizer") / "vocab.json"
 MAX_SEED = 2**32
 
 
-def latent_frames(duration: float) -> int:
-    """Latent frames the reference generates for ``duration`` seconds (floored, §6.3)."""
-    return int(duration * 44100 / 512 / 8)
-
-
 def random_seed() -> int:
     return random.SystemRandom().randrange(MAX_SEED)
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    """The sampling parameters of one ``__call__``, handed to the editing tasks."""
+
+    num_inference_steps: int
+    scheduler: str
+    granularity_scale: float
+    guidance: GuidanceConfig
+    batch_size: int
+    use_erg_tag: bool
+    use_erg_lyric: bool
+    use_erg_diffusion: bool
+    batched_guidance: bool
 
 
 @dataclass
@@ -61,6 +74,7 @@ class PipelineOutput:
     seeds: list[int]
     num_forwards: int
     timings: dict[str, float] = field(default_factory=dict)
+    retake_seeds: list[int] = field(default_factory=list)  # the second generator set of an edit task
 
     @property
     def waveform(self) -> torch.Tensor:
@@ -169,16 +183,34 @@ class AceStepPipeline:
 
     def initial_noise(self, seeds: Sequence[int], frames: int) -> torch.Tensor:
         """One generator per item on the pipeline's device, drawn in the model dtype (spec §6.3)."""
+        return self.draw_noise(self.noise_generators(seeds), frames)
+
+    def noise_generators(self, seeds: Sequence[int]) -> list[torch.Generator]:
+        return [torch.Generator(self.device).manual_seed(seed) for seed in seeds]
+
+    def draw_noise(self, generators: Sequence[torch.Generator], frames: int) -> torch.Tensor:
+        """The next (B, 8, 16, frames) draw, one item per generator; later draws continue each stream."""
         draws = [
-            torch.randn(
-                (1, 8, 16, frames),
-                generator=torch.Generator(self.device).manual_seed(seed),
-                device=self.device,
-                dtype=self.dtype,
-            )
-            for seed in seeds
+            torch.randn((1, 8, 16, frames), generator=generator, device=self.device, dtype=self.dtype)
+            for generator in generators
         ]
         return torch.cat(draws)
+
+    @torch.inference_mode()
+    def encode_audio(self, waveform: torch.Tensor, sample_rate: int) -> torch.Tensor:
+        """A mono or stereo clip (C, N) in [-1, 1] at ``sample_rate`` -> latents (1, 8, 16, L), model dtype.
+
+        Mono is duplicated to stereo. L = ceil(N44 / 4096) for N44 samples at 44.1 kHz, one frame more
+        than text2music gives for the same duration unless the length divides evenly.
+        """
+        wave = torch.as_tensor(waveform)
+        if wave.ndim == 1:
+            wave = wave[None]
+        if wave.ndim != 2 or wave.shape[0] not in (1, 2):
+            raise ValueError(f"audio must be (channels, samples) with 1 or 2 channels, got shape {tuple(wave.shape)}")
+        if wave.shape[0] == 1:
+            wave = wave.repeat(2, 1)
+        return self.autoencoder.encode(wave[None], sample_rate)
 
     # -- sampling --------------------------------------------------------------------------
 
@@ -241,10 +273,14 @@ class AceStepPipeline:
         callback: StepCallback | None = None,
         latents_callback: Callable[[int, torch.Tensor], None] | None = None,
         decode: bool = True,
+        task: EditTask | None = None,
     ) -> PipelineOutput:
         """Generate ``batch_size`` songs. Parameters are fal's (spec §7.2 maps them to the reference).
 
         ``callback(step, total)`` runs after each sampler step; raising from it aborts the run.
+        ``task`` turns the run into an edit (:mod:`acestep_app.editing`: Retake, Repaint, Extend,
+        AudioToAudio, FlowEdit); with a source or reference clip, its length sets the output length
+        and ``duration`` is unused.
         """
         timings: dict[str, float] = {}
         seeds = _resolve_seeds(seed, batch_size)
@@ -257,6 +293,19 @@ class AceStepPipeline:
             tag_guidance_scale=tag_guidance_scale,
             lyric_guidance_scale=lyric_guidance_scale,
         )
+        def on_step(index: int, total: int, current: torch.Tensor) -> None:
+            if latents_callback is not None:
+                latents_callback(index, current)
+            if callback is not None:
+                callback(index + 1, total)
+
+        if task is not None:
+            options = SamplingOptions(
+                num_inference_steps, scheduler, granularity_scale, guidance, batch_size,
+                use_erg_tag, use_erg_lyric, use_erg_diffusion, batched_guidance,
+            )  # fmt: skip
+            return self._edit(task, tags, lyrics, seeds, duration, options, on_step, decode)
+
         started = time.perf_counter()
         conditioning = self.encode_conditions(tags, lyrics, batch_size, guidance, use_erg_tag, use_erg_lyric)
         timings["encode"] = time.perf_counter() - started
@@ -267,13 +316,6 @@ class AceStepPipeline:
         sampler = FlowMatchSampler(scheduler, num_inference_steps, granularity_scale, device=self.device)
         counter = [0]
         velocity_fn = self._velocity_fn(conditioning, frames, use_erg_diffusion, batched_guidance, counter)
-
-        def on_step(index: int, total: int, current: torch.Tensor) -> None:
-            if latents_callback is not None:
-                latents_callback(index, current)
-            if callback is not None:
-                callback(index + 1, total)
-
         latents = denoise(velocity_fn, latents, sampler, guidance, on_step)
         timings["diffusion"] = time.perf_counter() - started
 
@@ -289,6 +331,175 @@ class AceStepPipeline:
             seeds=seeds,
             num_forwards=counter[0],
             timings=timings,
+        )
+
+    # -- editing tasks (acestep_app.editing) ------------------------------------------------
+
+    def _edit(
+        self,
+        task: EditTask,
+        tags: str,
+        lyrics: str,
+        seeds: list[int],
+        duration: float,
+        options: SamplingOptions,
+        on_step: editing.StepCallback,
+        decode: bool,
+    ) -> PipelineOutput:
+        timings: dict[str, float] = {}
+        counter = [0]
+        retake_seeds = _resolve_seeds(task.seed, options.batch_size) if hasattr(task, "seed") else []
+        started = time.perf_counter()
+        clip = getattr(task, "source", getattr(task, "reference", None))
+        clip_latents = None if clip is None else self.encode_audio(clip, task.sample_rate)
+        timings["encode_audio"] = time.perf_counter() - started
+
+        started = time.perf_counter()
+        if isinstance(task, FlowEdit):
+            latents = self._flow_edit(task, tags, lyrics, clip_latents, retake_seeds, options, counter, on_step)
+        else:
+            guidance = options.guidance
+            conditioning = self.encode_conditions(
+                tags, lyrics, options.batch_size, guidance, options.use_erg_tag, options.use_erg_lyric
+            )
+            timings["encode"] = time.perf_counter() - started
+            started = time.perf_counter()
+            manual = self.noise_generators(seeds)
+            retake = self.noise_generators(retake_seeds)
+
+            def velocity_fn(frames: int):
+                return self._velocity_fn(
+                    conditioning, frames, options.use_erg_diffusion, options.batched_guidance, counter
+                )
+
+            if isinstance(task, AudioToAudio):
+                latents = self._audio_to_audio(task, clip_latents, manual, velocity_fn, options, on_step)
+            elif isinstance(task, Retake):
+                frames = latent_frames(duration)
+                first, second = self.draw_noise(manual, frames), self.draw_noise(retake, frames)
+                start = editing.mix_noise(first, second, task.variance)
+                latents = self._sample(start, velocity_fn(frames), options, on_step)
+            else:
+                latents = self._repaint(task, clip_latents, manual, retake, velocity_fn, options, on_step)
+        timings["diffusion"] = time.perf_counter() - started
+        return self._output(latents, seeds, counter[0], timings, decode, retake_seeds)
+
+    def _sample(self, latents: torch.Tensor, velocity_fn, options: SamplingOptions, on_step, sigma_range=None):
+        """The text2music loop (omega, Heun, guidance window) from ``latents``."""
+        sampler = FlowMatchSampler(
+            options.scheduler, options.num_inference_steps, options.granularity_scale, self.device, sigma_range
+        )
+        return denoise(velocity_fn, latents, sampler, options.guidance, on_step)
+
+    def _repaint(self, task: Repaint | Extend, source, manual, retake, velocity_fn, options, on_step) -> torch.Tensor:
+        frames = source.shape[-1]
+        seconds = task.source.shape[-1] / task.sample_rate
+        if isinstance(task, Extend):
+            plan = editing.plan_extend(task.before, task.after, frames, seconds)
+        elif task.within_source:
+            plan = editing.plan_inpaint(task.start, task.end, frames, seconds)
+        else:
+            plan = editing.plan_repaint(task.start, task.end, frames)
+        first, second = self.draw_noise(manual, frames), self.draw_noise(retake, frames)
+        if plan.retake:  # the range is the whole clip: the reference ignores the source (spec §3.2)
+            return self._sample(editing.mix_noise(first, second, task.variance), velocity_fn(frames), options, on_step)
+        start = editing.region_start(
+            plan, source, first, second, task.variance, lambda count: self.draw_noise(retake, count)
+        )
+        timesteps, _ = flow_match_schedule(options.scheduler, options.num_inference_steps, self.device)
+        skip = editing.skipped_steps(options.num_inference_steps, task.variance)
+        if isinstance(task, Repaint) and task.within_source and (task.variance <= 0 or skip >= len(timesteps)):
+            return start.source.expand_as(first).clone()  # variance 0: nothing changes (the reference returns noise)
+        return editing.repaint_denoise(
+            velocity_fn(plan.frames), start, timesteps, options.num_inference_steps, skip, options.guidance, on_step
+        )
+
+    def _audio_to_audio(self, task: AudioToAudio, reference, manual, velocity_fn, options, on_step) -> torch.Tensor:
+        frames = reference.shape[-1]
+        noise = self.draw_noise(manual, frames)
+        sigma_range = editing.audio_to_audio_sigma_range(task.strength)
+        latents = editing.noise_reference(reference, noise, sigma_range[0])
+        steps = editing.audio_to_audio_steps(task.strength, options.num_inference_steps)
+        if steps <= 0:  # strength ~1: the noised reference is the result (spec §4)
+            return latents
+        options = dataclasses.replace(options, num_inference_steps=steps)
+        return self._sample(latents, velocity_fn(frames), options, on_step, sigma_range)
+
+    def encode_edit_conditions(self, tags: str, lyrics: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """FlowEdit's (states, mask) per branch: no ERG; the null branch has zero text, speaker and lyrics,
+        and its lyric mask is zero too (unlike text2music's null branch)."""
+        text, text_mask = self.text_encoder.encode([tags])
+        ids, lyric_mask = self.lyric_tokenizer.ids_and_mask([lyrics], device=self.device)
+        text, text_mask = text.to(self.device, self.dtype), text_mask.to(self.device)
+        speaker = torch.zeros(1, SPEAKER_EMBEDDING_DIM, device=self.device, dtype=self.dtype)
+        return {
+            COND: self.transformer.encode(text, text_mask, speaker, ids, lyric_mask),
+            NULL: self.transformer.encode(
+                torch.zeros_like(text), text_mask, speaker, torch.zeros_like(ids), torch.zeros_like(lyric_mask)
+            ),
+        }
+
+    def _flow_edit(self, task: FlowEdit, tags, lyrics, source, retake_seeds, options, counter, on_step):
+        if options.batch_size != 1:
+            raise ValueError(f"FlowEdit edits one clip at a time, got batch_size {options.batch_size}")
+        guided = options.guidance.guidance_scale not in (0.0, 1.0)
+        sides = {
+            editing.SOURCE: self.encode_edit_conditions(tags, lyrics),
+            editing.TARGET: self.encode_edit_conditions(task.target_tags, task.target_lyrics),
+        }
+        frames = source.shape[-1]
+        branches = (COND, NULL) if guided else (COND,)
+        batched = options.batched_guidance
+
+        def velocity_fn(latents: torch.Tensor, timestep: torch.Tensor, side: str) -> dict[str, torch.Tensor]:
+            conditions = [sides[side][name] for name in branches]
+            frame_mask = torch.ones(1, frames, device=latents.device, dtype=latents.dtype)
+            steps = timestep.to(torch.float32).expand(1).to(latents.device)
+            if not batched or len(branches) == 1:
+                counter[0] += len(branches)
+                return {
+                    name: self.transformer.decode(latents, frame_mask, states, mask, steps, frames)
+                    for name, (states, mask) in zip(branches, conditions)
+                }
+            counter[0] += 1
+            count = len(branches)
+            velocity = self.transformer.decode(
+                latents.repeat(count, 1, 1, 1),
+                frame_mask.repeat(count, 1),
+                torch.cat([states for states, _ in conditions]),
+                torch.cat([mask for _, mask in conditions]),
+                steps.repeat(count),
+                frames,
+            )
+            return dict(zip(branches, velocity.chunk(count)))
+
+        generator = self.noise_generators(retake_seeds[:1])
+        timesteps, sigmas = flow_match_schedule("euler", options.num_inference_steps, self.device)
+        return editing.flow_edit(
+            velocity_fn,
+            source,
+            timesteps,
+            sigmas,
+            options.guidance.guidance_scale,
+            task,
+            lambda: self.draw_noise(generator, frames),
+            on_step,
+        )
+
+    def _output(self, latents, seeds, num_forwards, timings, decode, retake_seeds=None) -> PipelineOutput:
+        waveforms = torch.empty(0)
+        if decode:
+            started = time.perf_counter()
+            waveforms = self.decode_latents(latents)
+            timings["decode"] = time.perf_counter() - started
+        return PipelineOutput(
+            waveforms=waveforms,
+            sample_rate=SAMPLE_RATE,
+            latents=latents,
+            seeds=seeds,
+            num_forwards=num_forwards,
+            timings=timings,
+            retake_seeds=retake_seeds or [],
         )
 
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:

@@ -46,13 +46,20 @@ class FlowMatchSampler:
     timestep twice); call :meth:`step` once per evaluation.
     """
 
-    def __init__(self, scheduler: str, num_inference_steps: int, granularity_scale: float, device=None):
+    def __init__(
+        self,
+        scheduler: str,
+        num_inference_steps: int,
+        granularity_scale: float,
+        device=None,
+        sigma_range: tuple[float, float] | None = None,
+    ):
         if scheduler not in SCHEDULERS:
             raise ValueError(f"scheduler must be one of {SCHEDULERS}, got {scheduler!r}")
         self.scheduler = scheduler
         self.num_inference_steps = num_inference_steps
         self.gain = omega_factor(granularity_scale)
-        self.timesteps, self.sigmas = flow_match_schedule(scheduler, num_inference_steps, device)
+        self.timesteps, self.sigmas = flow_match_schedule(scheduler, num_inference_steps, device, sigma_range)
         self._index = 0
         self._heun_state: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
@@ -92,12 +99,20 @@ class FlowMatchSampler:
         return (sample + rescale_update(derivative * dt, self.gain)).to(velocity.dtype)
 
 
-def flow_match_schedule(scheduler: str, num_inference_steps: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(timesteps, sigmas)`` in float32 as the reference schedulers produce them (sigmas end in 0)."""
+def flow_match_schedule(
+    scheduler: str, num_inference_steps: int, device=None, sigma_range: tuple[float, float] | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(timesteps, sigmas)`` in float32 as the reference schedulers produce them (sigmas end in 0).
+
+    ``sigma_range`` (max, min) replaces the training table's range the steps are spaced over (the
+    schedule is still shifted), as audio-to-audio does.
+    """
     from diffusers import FlowMatchEulerDiscreteScheduler, FlowMatchHeunDiscreteScheduler
 
     cls = FlowMatchEulerDiscreteScheduler if scheduler == "euler" else FlowMatchHeunDiscreteScheduler
     schedule = cls(num_train_timesteps=NUM_TRAIN_TIMESTEPS, shift=SHIFT)
+    if sigma_range is not None:
+        schedule.sigma_max, schedule.sigma_min = sigma_range
     schedule.set_timesteps(num_inference_steps, device=device)
     return schedule.timesteps.to(torch.float32), schedule.sigmas.to(torch.float32)
 
@@ -173,9 +188,10 @@ class Guider:
             return null + scale * (cond - null)
         if config.guidance_type == "cfg_star":
             return cfg_zero_star(cond, null, scale, index)
-        return self._apg(cond, null, scale)
+        return self.apg(cond, null, scale)
 
-    def _apg(self, cond: torch.Tensor, null: torch.Tensor, scale: float) -> torch.Tensor:
+    def apg(self, cond: torch.Tensor, null: torch.Tensor, scale: float) -> torch.Tensor:
+        """Adaptive projected guidance; the difference carries this guider's momentum across calls."""
         difference = cond - null
         if self._momentum is not None:
             difference = difference + APG_MOMENTUM * self._momentum

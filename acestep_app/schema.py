@@ -4,8 +4,14 @@
 (names, types, defaults, ranges, enums, descriptions, examples and field order of fal's
 published schema). ``TextToAudioInput``/``TextToAudioOutput`` are fal's base ``fal-ai/ace-step``
 endpoint: ``tags`` and ``lyrics`` instead of ``prompt``/``instrumental``, the same generation
-parameters. Every adapter (fal, Modal, local server) imports these models, so all of them publish
-the same OpenAPI.
+parameters. The editing endpoints take a source ``audio_url`` (an http(s) URL or a ``data:`` URI,
+loaded by :mod:`acestep_app.audio_input`): ``AudioToAudioInput`` (``fal-ai/ace-step/audio-to-audio``),
+``AudioInpaintInput`` (``.../audio-inpaint``) and ``AudioOutpaintInput`` (``.../audio-outpaint``),
+field for field as ``../shared/spec/fal-ace-step-schemas.json``. Every adapter (fal, Modal, local
+server) imports these models, so all of them publish the same OpenAPI. Each model carries fal's
+schema title; fields are declared in fal's display order (fal's App derives
+``x-fal-order-properties`` from it); descriptions end in llms.txt's "Default value" note where
+fal's pages show one.
 
 Validation policy (what a request that the documented schema does not spell out gets):
 
@@ -45,6 +51,8 @@ SEED_MAX = 2**63 - 1
 EXAMPLE_PROMPT = "A lofi hiphop song with a chill vibe about a sunny day on the boardwalk."
 EXAMPLE_TAGS = "lofi, hiphop, drum and bass, trap, chill"
 EXAMPLE_AUDIO_URL = "https://storage.googleapis.com/falserverless/example_outputs/ace-step-text-to-audio.wav"
+EXAMPLE_SOURCE_URL = "https://storage.googleapis.com/falserverless/example_inputs/ace-step-audio-to-audio.wav"
+EXAMPLE_OUTPUTS = "https://storage.googleapis.com/falserverless/example_outputs/"
 
 
 class SchedulerEnum(StrEnum):
@@ -56,6 +64,21 @@ class GuidanceTypeEnum(StrEnum):
     cfg = "cfg"
     apg = "apg"
     cfg_star = "cfg_star"
+
+
+class EditModeEnum(StrEnum):
+    lyrics = "lyrics"
+    remix = "remix"
+
+
+class StartTimeRelativeToEnum(StrEnum):
+    start = "start"
+    end = "end"
+
+
+class EndTimeRelativeToEnum(StrEnum):
+    start = "start"
+    end = "end"
 
 
 def _at_most(limit: int):
@@ -185,6 +208,72 @@ LyricGuidanceScale = Annotated[
     Field(ge=0, le=10, description="Lyric guidance scale for the generation. Default value: `1.5`", examples=[1.5]),
 ]
 
+OriginalSeed = Annotated[
+    int | None,
+    Field(description="Original seed of the audio file."),
+    AfterValidator(_fits_int64),
+]
+
+
+def _audio_url(action: str):
+    return Annotated[
+        str,
+        Field(description=f"URL of the audio file to be {action}.", examples=[EXAMPLE_SOURCE_URL],
+              json_schema_extra={"x-fal-file-input": True}),
+    ]
+
+
+EditMode = Annotated[
+    EditModeEnum,
+    Field(description='Whether to edit the lyrics only or remix the audio. Default value: `"remix"`',
+          examples=["remix"]),
+]
+OriginalTags = Annotated[
+    str,
+    Field(description="Original tags of the audio file.", examples=[EXAMPLE_TAGS]),
+    AfterValidator(_at_most(MAX_TAGS_LENGTH)),
+]
+OriginalLyrics = Annotated[
+    str,
+    Field(description='Original lyrics of the audio file. Default value: `""`', examples=[""]),
+    AfterValidator(_at_most(MAX_LYRICS_LENGTH)),
+]
+StartTimeRelativeTo = Annotated[
+    StartTimeRelativeToEnum,
+    Field(description='Whether the start time is relative to the start or end of the audio. Default value: `"start"`',
+          examples=["start"]),
+]
+StartTime = Annotated[
+    float,
+    Field(ge=0, le=240, description="start time in seconds for the inpainting process.", examples=[0]),
+]
+EndTimeRelativeTo = Annotated[
+    EndTimeRelativeToEnum,
+    Field(description='Whether the end time is relative to the start or end of the audio. Default value: `"start"`',
+          examples=["start"]),
+]
+EndTime = Annotated[
+    float,
+    Field(ge=0, le=240, description="end time in seconds for the inpainting process. Default value: `30`",
+          examples=[30]),
+]
+Variance = Annotated[
+    float,
+    Field(ge=0, le=1, examples=[0.5], description=(
+        "Variance for the inpainting process. Higher values can lead to more diverse results. Default value: `0.5`"
+    )),
+]
+ExtendBeforeDuration = Annotated[
+    float,
+    Field(ge=0, le=240, description="Duration in seconds to extend the audio from the start.", examples=[0]),
+]
+ExtendAfterDuration = Annotated[
+    float,
+    Field(ge=0, le=240, description="Duration in seconds to extend the audio from the end. Default value: `30`",
+          examples=[30]),
+]
+
+
 def _non_finite(value: Any) -> bool:
     return isinstance(value, float) and not math.isfinite(value)
 
@@ -206,6 +295,8 @@ class _RequestModel(BaseModel):
 class PromptToAudioInput(_RequestModel):
     """Input of `fal-ai/ace-step/prompt-to-audio`: a free-form prompt, turned into tags and lyrics."""
 
+    model_config = ConfigDict(title="ACEStepPromptToAudioRequest")
+
     prompt: Prompt
     instrumental: Instrumental = False
     duration: Duration = 60.0
@@ -224,6 +315,8 @@ class PromptToAudioInput(_RequestModel):
 
 class TextToAudioInput(_RequestModel):
     """Input of `fal-ai/ace-step`: genre tags and lyrics given directly."""
+
+    model_config = ConfigDict(title="ACEStepTextToAudioRequest")
 
     tags: Tags
     lyrics: Lyrics = ""
@@ -257,6 +350,8 @@ class File(BaseModel):
 
 
 class _GeneratedAudio(BaseModel):
+    model_config = ConfigDict(title="ACEStepResponse")
+
     audio: File = Field(description="The generated audio file.", examples=[{"url": EXAMPLE_AUDIO_URL}])
     seed: int = Field(description="The random seed used for the generation process.", examples=[42])
     tags: str = Field(description="The genre tags used in the generation process.", examples=[EXAMPLE_TAGS])
@@ -269,3 +364,103 @@ class PromptToAudioOutput(_GeneratedAudio):
 
 class TextToAudioOutput(_GeneratedAudio):
     """Output of `fal-ai/ace-step`."""
+
+
+class AudioToAudioInput(_RequestModel):
+    """Input of `fal-ai/ace-step/audio-to-audio`: re-sing or remix a song (ACE-Step's "edit" task).
+
+    ``original_tags``/``original_lyrics`` describe the source; ``tags``/``lyrics`` the wanted result.
+    (fal's own description of ``audio_url`` here says "outpainted"; kept, since clients see it.)
+    """
+
+    model_config = ConfigDict(title="ACEStepAudioToAudioRequest")
+
+    audio_url: _audio_url("outpainted")
+    edit_mode: EditMode = EditModeEnum.remix
+    original_tags: OriginalTags
+    original_lyrics: OriginalLyrics = ""
+    tags: Tags
+    lyrics: Lyrics = ""
+    number_of_steps: NumberOfSteps = 27
+    seed: Seed = None
+    scheduler: Scheduler = SchedulerEnum.euler
+    guidance_type: GuidanceType = GuidanceTypeEnum.apg
+    granularity_scale: GranularityScale = 10
+    guidance_interval: GuidanceInterval = 0.5
+    guidance_interval_decay: GuidanceIntervalDecay = 0.0
+    guidance_scale: GuidanceScale = 15.0
+    minimum_guidance_scale: MinimumGuidanceScale = 3.0
+    tag_guidance_scale: TagGuidanceScale = 5.0
+    lyric_guidance_scale: LyricGuidanceScale = 1.5
+    original_seed: OriginalSeed = None
+
+
+class AudioInpaintInput(_RequestModel):
+    """Input of `fal-ai/ace-step/audio-inpaint`: regenerate the span ``start_time``..``end_time`` of a song."""
+
+    model_config = ConfigDict(title="ACEStepAudioInpaintRequest")
+
+    audio_url: _audio_url("inpainted")
+    start_time_relative_to: StartTimeRelativeTo = StartTimeRelativeToEnum.start
+    start_time: StartTime = 0.0
+    end_time_relative_to: EndTimeRelativeTo = EndTimeRelativeToEnum.start
+    end_time: EndTime = 30.0
+    tags: Tags
+    lyrics: Lyrics = ""
+    variance: Variance = 0.5
+    number_of_steps: NumberOfSteps = 27
+    seed: Seed = None
+    scheduler: Scheduler = SchedulerEnum.euler
+    guidance_type: GuidanceType = GuidanceTypeEnum.apg
+    granularity_scale: GranularityScale = 10
+    guidance_interval: GuidanceInterval = 0.5
+    guidance_interval_decay: GuidanceIntervalDecay = 0.0
+    guidance_scale: GuidanceScale = 15.0
+    minimum_guidance_scale: MinimumGuidanceScale = 3.0
+    tag_guidance_scale: TagGuidanceScale = 5.0
+    lyric_guidance_scale: LyricGuidanceScale = 1.5
+
+
+class AudioOutpaintInput(_RequestModel):
+    """Input of `fal-ai/ace-step/audio-outpaint`: extend a song before its start and/or after its end."""
+
+    model_config = ConfigDict(title="ACEStepAudioOutpaintRequest")
+
+    audio_url: _audio_url("outpainted")
+    extend_before_duration: ExtendBeforeDuration = 0.0
+    extend_after_duration: ExtendAfterDuration = 30.0
+    tags: Tags
+    lyrics: Lyrics = ""
+    number_of_steps: NumberOfSteps = 27
+    seed: Seed = None
+    scheduler: Scheduler = SchedulerEnum.euler
+    guidance_type: GuidanceType = GuidanceTypeEnum.apg
+    granularity_scale: GranularityScale = 10
+    guidance_interval: GuidanceInterval = 0.5
+    guidance_interval_decay: GuidanceIntervalDecay = 0.0
+    guidance_scale: GuidanceScale = 15.0
+    minimum_guidance_scale: MinimumGuidanceScale = 3.0
+    tag_guidance_scale: TagGuidanceScale = 5.0
+    lyric_guidance_scale: LyricGuidanceScale = 1.5
+
+
+class AudioToAudioOutput(_GeneratedAudio):
+    """Output of `fal-ai/ace-step/audio-to-audio`."""
+
+    model_config = ConfigDict(title="ACEStepAudioToAudioResponse")
+
+    audio: File = Field(description="The generated audio file.",
+                        examples=[{"url": EXAMPLE_OUTPUTS + "ace-step-audio-to-audio.wav"}])
+
+
+class AudioInpaintOutput(_GeneratedAudio):
+    """Output of `fal-ai/ace-step/audio-inpaint`."""
+
+    model_config = ConfigDict(title="ACEStepAudioInpaintResponse")
+
+    audio: File = Field(description="The generated audio file.",
+                        examples=[{"url": EXAMPLE_OUTPUTS + "ace-step-audio-inpaint.wav"}])
+
+
+class AudioOutpaintOutput(_GeneratedAudio):
+    """Output of `fal-ai/ace-step/audio-outpaint` (fal's shared ``ACEStepResponse``)."""

@@ -1,75 +1,74 @@
-"""What every HTTP adapter shares: the endpoint table and one request turned into a stored WAV.
+"""One request served: the endpoint's Engine call -> audio file -> stored -> the billed output model.
 
-The local server (:mod:`acestep_app.server`) and the Modal app (``deploy/modal_app.py``) both call
-:func:`generate_output`: ``engine.generate`` -> WAV in an :class:`~acestep_app.storage.AudioStore`
--> the endpoint's output model with a relative ``File.url`` (``files/<request id>.wav``, made
-absolute by whoever serves it) -> billed seconds and price.
+Every host calls :func:`execute` (the local worker, the Modal GPU function, the fal endpoint); only
+where the WAV goes differs (``save_audio``): the local server and Modal keep it in an
+:class:`~acestep_app.storage.AudioStore` under ``files/<request id>.<[output].format>``, fal uploads it to its CDN.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import Any
 
 from pydantic import BaseModel
 
 from acestep_app import billing
-from acestep_app.errors import InputError
-from acestep_app.jobs import JobError, JobOutcome
-from acestep_app.schema import File, PromptToAudioInput, PromptToAudioOutput, TextToAudioInput, TextToAudioOutput
+from acestep_app.audio import AudioFormat, audio_format, encode_audio
+from acestep_app.endpoints import Endpoint, RunContext
+from acestep_app.failures import JobInterrupted, StorageError, failure_for
+from acestep_app.jobs import Outcome
+from acestep_app.schema import File
+from acestep_app.settings import Settings
 from acestep_app.storage import AudioStore
+
+logger = logging.getLogger(__name__)
 
 FILES_PREFIX = "files/"
 
-
-@dataclass(frozen=True)
-class Endpoint:
-    name: str  # the name jobs and usage rows carry
-    sub_path: str  # path under the app id ("" is fal's base endpoint)
-    input_model: type[BaseModel]
-    output_model: type[BaseModel]
+SaveAudio = Callable[[bytes, AudioFormat], dict[str, Any]]
 
 
-ENDPOINTS = {
-    "prompt-to-audio": Endpoint("prompt-to-audio", "prompt-to-audio", PromptToAudioInput, PromptToAudioOutput),
-    "text-to-audio": Endpoint("text-to-audio", "", TextToAudioInput, TextToAudioOutput),
-}
-ENDPOINT_BY_SUB_PATH = {endpoint.sub_path: endpoint for endpoint in ENDPOINTS.values()}
+def execute(endpoint: Endpoint, engine, request: BaseModel, settings: Settings, save_audio: SaveAudio, *,
+            on_progress: Callable[[Any], None] | None = None, log: Callable[[str], None] | None = None,
+            check: Callable[[], None] | None = None, fatal: tuple[type[BaseException], ...] = ()) -> Outcome:
+    """Run ``request`` and return its outcome; every failure goes through the failure policy.
 
-
-def _wav_bytes(engine, generation) -> bytes:
-    if hasattr(engine, "wav_bytes"):
-        return engine.wav_bytes(generation)
-    from acestep_app.audio import wav_bytes
-
-    return wav_bytes(generation.waveform, generation.sample_rate)
-
-
-def generate_output(engine, audio: AudioStore, settings, endpoint: Endpoint, request: BaseModel, request_id: str,
-                    on_progress: Callable | None = None, log: Callable[[str], None] | None = None,
-                    check: Callable[[], None] | None = None) -> JobOutcome:
-    """Generate ``request``, store its WAV as ``<request_id>.wav`` and build the billed output.
-
-    ``on_progress`` gets every sampler step (raising from it cancels), ``log`` the engine's log lines,
-    ``check`` is called once generation is done (raise there to drop the result). Bad input raises
-    :class:`JobError` with status 422 and fal's field detail; a failed write raises a storage error.
+    ``on_progress`` gets every sampler step (raising ``JobCancelled`` from it cancels), ``log`` the
+    engine's log lines, ``check`` runs once generation is done (a cancel that arrived during the last,
+    callback-free stage still wins). ``JobInterrupted`` (server shutdown) and the ``fatal`` error types
+    are not outcomes: they propagate.
     """
     try:
-        generation = engine.generate(request, on_progress=on_progress)
-    except InputError as error:
-        detail = [{"loc": ["body", error.field], "msg": error.message, "type": "value_error"}]
-        raise JobError(str(error), status_code=422, error_type="validation_error", detail=detail) from error
-    if check is not None:
-        check()
-    for line in getattr(generation, "logs", None) or []:
-        if log is not None:
-            log(line)
-    try:
-        stored = audio.save(request_id, _wav_bytes(engine, generation))
-    except OSError as error:
-        raise JobError(f"Could not store the generated audio: {error}", error_type="storage_error") from error
-    file = File(url=FILES_PREFIX + stored.file_name, content_type=stored.content_type,
-                file_name=stored.file_name, file_size=stored.size)
-    output = endpoint.output_model(audio=file, seed=generation.seed, tags=generation.tags, lyrics=generation.lyrics)
+        generation = endpoint.run(engine, request, RunContext(settings, on_progress))
+        if check is not None:
+            check()
+        for line in generation.logs:
+            if log is not None:
+                log(line)
+        try:
+            fmt = audio_format(settings.output.format)  # WAV, as fal, unless the operator changes it
+            audio = save_audio(encode_audio(generation.waveform, generation.sample_rate, fmt), fmt)
+        except OSError as error:
+            raise StorageError(f"{type(error).__name__}: {error}") from error
+    except (JobInterrupted, *fatal):
+        raise
+    except Exception as error:
+        failure = failure_for(error)
+        if failure.status_code >= 500:
+            logger.exception("request failed (%s)", failure.error_type)
+        return Outcome.failed(failure)
+    output = endpoint.output_model(audio=audio, seed=generation.seed, tags=generation.tags, lyrics=generation.lyrics)
     seconds = float(generation.billable_seconds)
-    return JobOutcome(output.model_dump(mode="json"), seconds, billing.price_usd(seconds, settings))
+    return Outcome.completed(output.model_dump(mode="json"), seconds, billing.price_usd(seconds, settings))
+
+
+def file_saver(audio: AudioStore, request_id: str) -> SaveAudio:
+    """Saves the file as ``<request_id>.<format>``; its ``File.url`` is relative (the web layer makes it absolute)."""
+
+    def save(data: bytes, fmt: AudioFormat) -> dict[str, Any]:
+        stored = audio.save(request_id, data, fmt.name)
+        return File(url=FILES_PREFIX + stored.file_name, content_type=stored.content_type,
+                    file_name=stored.file_name, file_size=stored.size).model_dump(mode="json")
+
+    return save

@@ -6,8 +6,9 @@ such file), it falls back to the built-in defaults below, which mirror the shipp
 a deploy that customises the file must ship it (and point ``ACESTEP_INFRA`` at it) or build its
 ``Settings`` at deploy time. Unknown keys and wrongly typed values are errors that name the key.
 
-Sections: ``[app]``, ``[engine]``, ``[weights]``, ``[fal]``, ``[modal]``. Settings are frozen pydantic
-models, so they pickle (fal ships the App by value) and compare by value.
+Sections: ``[app]``, ``[engine]``, ``[output]``, ``[quality]``, ``[weights]``, ``[fal]``, ``[modal]``, ``[security]``,
+``[audio_input]``, ``[webhooks]``. Settings are frozen pydantic models, so they pickle (fal ships the
+App by value) and compare by value.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +54,21 @@ class EngineSection(BaseModel):
     llm_dir: str = ""
 
 
+class OutputSection(BaseModel):
+    model_config = _SECTION_CONFIG
+
+    format: Literal["wav", "flac", "mp3", "ogg"] = "wav"  # file format of every endpoint's audio
+
+
+class QualitySection(BaseModel):
+    model_config = _SECTION_CONFIG
+
+    takes: int = Field(default=1, ge=1, le=8)  # >1: sample this many seeds, return the best-sung take
+    bill_takes: Literal["returned", "generated"] = "returned"  # bill the returned take, or every take generated
+    batch_takes: bool = False  # one batched run for all takes (faster; replays match only to float rounding)
+    asr_dir: str = ""  # "" = <weights>/asr (the pinned Whisper model, pulled when takes > 1)
+
+
 class WeightsSection(BaseModel):
     model_config = _SECTION_CONFIG
 
@@ -72,6 +88,7 @@ class FalSection(BaseModel):
     min_concurrency: int = Field(default=0, ge=0)
     max_concurrency: int = Field(default=4, ge=1)
     request_timeout: int = Field(default=600, ge=1)
+    startup_timeout: int = Field(default=1800, ge=1)
 
 
 class ModalSection(BaseModel):
@@ -87,6 +104,40 @@ class ModalSection(BaseModel):
     api_key_secret: str = "acestep-api-key"
 
 
+class SecuritySection(BaseModel):
+    model_config = _SECTION_CONFIG
+
+    allow_private_urls: bool = False
+
+
+class AudioInputSection(BaseModel):
+    model_config = _SECTION_CONFIG
+
+    max_download_bytes: int = Field(default=64 * 1024 * 1024, ge=1)
+    download_timeout_seconds: float = Field(default=30.0, gt=0, allow_inf_nan=False)
+    max_redirects: int = Field(default=5, ge=0)
+    max_duration_seconds: float = Field(default=240.0, gt=0, allow_inf_nan=False)
+    min_duration_seconds: float = Field(default=1.0, ge=0, allow_inf_nan=False)
+    max_request_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
+
+    @model_validator(mode="after")
+    def _durations_ordered(self) -> AudioInputSection:
+        if self.min_duration_seconds > self.max_duration_seconds:
+            raise ValueError("min_duration_seconds is larger than max_duration_seconds")
+        return self
+
+
+class WebhooksSection(BaseModel):
+    """Delivery of fal-style queue webhooks (see :mod:`acestep_app.webhooks`)."""
+
+    model_config = _SECTION_CONFIG
+
+    max_attempts: int = Field(default=10, ge=1)
+    retry_window_seconds: float = Field(default=7200.0, gt=0, allow_inf_nan=False)
+    timeout_seconds: float = Field(default=15.0, gt=0, allow_inf_nan=False)
+    concurrency: int = Field(default=4, ge=1)
+
+
 class Settings(BaseModel):
     """Every setting of the app, one attribute per ``infra.toml`` section."""
 
@@ -94,9 +145,14 @@ class Settings(BaseModel):
 
     app: AppSection = AppSection()
     engine: EngineSection = EngineSection()
+    output: OutputSection = OutputSection()
+    quality: QualitySection = QualitySection()
     weights: WeightsSection = WeightsSection()
     fal: FalSection = FalSection()
     modal: ModalSection = ModalSection()
+    security: SecuritySection = SecuritySection()
+    audio_input: AudioInputSection = AudioInputSection()
+    webhooks: WebhooksSection = WebhooksSection()
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None) -> Settings:

@@ -226,6 +226,32 @@ def ensure_weights(
     return pull(weights_cache_dir(settings), progress=progress, only=only, manifest=manifest)
 
 
+LYRIC_VOCAB_PATH = Path("lyric_tokenizer") / "vocab.json"
+
+
+def find_lyric_vocab(checkpoint: Path, settings: Settings) -> Path:
+    """The lyric vocabulary for ``checkpoint``: ``[engine].lyric_vocab``, else the checkpoint's own
+    ``lyric_tokenizer/vocab.json``, else the one ``acestep-app weights pull`` put in the weights cache.
+
+    The official checkpoint layout (e.g. a Hugging Face snapshot of ACE-Step-v1-3.5B) has none; the
+    error then names the missing path and both fixes.
+    """
+    if settings.engine.lyric_vocab:
+        configured = Path(settings.engine.lyric_vocab).expanduser()
+        if configured.is_file():
+            return configured
+        raise WeightsError(f"[engine].lyric_vocab is {configured}, which does not exist")
+    candidates = list(dict.fromkeys([Path(checkpoint) / LYRIC_VOCAB_PATH, weights_cache_dir(settings) / LYRIC_VOCAB_PATH]))
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise WeightsError(
+        f"no lyric vocabulary at {' or '.join(map(str, candidates))} (a checkpoint in the official layout has "
+        "none). Fix: fetch the pinned one with `acestep-app weights pull --only lyric_vocab`, "
+        "or point [engine].lyric_vocab in infra.toml at a vocab.json"
+    )
+
+
 def check_pin(settings: Settings, manifest: Manifest) -> None:
     """Fail when ``infra.toml`` pins another checkpoint than the manifest has digests for."""
     entry = manifest.hub.get(ACESTEP_ENTRY)

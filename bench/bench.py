@@ -11,6 +11,7 @@ on a CPU it writes a mid-size random checkpoint (``bench/midsize.py``) so that t
 something and a 30 s song takes tens of seconds.
 
     .venv/bin/python bench/bench.py --compare                      # CPU: 30 s, sequential vs fast
+    .venv/bin/python bench/bench.py --durations 10 --editing       # + one inpaint and one outpaint
     .venv/bin/python bench/bench.py --durations 30 60 240 --compare --cold-start   # a GPU machine
 
 On a CPU shared with other jobs keep ``--threads 1``: OpenMP threads fighting for busy cores run
@@ -210,6 +211,52 @@ def run_request(pipeline, writer, path: PathConfig, duration: float, steps: int,
     )
 
 
+# -- editing requests ---------------------------------------------------------------------------
+
+
+def synthetic_song(seconds: float, sample_rate: int = 48000) -> torch.Tensor:
+    """A stereo source clip: two chords with a tremolo and a little noise (deterministic)."""
+    t = torch.arange(int(seconds * sample_rate), dtype=torch.float64) / sample_rate
+    envelope = 0.6 + 0.4 * torch.sin(2 * torch.pi * 2.0 * t)
+    left = sum(0.2 * torch.sin(2 * torch.pi * hz * t) for hz in (220.0, 277.18, 329.63))
+    right = sum(0.2 * torch.sin(2 * torch.pi * hz * t) for hz in (196.0, 246.94, 293.66))
+    noise = 0.01 * torch.randn(2, t.numel(), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    return (envelope * torch.stack([left, right]) + noise).float()
+
+
+def run_edit(pipeline, path: PathConfig, kind: str, duration: float, steps: int) -> str:
+    """One inpaint or outpaint request at fal's defaults on a ``duration``-s song; one summary line."""
+    from acestep_app.edit_requests import plan_edit
+    from acestep_app.errors import InputError
+    from acestep_app.schema import AudioInpaintInput, AudioOutpaintInput
+
+    model = AudioInpaintInput if kind == "inpaint" else AudioOutpaintInput
+    request = model(audio_url="bench.wav", tags="synth-pop, female vocals", lyrics="[verse]\nla la la",
+                    number_of_steps=steps, seed=0)
+    fields = {"inpaint": ("start_time", "end_time", "variance"), "outpaint": ("extend_before_duration",
+                                                                              "extend_after_duration")}[kind]
+    described = ", ".join(f"{name} {getattr(request, name):g}" for name in fields)
+    source = synthetic_song(duration)
+    try:
+        plan = plan_edit(request, source, 48000, 0, [])
+    except InputError as error:
+        return f"  {path.name} {kind} ({described}): refused, {error}"
+    started = time.perf_counter()
+    output = pipeline(plan.tags, plan.lyrics, task=plan.task, batched_guidance=path.batched_guidance,
+                      **{**pipeline_kwargs(request_defaults(request)), "num_inference_steps": steps, "seed": 0})
+    wall = time.perf_counter() - started
+    audio = output.waveform.shape[-1] / output.sample_rate
+    stages = ", ".join(f"{name} {seconds:.2f} s" for name, seconds in output.timings.items())
+    return (f"  {path.name} {kind} ({described}) of a {duration:g} s song: {audio:.2f} s of audio, "
+            f"{output.num_forwards} transformer forwards, {wall:.2f} s wall, {audio / wall:.2f}x real time ({stages})")
+
+
+def request_defaults(request) -> TextToAudioInput:
+    """The generation fields an editing request shares with text-to-audio, as a TextToAudioInput."""
+    shared = {name: getattr(request, name) for name in TextToAudioInput.model_fields if hasattr(request, name)}
+    return TextToAudioInput(**shared)
+
+
 def best_of(runs: list[RunResult]) -> RunResult:
     """Each stage's best time over repeats (other jobs on the machine only ever add time)."""
     first = runs[0]
@@ -363,6 +410,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=TextToAudioInput.model_fields["number_of_steps"].default)
     parser.add_argument("--compare", action="store_true", help="also run the plain sequential path, side by side")
     parser.add_argument("--cold-start", action="store_true", help="measure process start -> first result")
+    parser.add_argument("--editing", action="store_true",
+                        help="also one audio-inpaint and one audio-outpaint request at fal's defaults per duration")
     parser.add_argument("--repeats", type=int, default=1, help="interleaved runs per path; best time per stage")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto", help="auto (bf16 on GPU, fp32 on CPU) | float32 | bfloat16")
@@ -431,6 +480,10 @@ def main(argv: list[str] | None = None) -> int:
                 print_result(result)
             if args.compare:
                 print_comparison(results["sequential"], results["fast"])
+            if args.editing:
+                for kind in ("inpaint", "outpaint"):
+                    for path in paths:
+                        print(run_edit(pipelines[path.name], path, kind, duration, args.steps))
     finally:
         memory.close()
     if args.cold_start:

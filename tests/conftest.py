@@ -43,3 +43,94 @@ def cases_dir() -> Path:
 def lyric_vocab() -> Path:
     """The lyric tokenizer's vocabulary (upstream vocab.json), used from ../shared in tests."""
     return _require(SHARED_DIR / "spec" / "lyrics_vocab.json")
+
+
+# -- the one poller, the tiny infra and the tiny engine --------------------------------------------
+
+
+def wait_until(predicate, timeout: float = 60.0, interval: float = 0.02):
+    """Poll ``predicate`` until it returns something truthy (returned); fail after ``timeout`` seconds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    value = None
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"condition not reached in {timeout}s (last value: {value!r})")
+
+
+def toml_value(value) -> str:
+    import json
+
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return json.dumps(value)  # strings, numbers and lists of them are valid TOML as JSON writes them
+
+
+def write_infra(path: Path, **sections: dict) -> Path:
+    """The repository's infra.toml with ``sections``' keys overridden (e.g. ``engine={"device": "cpu"}``)."""
+    from acestep_app.settings import REPO_INFRA_PATH, Settings
+
+    data = Settings.load(REPO_INFRA_PATH).model_dump()
+    for section, values in sections.items():
+        data[section].update(values)
+    lines = []
+    for section, values in data.items():
+        lines.append(f"[{section}]")
+        lines.extend(f"{key} = {toml_value(value)}" for key, value in values.items())
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert Settings.load(path).model_dump() == data
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory) -> Path:
+    """A tiny random checkpoint in the official layout (with the lyric vocabulary), written once."""
+    from acestep_app.tiny import write_tiny_checkpoint
+
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("tiny-weights"))
+
+
+@pytest.fixture(scope="session")
+def tiny_infra(tiny_weights, tmp_path_factory) -> Path:
+    """An infra.toml that loads ``tiny_weights`` on the CPU with the fallback prompt writer."""
+    engine = {"weights_dir": str(tiny_weights), "device": "cpu", "prompt_backend": "fallback"}
+    return write_infra(tmp_path_factory.mktemp("tiny-infra") / "infra.toml", engine=engine)
+
+
+@pytest.fixture(scope="session")
+def tiny_engine(tiny_infra):
+    """The real Engine on ``tiny_weights`` (loaded once per session)."""
+    from acestep_app.engine import Engine
+    from acestep_app.settings import Settings
+
+    return Engine.load(Settings.load(tiny_infra))
+
+
+@pytest.fixture
+def loopback_only_dns(monkeypatch):
+    """Outbound-URL guard sees no DNS: names do not resolve, and only loopback IP literals do.
+
+    Fuzzed URLs (``http://8.8.8.8/``, ``https://example.com/``) then fail inside the guard, never on
+    the wire: the tests send nothing to any non-loopback address.
+    """
+    import ipaddress
+    import socket
+
+    from acestep_app import netguard
+
+    real_getaddrinfo = socket.getaddrinfo
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        try:
+            address = ipaddress.ip_address(str(host).strip("[]").split("%")[0])
+        except ValueError:
+            raise socket.gaierror(socket.EAI_NONAME, "name resolution is off in this test") from None
+        if not (address.is_loopback or getattr(address, "ipv4_mapped", None) and address.ipv4_mapped.is_loopback):
+            raise socket.gaierror(socket.EAI_NONAME, "only loopback addresses in this test")
+        return real_getaddrinfo(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(netguard.socket, "getaddrinfo", getaddrinfo)

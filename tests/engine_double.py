@@ -1,4 +1,4 @@
-"""A controllable stand-in for ``acestep_app.engine.Engine`` (same ``generate`` contract).
+"""A controllable stand-in for ``acestep_app.engine.Engine`` (same ``generate`` contract, real ``Generation``).
 
 Server and queue tests use it to hold a job mid-run, inject failures and delays, and run hundreds of
 jobs quickly; end-to-end tests use the real Engine on the tiny checkpoint instead.
@@ -9,33 +9,12 @@ Also runnable as a server: ``python tests/engine_double.py --data-dir D --port P
 from __future__ import annotations
 
 import argparse
-import io
 import threading
 import time
-import wave
-from dataclasses import dataclass, field
 
 import numpy as np
 
-
-@dataclass
-class Progress:
-    step: int
-    total: int
-    message: str = ""
-
-
-@dataclass
-class Generation:
-    waveform: np.ndarray
-    sample_rate: int
-    seed: int
-    tags: str
-    lyrics: str
-    duration: float
-    billable_seconds: float
-    logs: list[str] = field(default_factory=list)
-    timings: dict[str, float] = field(default_factory=dict)
+from acestep_app.engine import Generation, Progress
 
 
 class EngineDouble:
@@ -53,8 +32,18 @@ class EngineDouble:
         self.fail_with: BaseException | None = None
         self.started = threading.Event()
         self.calls: list[object] = []
+        self.sources: list[object] = []  # the decoded songs edit() got
 
     def generate(self, request, on_progress=None) -> Generation:
+        return self.silence(request, request.duration, on_progress)
+
+    def edit(self, request, source, on_progress=None) -> Generation:
+        """The editing contract: the source's length, plus outpaint's extensions."""
+        extensions = getattr(request, "extend_before_duration", 0.0) + getattr(request, "extend_after_duration", 0.0)
+        self.sources.append(source)
+        return self.silence(request, source.duration + extensions, on_progress)
+
+    def silence(self, request, duration: float, on_progress=None) -> Generation:
         self.calls.append(request)
         self.started.set()
         for step in range(1, self.steps + 1):
@@ -65,7 +54,7 @@ class EngineDouble:
                 on_progress(Progress(step, self.steps, f"denoising step {step}/{self.steps}"))
             if self.fail_with is not None:
                 raise self.fail_with
-        samples = int(round(request.duration * self.sample_rate))
+        samples = int(round(duration * self.sample_rate))
         tags = getattr(request, "tags", None) or "double, silence"
         lyrics = getattr(request, "lyrics", None) or "[inst]"
         return Generation(
@@ -74,19 +63,10 @@ class EngineDouble:
             seed=request.seed if request.seed is not None else 1234,
             tags=tags,
             lyrics=lyrics,
-            duration=request.duration,
             billable_seconds=samples / self.sample_rate,
+            num_forwards=self.steps,
             logs=["engine double: silent audio"],
         )
-
-    def wav_bytes(self, generation: Generation) -> bytes:
-        buffer = io.BytesIO()
-        with wave.open(buffer, "wb") as out:
-            out.setnchannels(generation.waveform.shape[0])
-            out.setsampwidth(2)
-            out.setframerate(generation.sample_rate)
-            out.writeframes((generation.waveform.T * 32767).astype("<i2").tobytes())
-        return buffer.getvalue()
 
     def describe(self) -> dict:
         return {"is_tiny": True, "engine": "double"}

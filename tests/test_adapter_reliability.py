@@ -8,76 +8,26 @@ the real tiny engine, auth and the queue shapes; what they already check is not 
 
 from __future__ import annotations
 
-import functools
-import types
-
 import pytest
-from fastapi.testclient import TestClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from schemathesis.generation.modes import GenerationMode
 
 import schemathesis
 from acestep_app import billing
-from acestep_app.settings import INFRA_ENV, REPO_INFRA_PATH, Settings
-from acestep_app.storage import AudioStore
-from acestep_app.tiny import write_tiny_checkpoint
-from engine_double import EngineDouble
+from hosts import fal_host, modal_host  # noqa: F401  (fixtures)
 from reliability import TALLY, reliability_tally  # noqa: F401  (autouse: prints the reliability summary)
 from test_fuzz import DOUBLE_SAMPLE_RATE, FUZZ, MODEL_BY_PATH, case_body, check_generation_response
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*executing locally and will not have access:UserWarning")
 
-KEY = "adapter-key"
-AUTH = {"Authorization": f"Key {KEY}"}
 OK_BODY = {"prompt": "x", "duration": 5}
-
-
-def tiny_infra(root) -> str:
-    checkpoint = write_tiny_checkpoint(root / "checkpoint")
-    infra = root / "infra.toml"
-    infra.write_text(REPO_INFRA_PATH.read_text().replace('weights_dir = ""', f'weights_dir = "{checkpoint}"')
-                     .replace('device = "auto"', 'device = "cpu"')
-                     .replace('prompt_backend = "transformers"', 'prompt_backend = "fallback"'))
-    return str(infra)
-
-
-@pytest.fixture(scope="module")
-def fal_client(tmp_path_factory):
-    """deploy/fal_app.py's App in-process (tiny checkpoint loaded by setup), its engine swapped for the double."""
-    from fal_harness import PROJECT_ROOT, load_module, serve
-
-    root = tmp_path_factory.mktemp("fal-reliability")
-    module = load_module(PROJECT_ROOT / "deploy" / "fal_app.py", "acestep_fal_app_reliability",
-                         {INFRA_ENV: tiny_infra(root)})
-    with serve(module.AceStep, {module.FILE_REPOSITORY_ENV: "in_memory"}, home=root / "home") as (app, client):
-        app.engine = EngineDouble(steps=1, sample_rate=DOUBLE_SAMPLE_RATE)
-        yield client, app.engine, {}
-
-
-@pytest.fixture(scope="module")
-def modal_client(tmp_path_factory):
-    """deploy/modal_app.py's web app over its in-process queue, running AceStep.generate on the double."""
-    from test_modal_app import modal_app
-
-    root = tmp_path_factory.mktemp("modal-reliability")
-    patch = pytest.MonkeyPatch()
-    patch.setenv(INFRA_ENV, str(REPO_INFRA_PATH))
-    patch.setenv(modal_app.FILES_DIR_ENV, str(root / "files"))
-    engine = EngineDouble(steps=1, sample_rate=DOUBLE_SAMPLE_RATE)
-    container = types.SimpleNamespace(engine=engine, audio=AudioStore(root / "files" / "audio"), settings=Settings.load())
-    generate = modal_app.AceStep._get_user_cls().generate._get_raw_f()
-    queue = modal_app.InProcessQueue(run=functools.partial(generate, container))
-    web = modal_app.create_web_app(queue, [KEY], root / "files", Settings.load(), sync_timeout=30)
-    with TestClient(web) as client:
-        yield client, engine, AUTH
-    queue.shutdown()
-    patch.undo()
 
 
 @pytest.fixture(params=["fal", "modal"])
 def adapter(request):
-    return request.getfixturevalue(f"{request.param}_client")
+    host = request.getfixturevalue(f"{request.param}_host")
+    return host.client, host.engine, host.headers
 
 
 def send(client, auth: dict, method: str, url: str, **kwargs):

@@ -95,3 +95,60 @@ def test_engine_switches_override_infra_toml(checkpoint, tmp_path, capsys):
     assert main(["generate", "--tags", "pop", "--weights", str(checkpoint), "--duration", "5", "--steps", "3",
                  "--no-batched-guidance", "--decode-chunk-frames", "auto", "-o", str(out)]) == 0
     assert soundfile.info(str(out)).channels == 2
+
+
+# -- a checkpoint in the official layout has no lyric vocabulary -----------------------------------
+
+
+@pytest.fixture(scope="module")
+def official_layout(tmp_path_factory):
+    """A checkpoint folder as Hugging Face ships ACE-Step-v1-3.5B: no lyric_tokenizer/vocab.json."""
+    folder = write_tiny_checkpoint(tmp_path_factory.mktemp("official"))
+    (folder / "lyric_tokenizer" / "vocab.json").unlink()
+    return folder
+
+
+def check_vocab_message(text: str, folder) -> None:
+    assert str(folder / "lyric_tokenizer" / "vocab.json") in text
+    assert "acestep-app weights pull --only lyric_vocab" in text and "[engine].lyric_vocab" in text
+    assert "Traceback" not in text
+
+
+def test_generate_on_an_official_layout_without_vocab_names_the_path_and_both_fixes(
+        official_layout, tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("ACESTEP_WEIGHTS_DIR", str(tmp_path / "empty-cache"))
+    assert main(["generate", "x", "--weights", str(official_layout), "-o", str(tmp_path / "x.wav")]) == 1
+    check_vocab_message(caplog.text, official_layout)
+    assert not (tmp_path / "x.wav").exists()
+
+
+def test_serve_on_an_official_layout_without_vocab_exits_with_the_clear_message(official_layout, tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "ACESTEP_WEIGHTS_DIR": str(tmp_path / "empty-cache"), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "acestep_app.cli", "serve", "--weights", str(official_layout),
+                           "--data-dir", str(tmp_path / "data"), "--port", "0"],
+                          capture_output=True, text=True, timeout=300, env=env, cwd=Path(__file__).parents[1])
+    assert done.returncode == 1
+    check_vocab_message(done.stdout + done.stderr, official_layout)
+
+
+def test_both_fixes_work(official_layout, lyric_vocab, tmp_path, monkeypatch):
+    """``[engine].lyric_vocab``, or the vocabulary ``weights pull --only lyric_vocab`` puts in the cache."""
+    import shutil
+
+    from acestep_app.settings import Settings
+    from acestep_app.weights import LYRIC_VOCAB_PATH, Manifest, find_lyric_vocab
+
+    assert "lyric_vocab" in Manifest.load().names()
+    assert build_parser().parse_args(["weights", "pull", "--only", "lyric_vocab"]).only == ["lyric_vocab"]
+    configured = Settings.from_dict({"engine": {"lyric_vocab": str(lyric_vocab)}})
+    assert find_lyric_vocab(official_layout, configured) == lyric_vocab
+    cache = tmp_path / "cache"
+    (cache / LYRIC_VOCAB_PATH).parent.mkdir(parents=True)
+    shutil.copy(lyric_vocab, cache / LYRIC_VOCAB_PATH)
+    monkeypatch.setenv("ACESTEP_WEIGHTS_DIR", str(cache))
+    assert find_lyric_vocab(official_layout, Settings()) == cache / LYRIC_VOCAB_PATH

@@ -113,13 +113,16 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path):
 
 
 def test_only_the_needed_weights_are_pulled():
-    from acestep_app.engine import _weight_entries
+    from acestep_app.engine import needed_weight_entries
     from acestep_app.weights import Manifest
 
-    settings = Settings().engine
-    assert set(_weight_entries(settings)) == set(Manifest.load().names())
+    assert set(needed_weight_entries(Settings())) == set(Manifest.load().names()) - {"asr"}
     for update in ({"prompt_backend": "openai"}, {"prompt_backend": "fallback"}, {"llm_dir": "/models/qwen"}):
-        assert _weight_entries(settings.model_copy(update=update)) == ["acestep", "lyric_vocab"]
+        settings = Settings.from_dict({"engine": update})
+        assert needed_weight_entries(settings) == ["acestep", "lyric_vocab"]
+    ranked = Settings.from_dict({"quality": {"takes": 4}})
+    assert set(needed_weight_entries(ranked)) == set(Manifest.load().names())  # the ASR model only with takes > 1
+    assert "asr" not in needed_weight_entries(Settings.from_dict({"quality": {"takes": 4, "asr_dir": "/models/asr"}}))
 
 
 def test_warmup_runs_the_whole_prompt_to_audio_path(engine, monkeypatch):

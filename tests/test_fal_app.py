@@ -19,7 +19,6 @@ from acestep_app import billing
 from acestep_app.errors import InputError
 from acestep_app.schema import PromptToAudioInput, PromptToAudioOutput, TextToAudioInput, TextToAudioOutput
 from acestep_app.settings import Settings
-from acestep_app.tiny import write_tiny_checkpoint
 from fal_harness import PROJECT_ROOT, load_module, serve
 
 FAST = {"duration": 5, "number_of_steps": 3, "seed": 7}
@@ -27,17 +26,8 @@ SEED_FIELD = re.compile(r"^- \*\*`(\w+)`\*\*", re.MULTILINE)
 
 
 @pytest.fixture(scope="module")
-def infra(tmp_path_factory):
-    root = tmp_path_factory.mktemp("fal-app")
-    checkpoint = write_tiny_checkpoint(root / "checkpoint")
-    text = (PROJECT_ROOT / "infra.toml").read_text(encoding="utf-8")
-    text = text.replace('weights_dir = ""', f'weights_dir = "{checkpoint}"', 1)
-    text = text.replace('device = "auto"', 'device = "cpu"', 1)
-    text = text.replace('prompt_backend = "transformers"', 'prompt_backend = "fallback"', 1)
-    path = root / "infra.toml"
-    path.write_text(text, encoding="utf-8")
-    assert Settings.load(path).engine.weights_dir == str(checkpoint)
-    return path
+def infra(tiny_infra):
+    return tiny_infra
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +83,7 @@ def test_deploy_settings_come_from_infra_toml_and_pyproject(fal_app, infra):
     assert (app.machine_type, app.num_gpus) == (settings.fal.machine_type, settings.fal.num_gpus)
     assert app.host_kwargs["keep_alive"] == settings.fal.keep_alive
     assert app.host_kwargs["request_timeout"] == settings.fal.request_timeout
+    assert app.host_kwargs["startup_timeout"] == settings.fal.startup_timeout >= 1800
     assert (app.host_kwargs["min_concurrency"], app.host_kwargs["max_concurrency"]) == (
         settings.fal.min_concurrency, settings.fal.max_concurrency)
     project = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
@@ -155,7 +146,7 @@ def test_engine_input_error_is_a_field_422(client, engine, monkeypatch):
     response = client.post("/", json={"tags": "x", **FAST})
     assert response.status_code == 422
     assert response.json()["detail"] == [
-        {"loc": ["body", "lyrics"], "msg": "too long for the duration", "type": "value_error"}]
+        {"loc": ["body", "lyrics"], "msg": "too long for the duration", "type": "validation_error"}]
     assert response.headers[billing.BILLING_HEADER] == "0"
 
 

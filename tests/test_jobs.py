@@ -1,21 +1,22 @@
-"""The SQLite job store and worker: FIFO, transitions, cancellation, recovery, usage rows."""
+"""The SQLite job store and worker: FIFO, transitions, cancellation, recovery, usage records."""
 
 from __future__ import annotations
 
 import sqlite3
 import threading
-import time
 
 import pytest
 
-from acestep_app.jobs import (
-    MAX_ATTEMPTS,
-    JobError,
-    JobOutcome,
-    JobStatus,
-    JobStore,
-    JobWorker,
-)
+from acestep_app import failures
+from acestep_app.errors import InputError
+from acestep_app.jobs import CancelResult, JobStatus, Outcome
+from acestep_app.sqlite_store import MAX_ATTEMPTS, JobWorker
+from acestep_app.sqlite_store import SqliteJobStore as JobStore
+from conftest import wait_until as wait_for
+
+
+def completed(result: dict, seconds: float, price_usd: float) -> Outcome:
+    return Outcome.completed(result, seconds, price_usd)
 
 
 @pytest.fixture()
@@ -23,15 +24,6 @@ def store(tmp_path):
     store = JobStore(tmp_path)
     yield store
     store.close()
-
-
-def wait_for(predicate, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.01)
-    raise AssertionError("condition not reached in time")
 
 
 def test_store_uses_wal_and_persists(tmp_path):
@@ -66,16 +58,18 @@ def test_terminal_transitions_write_one_usage_row(store):
     done, failed, cancelled = (store.create("prompt-to-audio", "o", {}) for _ in range(3))
     for job in (done, failed):
         store.claim_next()
-    assert store.complete(done, {"seed": 1}, seconds=12.5, price_usd=0.0025)
-    assert store.fail(failed, "boom")
-    assert store.request_cancel(cancelled.request_id) is JobStatus.CANCELLED
-    assert not store.complete(done, {"seed": 2}, seconds=99, price_usd=1)  # terminal is final
-    rows = {row["request_id"]: row for row in store.usage_rows()}
+    assert store.finish(done, completed({"seed": 1}, seconds=12.5, price_usd=0.0025))
+    assert store.finish(failed, Outcome.failed(failures.failure_for(RuntimeError("boom"))))
+    assert store.request_cancel(cancelled.request_id) is CancelResult.CANCELLED
+    assert not store.finish(done, completed({"seed": 2}, seconds=99, price_usd=1))  # terminal is final
+    rows = {record.request_id: vars(record) for record in store.usage_records()}
     assert len(rows) == 3
     assert rows[done.request_id]["seconds"] == 12.5 and rows[done.request_id]["price_usd"] == 0.0025
     assert rows[failed.request_id]["seconds"] == 0 and rows[failed.request_id]["price_usd"] == 0
     assert rows[cancelled.request_id]["status"] == "CANCELLED" and rows[cancelled.request_id]["seconds"] == 0
-    totals = store.usage_totals()
+    from acestep_app.jobs import usage_totals
+
+    totals = usage_totals(store.usage_records())
     assert totals["all"].jobs == 3 and totals["all"].completed == 1 and totals["all"].seconds == 12.5
 
 
@@ -122,23 +116,33 @@ class ScriptedHandler:
 
     def __call__(self, job, context):
         self.entered.set()
-        for step in range(self.steps):
-            self.release.wait(10)
-            context.check()
-            context.log(f"step {step}")
-        if self.error is not None:
-            raise self.error
-        return JobOutcome({"n": job.input["n"]}, billable_seconds=5.0, price_usd=0.001)
+        try:
+            for step in range(self.steps):
+                self.release.wait(10)
+                context.check()
+                context.log(f"step {step}")
+            if self.error is not None:
+                raise self.error
+        except failures.JobInterrupted:
+            raise
+        except Exception as error:  # what service.execute does: the failure policy
+            return Outcome.failed(failures.failure_for(error))
+        return completed({"n": job.input["n"]}, seconds=5.0, price_usd=0.001)
 
 
 @pytest.fixture()
 def worker(store):
     handler = ScriptedHandler()
-    worker = JobWorker(store, handler, poll_interval=0.05)
-    worker.handler_script = handler
     finished = []
-    worker.add_listener(finished.append)
-    worker.finished = finished
+
+    def finish(job, outcome):
+        done = store.finish(job, outcome)
+        finished.append(store.get(job.request_id))
+        return done
+
+    worker = JobWorker(store, handler, finish)
+    worker.handler_script = handler
+    worker.finished_jobs = finished
     worker.start()
     yield worker
     handler.release.set()
@@ -148,8 +152,8 @@ def worker(store):
 def test_worker_runs_jobs_in_order(store, worker):
     jobs = [store.create("prompt-to-audio", "o", {"n": n}) for n in range(4)]
     worker.notify()
-    wait_for(lambda: len(worker.finished) == 4)
-    assert [job.request_id for job in worker.finished] == [job.request_id for job in jobs]
+    wait_for(lambda: len(worker.finished_jobs) == 4)
+    assert [job.request_id for job in worker.finished_jobs] == [job.request_id for job in jobs]
     for n, job in enumerate(jobs):
         stored = store.get(job.request_id)
         assert stored.status is JobStatus.COMPLETED and stored.result == {"n": n}
@@ -167,13 +171,14 @@ def test_cancel_queued_and_running(store, worker):
     assert script.entered.wait(5)
     wait_for(lambda: store.get(running.request_id).status is JobStatus.IN_PROGRESS)
 
-    assert store.request_cancel(queued.request_id) is JobStatus.CANCELLED
-    assert store.request_cancel(running.request_id) is JobStatus.IN_PROGRESS  # flagged
+    assert store.request_cancel(queued.request_id) is CancelResult.CANCELLED
+    assert store.request_cancel(running.request_id) is CancelResult.REQUESTED  # flagged
     script.release.set()
     wait_for(lambda: store.get(running.request_id).status is JobStatus.CANCELLED)
     assert store.get(queued.request_id).status is JobStatus.CANCELLED
-    assert all(row["seconds"] == 0 and row["price_usd"] == 0 for row in store.usage_rows())
-    assert store.request_cancel(running.request_id) is JobStatus.CANCELLED  # idempotent
+    assert all(record.seconds == 0 and record.price_usd == 0 for record in store.usage_records())
+    assert store.request_cancel(running.request_id) is CancelResult.ALREADY_COMPLETED  # terminal is final
+    assert store.get(running.request_id).error_type == "request_cancelled"
 
 
 def test_failures_are_reported_and_the_worker_keeps_going(store, worker):
@@ -183,18 +188,19 @@ def test_failures_are_reported_and_the_worker_keeps_going(store, worker):
     worker.notify()
     wait_for(lambda: store.get(failed.request_id).status is JobStatus.FAILED)
     job = store.get(failed.request_id)
-    assert job.error == "RuntimeError: CUDA fell over" and job.error_status == 500
-    script.error = JobError("bad field", status_code=422, error_type="validation_error",
-                            detail=[{"loc": ["body", "seed"], "msg": "bad", "type": "value_error"}])
+    assert "RuntimeError: CUDA fell over" in job.error and job.error_status == 500
+    assert job.error_type == "generation_failed"
+    script.error = InputError("seed", "bad")
     invalid = store.create("prompt-to-audio", "o", {"n": 1})
     worker.notify()
     wait_for(lambda: store.get(invalid.request_id).status is JobStatus.FAILED)
     assert store.get(invalid.request_id).error_status == 422
+    assert store.get(invalid.request_id).error == [{"loc": ["body", "seed"], "msg": "bad", "type": "validation_error"}]
     script.error = None
     ok = store.create("prompt-to-audio", "o", {"n": 2})
     worker.notify()
     wait_for(lambda: store.get(ok.request_id).status is JobStatus.COMPLETED)
-    seconds = {row["request_id"]: row["seconds"] for row in store.usage_rows()}
+    seconds = {record.request_id: record.seconds for record in store.usage_records()}
     assert seconds == {failed.request_id: 0, invalid.request_id: 0, ok.request_id: 5.0}
 
 
@@ -208,7 +214,7 @@ def test_stop_puts_the_running_job_back_without_spending_an_attempt(store, worke
     worker.stop(5)
     stopped = store.get(job.request_id)
     assert stopped.status is JobStatus.IN_QUEUE and stopped.attempts == 0
-    assert store.usage_rows() == []
+    assert store.usage_records() == []
 
 
 def test_usage_command_prints_totals_per_endpoint(tmp_path, capsys):
@@ -220,13 +226,13 @@ def test_usage_command_prints_totals_per_endpoint(tmp_path, capsys):
     for endpoint, seconds in (("prompt-to-audio", 30.0), ("prompt-to-audio", 12.5), ("text-to-audio", 60.0)):
         job = store.create(endpoint, "o", {})
         store.claim_next()
-        store.complete(job, {}, seconds=seconds, price_usd=seconds * 0.0002)
-    store.fail(store.create("text-to-audio", "o", {}), "boom")
+        store.finish(job, completed({}, seconds=seconds, price_usd=seconds * 0.0002))
+    store.finish(store.create("text-to-audio", "o", {}), Outcome.failed(failures.failure_for(RuntimeError("boom"))))
     store.close()
 
-    assert usage.run(argparse.Namespace(data_dir=tmp_path)) == 0
+    assert usage.run(argparse.Namespace(data_dir=tmp_path, usage_dir=None)) == 0
     lines = {line.split()[0]: line.split()[1:] for line in capsys.readouterr().out.splitlines()[1:]}
     assert lines["prompt-to-audio"] == ["2", "2", "42.500", "0.008500"]
     assert lines["text-to-audio"] == ["2", "1", "60.000", "0.012000"]
     assert lines["all"] == ["4", "3", "102.500", "0.020500"]
-    assert usage.run(argparse.Namespace(data_dir=tmp_path / "empty")) == 1
+    assert usage.run(argparse.Namespace(data_dir=tmp_path / "empty", usage_dir=None)) == 1

@@ -12,7 +12,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from acestep_app.models.lyric_cleaners import clean_line
+from acestep_app.models.chinese_numbers import normalize_chinese_text, spell_cardinal
+from acestep_app.models.line_cleaner import clean_line
 from acestep_app.models.lyric_tokenizer import (
     LANGUAGE_TAG_IDS,
     STRUCTURE_TAG_IDS,
@@ -20,7 +21,6 @@ from acestep_app.models.lyric_tokenizer import (
     encoding_language,
     write_demo_vocab,
 )
-from acestep_app.models.zh_text_norm import normalize_chinese_text, spell_number
 
 
 @pytest.fixture(scope="module")
@@ -102,11 +102,11 @@ def test_chinese_number_normalisation(text, expected):
 
 
 def test_chinese_numerals():
-    assert spell_number("10") == "十"
-    assert spell_number("100000") == "十万"
-    assert spell_number("2005") == "两千零五"
-    assert spell_number("22") == "二十二"
-    assert spell_number("0.5") == "零点五"
+    assert spell_cardinal("10") == "十"
+    assert spell_cardinal("100000") == "十万"
+    assert spell_cardinal("2005") == "两千零五"
+    assert spell_cardinal("22") == "二十二"
+    assert spell_cardinal("0.5") == "零点五"
 
 
 @pytest.mark.parametrize(

@@ -1,26 +1,27 @@
-"""deploy/modal_app.py without a Modal token: import, the inference class run locally on a tiny
-checkpoint, and the web app in-process (TestClient) over an in-process queue instead of `.spawn()`."""
+"""deploy/modal_app.py without a Modal token: import, the inference class run locally on a tiny checkpoint,
+and the web app in-process over an in-memory ``modal.Dict`` and a thread-pool runner (tests/modal_harness.py)."""
 
 from __future__ import annotations
 
-import importlib.util
-import json
+import argparse
 import threading
-import time
-from pathlib import Path
 
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from modal._utils.function_utils import parse_gpu_config
 
+from acestep_app.jobs import JobStatus, read_usage_dir
+from acestep_app.modal_store import ModalJobStore, VolumeFiles, run_job
 from acestep_app.schema import PromptToAudioOutput, TextToAudioOutput
 from acestep_app.settings import INFRA_ENV, REPO_INFRA_PATH, Settings
-from acestep_app.tiny import write_tiny_checkpoint
+from conftest import wait_until
+from engine_double import EngineDouble
+from modal_harness import InMemoryDict, ThreadCalls, load_modal_app
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*executing locally and will not have access:UserWarning")
 
-MODAL_APP_PATH = Path(__file__).resolve().parents[1] / "deploy" / "modal_app.py"
+modal_app = load_modal_app()
 KEY, OTHER_KEY = "test-key", "other-key"
 AUTH = {"Authorization": f"Key {KEY}"}
 # GPU types Modal documents for `gpu=` (modal.com/docs/guide/gpu); modal 1.6's client only upper-cases
@@ -31,29 +32,16 @@ TEXT_INPUT = {"tags": "lofi, chill", "lyrics": "[inst]", "duration": 5, "number_
 PROMPT_INPUT = {"prompt": "a calm piano piece", "duration": 5, "number_of_steps": 3, "seed": 3, "instrumental": True}
 
 
-def load_module():
-    spec = importlib.util.spec_from_file_location("modal_app", MODAL_APP_PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-modal_app = load_module()
-
-
 @pytest.fixture(scope="module")
-def runtime(tmp_path_factory):
-    """A tiny checkpoint, an infra.toml that loads it on CPU, and a files dir standing in for the Volume."""
+def runtime(tiny_infra, tmp_path_factory):
+    """The tiny infra.toml, a files dir standing in for the Volume, an in-memory Dict for the registry."""
     root = tmp_path_factory.mktemp("modal")
-    checkpoint = write_tiny_checkpoint(root / "checkpoint")
-    infra = root / "infra.toml"
-    infra.write_text(REPO_INFRA_PATH.read_text().replace('weights_dir = ""', f'weights_dir = "{checkpoint}"')
-                     .replace('device = "auto"', 'device = "cpu"')
-                     .replace('prompt_backend = "transformers"', 'prompt_backend = "fallback"'))
+    store = ModalJobStore(InMemoryDict(), root / "files")
     patch = pytest.MonkeyPatch()
-    patch.setenv(INFRA_ENV, str(infra))
+    patch.setenv(INFRA_ENV, str(tiny_infra))
     patch.setenv(modal_app.FILES_DIR_ENV, str(root / "files"))
-    yield root
+    patch.setattr(modal_app, "job_store", lambda: store)
+    yield store
     patch.undo()
 
 
@@ -62,28 +50,25 @@ def inference(runtime):
     return modal_app.AceStep()  # @modal.enter runs on its first .local() call, once
 
 
-@pytest.fixture
-def queue(inference):
-    queue = modal_app.InProcessQueue(run=inference.generate.local)
-    yield queue
-    queue.shutdown()
+def web_client(store, run, keys=(KEY, OTHER_KEY), sync_wait: float = 60.0, workers: int = 1, on_finished=None):
+    calls = ThreadCalls(run, workers)
+    files = VolumeFiles(store.files_root, reload=lambda: None)
+    web = modal_app.build_web(store, calls, list(keys), files, Settings.load(), sync_wait=sync_wait,
+                              on_finished=on_finished)
+    return TestClient(web), calls
 
 
 @pytest.fixture
-def client(runtime, queue):
-    web = modal_app.create_web_app(queue, [KEY, OTHER_KEY], runtime / "files", Settings.load(), sync_timeout=120)
-    with TestClient(web) as client:
+def client(runtime, inference):
+    client, calls = web_client(runtime, inference.run_job.local)
+    with client:
         yield client
+    calls.shutdown()
 
 
 def wait_until_done(client: TestClient, status_url: str, headers=AUTH, timeout: float = 60.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        body = client.get(status_url, params={"logs": "true"}, headers=headers).json()
-        if body["status"] == "COMPLETED":
-            return body
-        time.sleep(0.05)
-    raise AssertionError(f"not done after {timeout}s: {body}")
+    return wait_until(lambda: (body := client.get(status_url, params={"logs": "true"}, headers=headers).json())[
+        "status"] == "COMPLETED" and body, timeout, interval=0.05)
 
 
 def test_module_declares_the_app_from_infra_toml():
@@ -92,6 +77,15 @@ def test_module_declares_the_app_from_infra_toml():
     assert modal_app.SETTINGS.modal == Settings.load().modal
     for name in ("AceStep", "pull_weights", "web", "main"):
         assert hasattr(modal_app, name)
+    assert modal_app.SYNC_WAIT_SECONDS < 150  # Modal's web request limit
+
+
+def test_modal_app_is_wiring_only():
+    from pathlib import Path
+
+    source = Path(modal_app.__file__).read_text()
+    assert len(source.splitlines()) <= 200
+    assert "JSONResponse" not in source and "IN_QUEUE" not in source  # the protocol lives in acestep_app
 
 
 def test_infra_gpu_is_a_type_modal_accepts():
@@ -101,22 +95,24 @@ def test_infra_gpu_is_a_type_modal_accepts():
         assert parsed.gpu_type in MODAL_GPU_TYPES and parsed.count >= 1, value
 
 
-def test_pull_weights_returns_the_configured_checkpoint(runtime):
-    assert modal_app.pull_weights.local() == str(runtime / "checkpoint")
+def test_pull_weights_returns_the_configured_checkpoint(runtime, tiny_weights):
+    assert modal_app.pull_weights.local() == str(tiny_weights)
 
 
-def test_generate_locally_stores_audio_logs_and_usage(runtime, inference):
-    requests = {"00000000-0000-4000-8000-000000000001": {"status": "IN_QUEUE", "logs": []}}
-    (request_id,) = requests
-    outcome = inference.generate.local("text-to-audio", TEXT_INPUT, request_id, "owner-a", requests)
-    assert outcome["status"] == "COMPLETED" and outcome["billable_seconds"] > 0
-    output = TextToAudioOutput.model_validate(outcome["result"])
-    assert output.audio.url == f"files/{request_id}.wav" and output.seed == 7
-    assert (runtime / "files" / "audio" / f"{request_id}.wav").stat().st_size == output.audio.file_size
-    assert requests[request_id]["status"] == "IN_PROGRESS" and requests[request_id]["logs"]
-    usage = json.loads((runtime / "files" / "usage" / f"{request_id}.json").read_text())
-    assert usage["seconds"] == outcome["billable_seconds"] and usage["owner"] == "owner-a"
-    assert usage["price_usd"] == pytest.approx(outcome["billable_seconds"] * 0.0002)
+def test_run_job_locally_stores_audio_logs_and_usage(runtime, inference):
+    job = runtime.create("text-to-audio", "owner-a", TEXT_INPUT)
+    assert inference.run_job.local(job.request_id) == "COMPLETED"
+    done = runtime.get(job.request_id)
+    output = TextToAudioOutput.model_validate(done.result)
+    assert done.status is JobStatus.COMPLETED and done.billable_seconds > 0
+    assert output.audio.url == f"files/{job.request_id}.wav" and output.seed == 7
+    assert (runtime.files_root / "audio" / f"{job.request_id}.wav").stat().st_size == output.audio.file_size
+    messages = [entry["message"] for entry in done.logs]
+    assert messages[0] == "Request queued." and messages[-1] == "Request completed." and "step 1/3" in messages
+    (usage,) = [record for record in runtime.usage_records() if record.request_id == job.request_id]
+    assert usage.seconds == done.billable_seconds and usage.owner == "owner-a"
+    assert usage.price_usd == pytest.approx(done.billable_seconds * 0.0002)
+    assert inference.run_job.local(job.request_id) == "skipped"  # a finished job never runs twice
 
 
 def test_sync_prompt_to_audio_bills_and_serves_the_file(client):
@@ -141,13 +137,14 @@ def test_missing_or_wrong_key_is_401_and_bills_nothing(client, headers):
     assert client.get("/health").status_code == 200
 
 
-def test_bad_input_is_422_naming_the_field(client, queue):
+def test_bad_input_is_422_naming_the_field(client, runtime):
+    before = set(runtime.registry.keys())
     response = client.post("/prompt-to-audio", json={**PROMPT_INPUT, "duration": 1}, headers=AUTH)
     assert response.status_code == 422 and response.headers["x-fal-billable-units"] == "0"
     assert response.json()["detail"][0]["loc"][-1] == "duration"
     queued = client.post("/me/ace-step/prompt-to-audio", json={"duration": 30}, headers=AUTH)
     assert queued.status_code == 422 and queued.json()["detail"][0]["loc"] == ["body", "prompt"]
-    assert queue.requests == {}  # never became a request
+    assert set(runtime.registry.keys()) == before  # never became a request
 
 
 def test_queue_lifecycle_in_fal_shapes(client):
@@ -171,13 +168,12 @@ def test_queue_lifecycle_in_fal_shapes(client):
 def test_cancel_a_queued_request(runtime, inference):
     release = threading.Event()
 
-    def held_run(*args):
+    def held_run(request_id):
         release.wait(30)
-        return inference.generate.local(*args)
+        return inference.run_job.local(request_id)
 
-    queue = modal_app.InProcessQueue(run=held_run)
-    web = modal_app.create_web_app(queue, [KEY], runtime / "files", Settings.load())
-    with TestClient(web) as client:
+    client, calls = web_client(runtime, held_run, keys=[KEY])
+    with client:
         first = client.post("/me/ace-step", json=TEXT_INPUT, headers=AUTH).json()
         second = client.post("/me/ace-step", json=TEXT_INPUT, headers=AUTH).json()
         cancel = client.put(second["cancel_url"], headers=AUTH)
@@ -188,9 +184,117 @@ def test_cancel_a_queued_request(runtime, inference):
         assert cancelled["error_type"] == "request_cancelled"
         result = client.get(second["response_url"], headers=AUTH)
         assert result.status_code == 400 and result.headers["x-fal-billable-units"] == "0"
-    queue.shutdown()
-    usage = json.loads((runtime / "files" / "usage" / f"{second['request_id']}.json").read_text())
-    assert usage["status"] == "CANCELLED" and usage["seconds"] == 0
+    calls.shutdown()
+    (usage,) = [record for record in runtime.usage_records() if record.request_id == second["request_id"]]
+    assert usage.status == "CANCELLED" and usage.seconds == 0
+
+
+# -- Modal's own risks: the 150 s web limit, lost calls, racing containers, Volume reloads ------------
+
+
+def double_store(tmp_path, on_finished=None):
+    store = ModalJobStore(InMemoryDict(), tmp_path / "files")
+    engine = EngineDouble(steps=2, sample_rate=100)
+    return store, engine, (lambda request_id: run_job(store, engine, Settings(), request_id, on_finished))
+
+
+def test_sync_call_past_the_wait_limit_redirects_to_a_wait_url_that_curl_l_follows(tmp_path):
+    store, engine, run = double_store(tmp_path)
+    engine.hold = threading.Event()
+    client, calls = web_client(store, run, sync_wait=0.2)
+    with client:
+        first = client.post("/prompt-to-audio", json={"prompt": "x", "duration": 5}, headers=AUTH,
+                            follow_redirects=False)
+        assert first.status_code == 303 and first.headers["x-fal-billable-units"] == "0"
+        request_id = first.json()["request_id"]
+        assert first.headers["location"] == f"http://testserver/requests/{request_id}/wait"
+        again = client.get(first.headers["location"], headers=AUTH, follow_redirects=False)
+        assert again.status_code == 303 and again.headers["location"] == first.headers["location"]
+        threading.Timer(0.5, engine.hold.set).start()
+        followed = client.post("/prompt-to-audio", json={"prompt": "y", "duration": 5}, headers=AUTH)  # as curl -L
+        assert followed.status_code == 200 and followed.headers["x-fal-billable-units"] == "5"
+        assert client.get(first.headers["location"], headers=AUTH).status_code == 200
+        assert client.get(first.headers["location"], headers={"Authorization": f"Key {OTHER_KEY}"}).status_code == 404
+    calls.shutdown()
+
+
+def test_a_cancel_wins_over_a_generation_that_finishes_later_and_nothing_is_billed(tmp_path):
+    finished = []  # on_finished from both sides: the web container's cancel and the GPU container's finish
+    store, engine, run = double_store(tmp_path, on_finished=finished.append)
+    engine.hold = threading.Event()
+    client, calls = web_client(store, run, on_finished=finished.append)
+    with client:
+        handle = client.post("/me/ace-step", json={"tags": "x", "duration": 5}, headers=AUTH).json()
+        assert engine.started.wait(10)
+        assert client.put(handle["cancel_url"], headers=AUTH).status_code == 202
+        engine.hold.set()  # the GPU side finishes its steps after the cancel was recorded
+        calls.calls[handle["request_id"]].result(10)
+        status = wait_until_done(client, handle["status_url"])
+        assert status["error_type"] == "request_cancelled"
+    calls.shutdown()
+    job = store.get(handle["request_id"])
+    assert job.status is JobStatus.CANCELLED and job.billable_seconds == 0
+    assert [(r.status, r.seconds) for r in store.usage_records()] == [("CANCELLED", 0)]
+    assert [(job.request_id, job.status) for job in finished] == [(handle["request_id"], JobStatus.CANCELLED)]
+
+
+def test_registry_keys_have_one_writer_each_so_no_update_is_lost(tmp_path):
+    store, engine, run = double_store(tmp_path)
+    job = store.create("text-to-audio", "owner", {"tags": "x", "duration": 5}, webhook_url="https://example.com/hook")
+    store.set_call(job.request_id, "fc-1")
+    run(job.request_id)
+    assert sorted(key.split(":")[1] for key in store.registry.keys()) == ["call", "job", "outcome", "run"]
+    done = store.get(job.request_id)
+    assert (done.owner, done.webhook_url, done.input["tags"], store.call_id(job.request_id)) == (
+        "owner", "https://example.com/hook", "x", "fc-1")
+    assert done.status is JobStatus.COMPLETED and len([e for e in done.logs if e["message"].startswith("denoising")]) == 2
+
+
+def test_a_lost_generation_call_fails_the_request_unbilled(tmp_path):
+    store, engine, _ = double_store(tmp_path)
+
+    def lost(request_id):
+        raise ConnectionError("container preempted")
+
+    client, calls = web_client(store, lost)
+    with client:
+        handle = client.post("/me/ace-step", json={"tags": "x", "duration": 5}, headers=AUTH).json()
+        status = wait_until_done(client, handle["status_url"])
+        assert status["error_type"] == "generation_failed" and "call failed" in status["error"]
+        assert client.get(handle["response_url"], headers=AUTH).headers["x-fal-billable-units"] == "0"
+    calls.shutdown()
+    assert [(r.status, r.seconds) for r in store.usage_records()] == [("FAILED", 0)]
+
+
+def test_files_volume_reload_is_retried_while_files_are_open(tmp_path):
+    store, engine, run = double_store(tmp_path)
+    job = store.create("text-to-audio", "owner", {"tags": "x", "duration": 5})
+    attempts = []
+    hidden = tmp_path / "committed-elsewhere"
+
+    def reload():  # Modal refuses a reload while a download holds a file of the Volume open
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise RuntimeError("there are open files preventing the operation")
+        hidden.rename(store.files_root / "audio")
+
+    run(job.request_id)
+    (store.files_root / "audio").rename(hidden)
+    files = VolumeFiles(store.files_root, reload=reload, delay=0.01)
+    stored = files.open(f"{job.request_id}.wav")
+    assert stored is not None and stored.size > 0 and len(attempts) == 3
+
+
+def test_usage_command_reads_the_modal_ledger(runtime, inference, capsys):
+    from acestep_app.commands import usage
+
+    job = runtime.create("text-to-audio", "owner", TEXT_INPUT)
+    inference.run_job.local(job.request_id)
+    records = read_usage_dir(runtime.files_root / "usage")
+    assert usage.run(argparse.Namespace(data_dir=None, usage_dir=runtime.files_root / "usage")) == 0
+    lines = {line.split()[0]: line.split()[1:] for line in capsys.readouterr().out.splitlines()[1:]}
+    assert int(lines["all"][0]) == len(records) and float(lines["all"][2]) == pytest.approx(
+        sum(r.seconds for r in records), abs=1e-3)
 
 
 def test_asgi_function_local_returns_the_app_and_requires_a_key(monkeypatch):

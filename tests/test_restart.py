@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from conftest import wait_until
 from reliability import TALLY, reliability_tally  # noqa: F401  (autouse: prints the reliability summary)
 from server_process import ServerProcess, double_command, free_port, running, serve_command
 
@@ -32,16 +33,6 @@ def submit(base_url: str, payload: dict, path: str = "/prompt-to-audio", client:
 
 def status_of(handle: dict) -> dict:
     return httpx.get(handle["status_url"], timeout=30).json()
-
-
-def wait_until(predicate, timeout: float = 60.0, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("condition not reached in time")
 
 
 def read_table(data_dir: Path, sql: str) -> list[sqlite3.Row]:

@@ -10,8 +10,6 @@ from __future__ import annotations
 import io
 import json
 import threading
-import time
-import wave
 
 import numpy as np
 import pytest
@@ -20,9 +18,11 @@ from fastapi.testclient import TestClient
 
 from acestep_app import billing
 from acestep_app.errors import InputError
+from acestep_app.jobs import JobStatus
 from acestep_app.schema import PromptToAudioOutput, TextToAudioOutput
 from acestep_app.server import create_app
 from acestep_app.settings import Settings
+from conftest import wait_until
 from engine_double import EngineDouble
 from reliability import TALLY, reliability_tally  # noqa: F401  (autouse: prints the reliability summary)
 
@@ -50,13 +50,8 @@ def keyed(engine, tmp_path):
 
 
 def wait_status(client, handle: dict, expected: str, timeout: float = 10.0, **params) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        body = client.get(handle["status_url"], params=params).json()
-        if body["status"] == expected:
-            return body
-        time.sleep(0.02)
-    raise AssertionError(f"{handle['request_id']} never reached {expected}: {body}")
+    return wait_until(lambda: (body := client.get(handle["status_url"], params=params).json())["status"] == expected
+                      and body, timeout)
 
 
 def submit(client, payload: dict, path: str = "/prompt-to-audio") -> dict:
@@ -66,12 +61,12 @@ def submit(client, payload: dict, path: str = "/prompt-to-audio") -> dict:
 
 
 def usage(client) -> dict[str, dict]:
-    return {row["request_id"]: row for row in client.app.state.store.usage_rows()}
+    return {record.request_id: vars(record) for record in client.app.state.store.usage_records()}
 
 
 def read_wav(data: bytes) -> tuple[int, int, int]:
-    with wave.open(io.BytesIO(data)) as wav:
-        return wav.getnchannels(), wav.getframerate(), wav.getnframes()
+    samples, sample_rate = soundfile.read(io.BytesIO(data), always_2d=True)
+    return samples.shape[1], sample_rate, samples.shape[0]
 
 
 # -- synchronous endpoints -------------------------------------------------------------------------
@@ -242,7 +237,7 @@ def test_invalid_input_is_422_naming_the_field(client, path, payload, loc):
     detail = response.json()["detail"]
     assert any(error["loc"] == loc for error in detail), detail
     assert all(set(error) == {"loc", "msg", "type"} for error in detail)
-    assert client.app.state.store.usage_rows() == []
+    assert client.app.state.store.usage_records() == []
 
 
 @pytest.mark.parametrize("path", ["/prompt-to-audio", f"/{APP}/prompt-to-audio"])
@@ -285,17 +280,17 @@ def test_every_route_but_health_needs_a_valid_key(keyed):
 
 def test_keys_are_compared_in_constant_time_against_every_key(monkeypatch):
     """Every configured key is compared with hmac.compare_digest, matched or not, first or last."""
-    from acestep_app import server
+    from acestep_app import auth
 
     compared: list[tuple[bytes, bytes]] = []
-    real_compare = server.hmac.compare_digest
+    real_compare = auth.hmac.compare_digest
 
     def counting_compare(a, b):
         compared.append((a, b))
         return real_compare(a, b)
 
-    monkeypatch.setattr(server.hmac, "compare_digest", counting_compare)
-    keys = server.Keys([KEY_A, KEY_B, "key-c:secret"])
+    monkeypatch.setattr(auth.hmac, "compare_digest", counting_compare)
+    keys = auth.Keys([KEY_A, KEY_B, "key-c:secret"])
     for header, owner in ((f"Key {KEY_A}", keys.owner_of(KEY_A.encode())), (f"Key {KEY_B}", keys.owner_of(KEY_B.encode())),
                           ("Key key-a:secreX", None), ("Key ", None), (None, None), (f"Bearer {KEY_A}", None)):
         compared.clear()
@@ -362,18 +357,9 @@ REAL_SAMPLE_RATE = 48_000
 LATENT_STEP_SECONDS = 4096 / 44100  # the latent grid floors the requested duration by less than this
 
 
-@pytest.fixture(scope="module")
-def real_engine(tmp_path_factory):
-    from acestep_app.engine import Engine
-    from acestep_app.tiny import write_tiny_checkpoint
-
-    checkpoint = write_tiny_checkpoint(tmp_path_factory.mktemp("tiny"))
-    return Engine.load(Settings(), weights_dir=checkpoint)
-
-
 @pytest.fixture()
-def real_client(real_engine, tmp_path):
-    with TestClient(create_app(real_engine, Settings(), tmp_path / "data")) as client:
+def real_client(tiny_engine, tmp_path):
+    with TestClient(create_app(tiny_engine, Settings(), tmp_path / "data")) as client:
         yield client
 
 
@@ -422,7 +408,7 @@ def test_full_disk_on_the_job_database_is_a_clear_503_and_the_server_recovers(cl
     def disk_full(*args, **kwargs):
         raise sqlite3.OperationalError("database or disk is full")
 
-    monkeypatch.setattr("acestep_app.jobs.JobStore.create", disk_full)
+    monkeypatch.setattr("acestep_app.sqlite_store.SqliteJobStore.create", disk_full)
     for path in ("/prompt-to-audio", f"/{APP}/prompt-to-audio"):
         response = client.post(path, json={"prompt": "x", "duration": 5})
         assert response.status_code == 503 and response.json()["error_type"] == "storage_error"
@@ -433,10 +419,17 @@ def test_full_disk_on_the_job_database_is_a_clear_503_and_the_server_recovers(cl
 
 
 def test_full_disk_when_recording_a_result_fails_the_job_with_the_reason(client, monkeypatch):
-    def no_space(*args, **kwargs):
-        raise OSError(28, "No space left on device")
+    from acestep_app.jobs import JobStatus
+    from acestep_app.sqlite_store import SqliteJobStore
 
-    monkeypatch.setattr("acestep_app.jobs.JobStore.complete", no_space)
+    real_finish = SqliteJobStore.finish
+
+    def no_space_for_results(store, job, outcome):
+        if outcome.status is JobStatus.COMPLETED:
+            raise OSError(28, "No space left on device")
+        return real_finish(store, job, outcome)
+
+    monkeypatch.setattr(SqliteJobStore, "finish", no_space_for_results)
     response = client.post("/prompt-to-audio", json={"prompt": "x", "duration": 5})
     assert response.status_code == 500 and response.headers[billing.BILLING_HEADER] == "0"
     assert response.json()["error_type"] == "storage_error" and "No space left" in response.json()["detail"]
@@ -464,3 +457,55 @@ def test_real_engine_cancel_while_queued_and_running_bills_nothing_and_keeps_ser
                  if e["message"].startswith("step ")]
     assert len(steps_run) < 60
     TALLY.count_jobs([row["status"] for row in rows.values()])
+
+
+# -- webhooks: ?fal_webhook= on queue submit, and the on_finished hook --------------------------------
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:9/hook", "http://169.254.169.254/latest", "ftp://example.com/x",
+                                 "not a url"])
+def test_a_refused_webhook_url_is_a_422_naming_fal_webhook(client, url):
+    response = client.post(f"/{APP}/prompt-to-audio", params={"fal_webhook": url}, json={"prompt": "x", "duration": 5})
+    assert response.status_code == 422 and response.headers[billing.BILLING_HEADER] == "0"
+    (item,) = response.json()["detail"]
+    assert item["loc"] == ["query", "fal_webhook"] and item["msg"]
+    assert client.app.state.store.count(JobStatus.IN_QUEUE) + len(usage(client)) == 0  # never became a job
+
+
+def test_the_webhook_url_is_kept_on_the_job_when_private_urls_are_allowed(engine, tmp_path):
+    settings = Settings.from_dict({"security": {"allow_private_urls": True}})
+    with TestClient(create_app(engine, settings, tmp_path / "data")) as client:
+        handle = submit_with(client, {"prompt": "x", "duration": 5}, "http://127.0.0.1:9/hook")
+        assert client.app.state.store.get(handle["request_id"]).webhook_url == "http://127.0.0.1:9/hook"
+        metadata = client.post(f"/{APP}/prompt-to-audio", params={"fal_webhook": "http://169.254.169.254/"},
+                               json={"prompt": "x", "duration": 5})
+        assert metadata.status_code == 422  # cloud metadata stays refused
+
+
+def submit_with(client, payload: dict, webhook: str) -> dict:
+    response = client.post(f"/{APP}/prompt-to-audio", params={"fal_webhook": webhook}, json=payload)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_on_finished_runs_once_per_job_on_every_terminal_transition(engine, tmp_path):
+    finished: list = []
+    app = create_app(engine, Settings(), tmp_path / "data", on_finished=finished.append)
+    with TestClient(app) as client:
+        done = client.post("/prompt-to-audio", json={"prompt": "x", "duration": 5}).headers["x-fal-request-id"]
+        engine.fail_with = RuntimeError("boom")
+        failed = client.post("/prompt-to-audio", json={"prompt": "x", "duration": 5}).headers["x-fal-request-id"]
+        engine.fail_with, engine.hold = None, threading.Event()
+        engine.started.clear()
+        running = submit(client, {"prompt": "a", "duration": 5})
+        assert engine.started.wait(5)
+        queued = submit(client, {"prompt": "b", "duration": 5})
+        for handle in (queued, running, queued):  # a second cancel changes nothing
+            client.put(handle["cancel_url"])
+        engine.hold.set()
+        wait_status(client, running, "COMPLETED")
+        wait_until(lambda: len(finished) >= 4)
+    statuses = {job.request_id: job.status for job in finished}
+    assert len(finished) == 4 and statuses == {
+        done: JobStatus.COMPLETED, failed: JobStatus.FAILED,
+        running["request_id"]: JobStatus.CANCELLED, queued["request_id"]: JobStatus.CANCELLED}

@@ -63,6 +63,9 @@ def test_missing_file_falls_back_to_defaults(tmp_path, monkeypatch):
         ("[weights]\nrevision = 'main'\n", r"\[weights\] revision"),
         ("[fal]\napp_auth = 'open'\n", r"\[fal\] app_auth"),
         ("[modal]\ntimeout = 0\n", r"\[modal\] timeout"),
+        ("[security]\nallow_private_urls = 'yes'\n", r"\[security\] allow_private_urls"),
+        ("[audio_input]\nmax_redirects = -1\n", r"\[audio_input\] max_redirects"),
+        ("[audio_input]\nmin_duration_seconds = 300.0\n", r"\[audio_input\]: .*min_duration_seconds"),
         ("[engine\n", "invalid TOML"),
     ],
 )
@@ -77,3 +80,16 @@ def test_settings_are_frozen_picklable_values():
     assert pickle.loads(pickle.dumps(loaded)) == loaded
     with pytest.raises(Exception):
         loaded.app.name = "other"
+
+
+def test_private_urls_are_refused_unless_allowed():
+    assert Settings().security.allow_private_urls is False
+    assert Settings.from_toml("[security]\nallow_private_urls = true\n").security.allow_private_urls is True
+
+
+def test_default_editing_body_limit_admits_a_minute_of_cd_audio_as_a_data_uri():
+    wav_bytes = 44 + 60 * 44100 * 2 * 2  # 60 s, 44.1 kHz, 16-bit, stereo
+    data_uri = len("data:audio/wav;base64,") + 4 * -(-wav_bytes // 3)
+    json_overhead = 4096  # the other fields of a request
+    assert Settings().audio_input.max_request_bytes >= data_uri + json_overhead
+    assert Settings().audio_input.max_duration_seconds >= 60

@@ -274,7 +274,7 @@ def test_manifest_accepts_more_entries(tmp_path):
     )
     (tmp_path / "manifest.toml").write_text(text)
     manifest = Manifest.load(tmp_path / "manifest.toml")
-    assert manifest.names() == ["acestep", "llm", "songwriter", "lyric_vocab"]
+    assert manifest.names() == ["acestep", "llm", "asr", "songwriter", "lyric_vocab"]
     [llm_file] = manifest.files(only=["songwriter"])
     assert (llm_file.path, llm_file.remote) == ("songwriter/model.safetensors", "model.safetensors")
     assert len(manifest.files(only=["acestep", "lyric_vocab"])) == 12
@@ -391,7 +391,7 @@ def test_real_manifest_requests_the_pinned_files(tmp_path, hub, http, monkeypatc
     metadata = FakeMetadata(hub, {llm.repo: tmp_path / "llm-remote"})
     metadata.install(monkeypatch)
     with pytest.raises(WeightsError):  # the stand-in bytes fail every digest
-        pull(tmp_path / "weights", progress=False, manifest=manifest)
+        pull(tmp_path / "weights", progress=False, manifest=manifest, only=["acestep", "llm", "lyric_vocab"])
     acestep_calls = [call for call in hub.calls if call["repo_id"] != llm.repo]
     assert sorted(call["filename"] for call in acestep_calls) == sorted(_spec_paths(manifest))
     assert {(call["repo_id"], call["revision"]) for call in acestep_calls} == {
@@ -404,6 +404,15 @@ def test_real_manifest_requests_the_pinned_files(tmp_path, hub, http, monkeypatc
     assert (tmp_path / "weights" / "llm" / "config.json").read_bytes() == b"y"  # matched the Hub's digest
     assert not find_problems(tmp_path / "weights", manifest, only=["llm"], quick=True)
     assert http == [manifest.url["lyric_vocab"].url]
+
+
+def test_asr_model_is_pinned_by_commit_with_hub_digests():
+    asr = Manifest.load().hub["asr"]
+    assert (asr.repo, asr.revision, asr.target) == ("openai/whisper-large-v3-turbo",
+                                                    "41f01f3fe87f28c78e2fbf8b568835947dd65ed9", "asr")
+    remotes = {f.remote for f in asr.files}
+    assert {"config.json", "model.safetensors", "preprocessor_config.json", "tokenizer.json"} <= remotes
+    assert all(f.hub_pin is not None and f.path.startswith("asr/") for f in asr.files)
 
 
 def _spec_paths(manifest: Manifest) -> list[str]:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -43,6 +46,21 @@ def demo_checkpoint() -> Path:
     return target
 
 
+def add_output_options(parser, default_output: Path) -> None:
+    """Options every audio-writing command shares: output file, checkpoint, infra.toml, JSON, engine switches."""
+    parser.add_argument("-o", "--output", type=Path, default=default_output,
+                        help=f"file to write; its extension picks the format: .wav (default {default_output}), "
+                             ".flac, .mp3, .ogg")
+    parser.add_argument(
+        "--weights",
+        help="checkpoint folder (default: [engine].weights_dir, else the pulled weights, else the tiny demo)",
+    )
+    parser.add_argument("--tiny", action="store_true", help="use the tiny random demo checkpoint (its audio is noise)")
+    parser.add_argument("--infra", help="infra.toml to read (default: $ACESTEP_INFRA or the repo's)")
+    parser.add_argument("--json", action="store_true", help="print the response body as JSON")
+    add_engine_options(parser)
+
+
 def add_engine_options(parser) -> None:
     """``[engine]`` switches of infra.toml as command-line overrides (speed and numerics)."""
     import argparse
@@ -70,3 +88,84 @@ def apply_engine_options(settings, args):
         return settings
     engine = type(settings.engine).model_validate({**settings.engine.model_dump(), **update})
     return settings.model_copy(update={"engine": engine})
+
+
+def validated(model, values: dict):
+    """``model`` built from ``values``; the first schema error as an :class:`InputError` naming the field."""
+    from pydantic import ValidationError
+
+    from ..errors import InputError
+
+    try:
+        return model.model_validate(values)
+    except ValidationError as error:
+        first = error.errors()[0]
+        raise InputError(".".join(str(part) for part in first["loc"]), first["msg"]) from None
+
+
+def run_with_progress(call: Callable):
+    """``call(on_progress)`` with a terminal progress bar over the sampler steps; returns its result."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeRemainingColumn(), transient=True) as bar:
+        task = bar.add_task("diffusion", total=None)
+
+        def on_progress(progress) -> None:
+            bar.update(task, completed=progress.step, total=progress.total)
+
+        return call(on_progress)
+
+
+def write_result(path: Path, output_format, generation, *, as_json: bool, skip_logs=frozenset()) -> None:
+    """Write ``generation`` to ``path`` in ``output_format``; print the response body (``--json``) or a summary."""
+    from ..audio import encode_audio
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(encode_audio(generation.waveform, generation.sample_rate, output_format))
+    body = {
+        "audio": {"path": str(path), "content_type": output_format.content_type,
+                  "sample_rate": generation.sample_rate},
+        "seed": generation.seed,
+        "tags": generation.tags,
+        "lyrics": generation.lyrics,
+        "billable_seconds": generation.billable_seconds,
+    }
+    if generation.takes:
+        body["takes"] = write_takes(path, output_format, generation)
+    if as_json:
+        print(json.dumps(body, indent=2))
+        return
+    for line in generation.logs:
+        if line not in skip_logs:
+            print(line, file=sys.stderr)
+    if generation.takes:
+        print(takes_table(body["takes"]))
+    print(f"wrote {path} ({generation.duration:.2f}s, {generation.sample_rate} Hz, seed {generation.seed})")
+
+
+def take_path(output: Path, number: int) -> Path:
+    """``song.mp3`` -> ``song.take2.mp3``."""
+    return output.with_name(f"{output.stem}.take{number}{output.suffix}")
+
+
+def write_takes(output: Path, output_format, generation) -> list[dict]:
+    """Every ranked take beside ``output``; one row per take (seed, lyric WER, path, returned or not)."""
+    from ..audio import encode_audio
+
+    rows = []
+    for number, take in enumerate(generation.takes, start=1):
+        path = take_path(output, number)
+        path.write_bytes(encode_audio(take.waveform, generation.sample_rate, output_format))
+        rows.append({"take": number, "seed": take.seed, "lyric_wer": take.score, "path": str(path),
+                     "returned": take.waveform is generation.waveform})
+    return rows
+
+
+def takes_table(rows: list[dict]) -> str:
+    lines = [f"{'take':>4}  {'seed':>10}  {'lyric WER':>9}  file"]
+    for row in rows:
+        score = "-" if row["lyric_wer"] is None else f"{row['lyric_wer']:.3f}"
+        mark = "  <- returned" if row["returned"] else ""
+        lines.append(f"{row['take']:>4}  {row['seed']:>10}  {score:>9}  {row['path']}{mark}")
+    return "\n".join(lines)

@@ -1,15 +1,17 @@
-"""``acestep-app generate "prompt" -o song.wav``: one song on this machine, every schema parameter as an option."""
+"""``acestep-app generate "prompt" -o song.wav``: one song on this machine, every schema parameter as an option.
+
+The output file's extension picks its format: ``.wav`` (float32, as fal), ``.flac``, ``.mp3`` or ``.ogg``.
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-from . import add_engine_options
+from . import add_output_options
 
-HELP = "generate a song from a prompt (or --tags/--lyrics) into a WAV file"
+HELP = "generate a song from a prompt (or --tags/--lyrics) into a WAV, FLAC, MP3 or Ogg file"
 
 # (option, schema field, type, help); defaults come from the schema so they cannot drift.
 GENERATION_OPTIONS = [
@@ -35,22 +37,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--instrumental", action="store_true", help="no vocals (prompt mode)")
     for option, field, kind, text in GENERATION_OPTIONS:
         parser.add_argument(option, dest=field, type=kind, help=text)
-    parser.add_argument("-o", "--output", type=Path, default=Path("song.wav"), help="WAV file to write")
-    parser.add_argument(
-        "--weights",
-        help="checkpoint folder (default: [engine].weights_dir, else the pulled weights, else the tiny demo)",
-    )
-    parser.add_argument("--tiny", action="store_true", help="use the tiny random demo checkpoint (its audio is noise)")
-    parser.add_argument("--infra", help="infra.toml to read (default: $ACESTEP_INFRA or the repo's)")
-    parser.add_argument("--json", action="store_true", help="print the response body as JSON")
-    add_engine_options(parser)
+    add_output_options(parser, default_output=Path("song.wav"))
+    parser.add_argument("--takes", type=_take_count, metavar="N",
+                        help="sample N seeds (1-8) and return the take whose sung words best match the lyrics "
+                             "(default: [quality].takes); every take is also written as NAME.takeK.EXT")
 
 
 def build_request(args: argparse.Namespace):
-    from pydantic import ValidationError
-
     from ..errors import InputError
     from ..schema import PromptToAudioInput, TextToAudioInput
+    from . import validated
 
     values = {field: getattr(args, field) for _, field, _, _ in GENERATION_OPTIONS if getattr(args, field) is not None}
     if args.tags is not None:
@@ -61,16 +57,18 @@ def build_request(args: argparse.Namespace):
         model, values = PromptToAudioInput, {**values, "prompt": args.prompt, "instrumental": args.instrumental}
     else:
         raise InputError("prompt", "give a prompt, or --tags (and --lyrics)")
-    try:
-        return model.model_validate(values)
-    except ValidationError as error:
-        first = error.errors()[0]
-        raise InputError(".".join(str(part) for part in first["loc"]), first["msg"]) from None
+    return validated(model, values)
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..audio import format_for_path
     from ..errors import InputError
 
+    try:
+        output_format = format_for_path(args.output)
+    except ValueError as error:
+        print(f"error: output: {error}", file=sys.stderr)
+        return 2
     try:
         request = build_request(args)
     except InputError as error:
@@ -79,37 +77,35 @@ def run(args: argparse.Namespace) -> int:
 
     from ..engine import Engine
     from ..settings import Settings
-    from . import apply_engine_options, choose_weights
+    from . import apply_engine_options, choose_weights, run_with_progress, write_result
 
-    settings = apply_engine_options(Settings.load(args.infra), args)
+    early_warning = _lyrics_warning(request)
+    settings = _apply_takes(apply_engine_options(Settings.load(args.infra), args), args.takes)
     engine = Engine.load(settings, weights_dir=choose_weights(settings, args.weights, args.tiny))
-    generation = _generate_with_progress(engine, request)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_bytes(engine.wav_bytes(generation))
-    body = {
-        "audio": {"path": str(args.output), "content_type": "audio/wav", "sample_rate": generation.sample_rate},
-        "seed": generation.seed,
-        "tags": generation.tags,
-        "lyrics": generation.lyrics,
-        "billable_seconds": generation.billable_seconds,
-    }
-    if args.json:
-        print(json.dumps(body, indent=2))
-    else:
-        for line in generation.logs:
-            print(line, file=sys.stderr)
-        print(f"wrote {args.output} ({generation.duration:.2f}s, {generation.sample_rate} Hz, seed {generation.seed})")
+    generation = run_with_progress(lambda on_progress: engine.generate(request, on_progress))
+    write_result(args.output, output_format, generation, as_json=args.json, skip_logs={early_warning})
     return 0
 
 
-def _generate_with_progress(engine, request):
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+def _lyrics_warning(request) -> str | None:
+    """Tags + lyrics requests learn before any model loads that the duration is too short (printed once)."""
+    from ..lyric_timing import duration_warning
 
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeRemainingColumn(), transient=True) as bar:
-        task = bar.add_task("diffusion", total=None)
+    lyrics = getattr(request, "lyrics", None)
+    warning = duration_warning(lyrics, request.duration) if lyrics else None
+    if warning:
+        print(warning, file=sys.stderr)
+    return warning
 
-        def on_progress(progress) -> None:
-            bar.update(task, completed=progress.step, total=progress.total)
 
-        return engine.generate(request, on_progress)
+def _take_count(text: str) -> int:
+    count = int(text)
+    if not 1 <= count <= 8:
+        raise argparse.ArgumentTypeError(f"--takes must be 1-8, got {count}")
+    return count
+
+
+def _apply_takes(settings, takes: int | None):
+    if takes is None:
+        return settings
+    return settings.model_copy(update={"quality": settings.quality.model_copy(update={"takes": takes})})

@@ -27,7 +27,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: env ACESTEP_API_KEY, else no auth)")
     parser.add_argument("--ssl-certfile", type=Path, default=None, help="TLS certificate (PEM); fal_client needs https")
     parser.add_argument("--ssl-keyfile", type=Path, default=None, help="TLS private key (PEM)")
-    parser.add_argument("--max-body-bytes", type=int, default=None, help="request body limit (413 above it)")
+    parser.add_argument("--max-body-bytes", type=int, default=None, help="request body limit for every endpoint (413 above it; default: each endpoint's own)")
+    parser.add_argument("--allow-private-urls", action="store_true", default=None,
+                        help="let audio_url downloads and webhooks reach loopback/private addresses "
+                             "(local use; sets [security].allow_private_urls)")
     add_engine_options(parser)
 
 
@@ -52,28 +55,35 @@ def api_keys(args: argparse.Namespace) -> list[str] | None:
     return keys
 
 
+def allow_private_urls(settings, allow: bool | None):
+    """``settings`` with ``[security].allow_private_urls`` switched on when ``--allow-private-urls`` is given."""
+    if not allow:
+        return settings
+    security = settings.security.model_copy(update={"allow_private_urls": True})
+    return settings.model_copy(update={"security": security})
+
+
 def run(args: argparse.Namespace) -> int:
     from acestep_app.engine import Engine
-    from acestep_app.jobs import JobStore
-    from acestep_app.server import DEFAULT_MAX_BODY_BYTES, create_app
+    from acestep_app.server import create_app
+    from acestep_app.sqlite_store import SqliteJobStore
     from acestep_app.commands import apply_engine_options, choose_weights
     from acestep_app.settings import Settings
 
     if (args.ssl_certfile is None) != (args.ssl_keyfile is None):
         logger.error("--ssl-certfile and --ssl-keyfile go together")
         return 2
-    settings = apply_engine_options(Settings.load(), args)
+    settings = allow_private_urls(apply_engine_options(Settings.load(), args), args.allow_private_urls)
     weights = choose_weights(settings, args.weights, args.tiny)
     if weights is not None:
         engine_settings = settings.engine.model_copy(update={"weights_dir": weights})
         settings = settings.model_copy(update={"engine": engine_settings})
     try:  # an unusable data dir fails now, not after minutes of loading weights
-        JobStore(args.data_dir).close()
+        SqliteJobStore(args.data_dir).close()
     except RuntimeError as error:
         logger.error("%s", error)
         return 1
     engine = Engine.load(settings)
-    app = create_app(engine, settings, args.data_dir, api_key=api_keys(args),
-                     max_body_bytes=args.max_body_bytes or DEFAULT_MAX_BODY_BYTES)
+    app = create_app(engine, settings, args.data_dir, api_key=api_keys(args), max_body_bytes=args.max_body_bytes)
     serve_app(app, args.host, args.port, args.ssl_certfile, args.ssl_keyfile)
     return 0

@@ -37,23 +37,27 @@ def run(args: argparse.Namespace) -> int:
         return _make_tiny(args)
 
     from acestep_app import weights
+    from acestep_app.engine import OPTIONAL_WEIGHT_ENTRIES, needed_weight_entries
     from acestep_app.errors import WeightsError
     from acestep_app.settings import Settings, SettingsError
 
     try:
         manifest = weights.Manifest.load()
+        settings = Settings.load()
         if args.dir is None:
-            settings = Settings.load()
             weights.check_pin(settings, manifest)
             folder = weights.weights_cache_dir(settings)
         else:
             folder = args.dir
+        # by default what infra.toml needs: the LLM for the local prompt writer, the ASR model for takes > 1
+        needed = needed_weight_entries(settings)
+        only = args.only or [name for name in manifest.names() if name in needed or name not in OPTIONAL_WEIGHT_ENTRIES]
         if args.action == "pull":
-            weights.pull(folder, progress=not args.quiet, only=args.only, manifest=manifest)
+            weights.pull(folder, progress=not args.quiet, only=only, manifest=manifest)
             print(f"weights ready in {folder}")
         else:
-            weights.verify(folder, manifest, only=args.only, quick=args.quick, progress=True)
-            print(f"weights in {folder} match the manifest ({_describe(manifest.files(args.only))})")
+            weights.verify(folder, manifest, only=only, quick=args.quick, progress=True)
+            print(f"weights in {folder} match the manifest ({_describe(manifest.files(only))})")
     except (WeightsError, SettingsError) as error:
         logger.error("%s", error)
         return 1

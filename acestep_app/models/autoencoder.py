@@ -1,10 +1,13 @@
-"""``MusicDCAE``: ACE-Step latents (B, 8, 16, T) -> stereo waveforms.
+"""``MusicDCAE``: ACE-Step latents (B, 8, 16, T) <-> stereo waveforms.
 
 The DiT works in the latent space of a mel-spectrogram deep-compression autoencoder (stock diffusers
 ``AutoencoderDC``, checkpoint subfolder ``music_dcae_f8c8/``). Decoding un-scales the latent, runs the
 DCAE decoder to a normalised stereo log-mel (B, 2, 128, 8T), maps it back to natural-log mel and
 vocodes each channel (``music_vocoder/``) at 44.1 kHz: 4096 samples per latent frame. The result is
 optionally resampled (48 kHz is what the reference pipeline returns).
+
+Encoding (editing spec §2) runs the other way in the model dtype: resample to 44.1 kHz, right-pad
+to whole latent frames, the vocoder's log-mel front end, normalise, DCAE encoder, scale/shift.
 
 ``decode(..., chunk_frames=n)`` decodes in windows of ``n`` latent frames that overlap by a context
 on each side; only each window's centre is kept and neighbouring centres are cross-faded, so peak
@@ -17,6 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from diffusers import AutoencoderDC
 from torch import nn
 
@@ -104,6 +108,45 @@ class MusicDCAE(nn.Module):
     @property
     def dtype(self) -> torch.dtype:
         return next(self.dcae.parameters()).dtype
+
+    # -- encoding ---------------------------------------------------------------------------------
+
+    def waveform_to_native(self, waveform: torch.Tensor, sample_rate: int) -> torch.Tensor:
+        """(B, 2, N) at ``sample_rate`` -> (B, 2, 4096 L) at 44.1 kHz in the model dtype, zero-padded on the right.
+
+        The waveform is cast to the model dtype before resampling, as the reference does.
+        """
+        wave = resample(waveform.to(self.device, self.dtype), sample_rate, NATIVE_SAMPLE_RATE, dtype=self.dtype)
+        return F.pad(wave, (0, -wave.shape[-1] % SAMPLES_PER_LATENT))
+
+    def log_mel(self, wave: torch.Tensor) -> torch.Tensor:
+        """(B, 2, N) at 44.1 kHz -> natural-log mel (B, 2, 128, N / 512) in the model dtype, item by item."""
+        mel_transform = self.vocoder.mel_transform
+        return torch.stack([mel_transform(item, dtype=self.dtype) for item in wave])
+
+    @staticmethod
+    def normalise_log_mel(log_mel: torch.Tensor) -> torch.Tensor:
+        """Natural-log mel -> the DCAE's input range (inverse of :meth:`latents_to_log_mel`'s mapping)."""
+        unit = (log_mel - MIN_LOG_MEL) / (MAX_LOG_MEL - MIN_LOG_MEL)
+        return (unit - 0.5) / 0.5
+
+    def encode_mel(self, normalised: torch.Tensor) -> torch.Tensor:
+        """Normalised mel (B, 2, 128, F) -> raw DCAE encoder output (B, 8, 16, F / 8), item by item."""
+        return torch.cat([self.dcae.encoder(item[None]) for item in normalised])
+
+    @torch.no_grad()
+    def encode(self, waveform: torch.Tensor, sample_rate: int) -> torch.Tensor:
+        """Stereo waveforms (B, 2, N) at ``sample_rate`` -> latents (B, 8, 16, ceil(N44 / 4096)).
+
+        N44 is the length at 44.1 kHz. No chunking: the whole clip goes through the encoder at once.
+        """
+        if waveform.ndim != 3 or waveform.shape[1] != 2:
+            raise ValueError(f"waveform must be (B, 2, N) stereo, got shape {tuple(waveform.shape)}")
+        if waveform.shape[-1] < 1:
+            raise ValueError("waveform has no samples to encode")
+        mel = self.log_mel(self.waveform_to_native(waveform, sample_rate))
+        raw = self.encode_mel(self.normalise_log_mel(mel))
+        return (raw - LATENT_SHIFT) * LATENT_SCALE
 
     # -- decoding ---------------------------------------------------------------------------------
 

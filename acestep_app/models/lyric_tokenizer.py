@@ -1,7 +1,7 @@
 """Lyric tokenizer: lyrics text -> ids of the Coqui XTTS-v2 style BPE vocabulary (spec §3).
 
 Each line gets its language from LangSegment (py3langid + script heuristics), is cleaned and
-romanised for that language (``lyric_cleaners``), prefixed with the language tag and BPE-encoded
+romanised for that language (``line_cleaner``), prefixed with the language tag and BPE-encoded
 with "[SPACE]" (id 2) between words. Lines starting with a ``[...]`` structure tag are always
 encoded as English.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer
 
-from acestep_app.models.lyric_cleaners import clean_line
+from acestep_app.models.line_cleaner import clean_line
 
 logger = logging.getLogger(__name__)
 

@@ -3,7 +3,8 @@
 Windowed-sinc interpolation with a Hann window, 6 zero crossings and a cut-off at 0.99 of the lower
 Nyquist frequency. The rates are reduced by their gcd (44100 -> 48000 is 147 -> 160), so each block
 of ``orig`` input samples yields ``new`` output samples through one strided convolution with ``new``
-filters. Filters are built in float64 and applied in float32, as torchaudio does.
+filters. Filters are built in float64 and applied in float32, as torchaudio does; ``dtype`` applies
+them in another precision instead (the reference encodes audio with the resampler cast to bf16).
 """
 
 from __future__ import annotations
@@ -43,8 +44,9 @@ def resample(
     rolloff: float = 0.99,
     block_samples: int | None = None,
     device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
-    """Resample the last axis of ``wave`` from ``orig_freq`` to ``new_freq`` Hz; returns float32.
+    """Resample the last axis of ``wave`` from ``orig_freq`` to ``new_freq`` Hz, computing in ``dtype``.
 
     ``block_samples`` bounds working memory: the input is convolved in blocks of about that many
     samples (same result, the blocks carry their filter margins). ``device`` runs the convolution
@@ -52,14 +54,14 @@ def resample(
     """
     if orig_freq <= 0 or new_freq <= 0:
         raise ValueError(f"sample rates must be positive, got {orig_freq} -> {new_freq}")
-    wave = wave.float()
+    wave = wave.to(dtype)
     if orig_freq == new_freq:
         return wave
     divisor = math.gcd(int(orig_freq), int(new_freq))
     orig, new = int(orig_freq) // divisor, int(new_freq) // divisor
     filters, width = _sinc_filters(orig, new, lowpass_filter_width, rolloff)
     work_device = torch.device(device) if device is not None else wave.device
-    filters = filters.to(work_device)
+    filters = filters.to(work_device, dtype)
 
     shape, length = wave.shape[:-1], wave.shape[-1]
     flat = F.pad(wave.reshape(-1, length), (width, width + orig))

@@ -251,7 +251,8 @@ class LinearSpectrogram(nn.Module):
         self.n_fft, self.win_length, self.hop_length = n_fft, win_length, hop_length
         self.register_buffer("window", torch.hann_window(win_length))
 
-    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+    def forward(self, wave: torch.Tensor, window_dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Magnitudes in float32; ``window_dtype`` rounds the Hann window first (a bf16 model stores it so)."""
         pad = self.win_length - self.hop_length
         wave = F.pad(wave.float()[:, None], (pad // 2, (pad + 1) // 2), mode="reflect")[:, 0]
         spec = torch.stft(
@@ -259,7 +260,7 @@ class LinearSpectrogram(nn.Module):
             self.n_fft,
             hop_length=self.hop_length,
             win_length=self.win_length,
-            window=self.window.float(),
+            window=self.window.to(window_dtype).float(),
             center=False,
             onesided=True,
             return_complex=True,
@@ -273,21 +274,27 @@ class MelScale(nn.Module):
         self.register_buffer("fb", slaney_mel_filterbank(n_freqs, f_min, f_max, n_mels, sample_rate))
 
     def forward(self, spec: torch.Tensor) -> torch.Tensor:
-        return torch.matmul(spec.transpose(-1, -2), self.fb.float()).transpose(-1, -2)
+        return torch.matmul(spec.transpose(-1, -2), self.fb.to(spec.dtype)).transpose(-1, -2)
 
 
 class LogMelSpectrogram(nn.Module):
-    """Waveform (B, N) at 44.1 kHz -> natural-log mel (B, n_mels, N / hop), always float32."""
+    """Waveform (B, N) at 44.1 kHz -> natural-log mel (B, n_mels, N / hop), float32 by default.
+
+    ``dtype`` (the audio encoder's precision): the magnitudes are rounded to it and the filterbank
+    projection and log run in it, with the window rounded to it too, as in a reference model cast
+    to bf16 as a whole.
+    """
 
     def __init__(self, sample_rate: int, n_fft: int, win_length: int, hop_length: int, n_mels: int, f_min, f_max):
         super().__init__()
         self.spectrogram = LinearSpectrogram(n_fft, win_length, hop_length)
         self.mel_scale = MelScale(n_mels, sample_rate, f_min, f_max or sample_rate // 2, n_fft // 2 + 1)
 
-    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+    def forward(self, wave: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         if wave.ndim == 3:
             wave = wave[:, 0]
-        return torch.log(torch.clamp(self.mel_scale(self.spectrogram(wave)), min=LOG_MEL_FLOOR))
+        magnitudes = self.spectrogram(wave, window_dtype=dtype).to(dtype)
+        return torch.log(torch.clamp(self.mel_scale(magnitudes), min=LOG_MEL_FLOOR))
 
 
 # -- the model -----------------------------------------------------------------------------------
