@@ -4,8 +4,8 @@
 opening ``{"first": "`` at the end of the prompt, the processor forces every other character of the
 skeleton (``", "next": "`` between values, ``"}`` and an end-of-sequence token at the end) and leaves
 the model free only inside the string values. Inside a value it bans the tokens that would break the
-JSON: special tokens, and tokens whose unescaped quote is not followed by the next piece of the
-skeleton. A value may not close before ``min_chars`` characters, and one that reaches ``max_tokens``
+JSON: special tokens, invalid escapes, and tokens whose unescaped quote is not followed by the next
+piece of the skeleton. A value may not close before ``min_chars`` characters, and one that reaches ``max_tokens``
 is closed by force and marked as cut. Batch size 1.
 """
 

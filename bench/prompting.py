@@ -1,7 +1,8 @@
 """Song writer speed: tokens/s and seconds per request, eager against fast, side by side in one run.
 
 Each model is loaded once and timed on the same requests (the first ``--limit`` prompts of
-``bench/writer_prompts.json``, durations capped at ``--max-duration``) with each decoding path:
+``bench/writer_prompts.json``, durations capped at ``--max-duration``) with each decoding path, the
+paths interleaved request by request (after one warm-up request each, which pays any compilation):
 
 * eager: transformers' generate with its defaults: dynamic KV cache, no compilation (the writer's
   default off CUDA);
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import logging
 import shlex
 import sys
 import tempfile
@@ -37,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from acestep_app.prompting import (  # noqa: E402
     EAGER,
     GenerationSpeed,
+    Song,
     SongWriter,
     TransformersSongWriter,
     load_song_writer,
@@ -64,20 +67,33 @@ def measure_writer(writer: SongWriter, prompts: Sequence[dict], *, seeds: Sequen
     ``seconds_per_request``, mean ``generated_tokens`` and ``prompt_tokens`` per request, ``valid``
     (requests the model answered itself, not the fallback), ``requests`` and the ``songs``.
     """
-    if warmup:
-        first = prompts[0]
-        writer.write(first["prompt"], instrumental=first["instrumental"], duration=first["duration"], seed=seeds[0])
-    seconds, songs = [], []
-    for prompt in prompts:
-        for seed in seeds:
+    return compare_speeds(writer, prompts, {"as is": None}, seeds=seeds, warmup=warmup)["as is"]
+
+
+def compare_speeds(writer: SongWriter, prompts: Sequence[dict], paths: dict[str, GenerationSpeed | None], *,
+                   seeds: Sequence[int] = (0,), warmup: bool = True) -> dict[str, dict]:
+    """``measure_writer`` for several decoding paths of one ``TransformersSongWriter``, interleaved
+    request by request so that load changes on a shared machine hit every path alike."""
+    requests = [(p, seed) for p in prompts for seed in seeds]
+    timings: dict[str, list[tuple[float, Song]]] = {label: [] for label in paths}
+    for index, (prompt, seed) in enumerate([requests[0]] * warmup + requests):
+        for label, speed in paths.items():
+            if speed is not None:
+                writer.speed = speed
             started = time.perf_counter()
-            songs.append(writer.write(prompt["prompt"], instrumental=prompt["instrumental"],
-                                      duration=prompt["duration"], seed=seed))
-            seconds.append(time.perf_counter() - started)
+            song = writer.write(prompt["prompt"], instrumental=prompt["instrumental"], duration=prompt["duration"], seed=seed)
+            if index >= warmup:
+                timings[label].append((time.perf_counter() - started, song))
+    return {label: summary(rows) for label, rows in timings.items()}
+
+
+def summary(rows: list[tuple[float, Song]]) -> dict:
+    seconds = sum(s for s, _ in rows)
+    songs = [song for _, song in rows]
     generated = sum(song.tokens for song in songs)
     return {
-        "tokens_per_s": generated / sum(seconds),
-        "seconds_per_request": sum(seconds) / len(seconds),
+        "tokens_per_s": generated / seconds,
+        "seconds_per_request": seconds / len(rows),
         "generated_tokens": generated / len(songs),
         "prompt_tokens": sum(song.prompt_tokens for song in songs) / len(songs),
         "valid": sum(song.source != "fallback" for song in songs),
@@ -119,6 +135,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--compile", action="store_true", help="also time static cache + forced torch.compile")
     args = parser.parse_args()
+    logging.getLogger("acestep_app.prompting").setLevel(logging.ERROR)  # fallbacks show in the "valid" column
 
     print(f"reproduce: OMP_NUM_THREADS={torch.get_num_threads()} .venv/bin/python bench/prompting.py {shlex.join(sys.argv[1:])}")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), device {args.device}")
@@ -136,10 +153,8 @@ def main() -> None:
         for name, path in models:
             writer = load_song_writer(path, device=args.device)
             assert isinstance(writer, TransformersSongWriter), writer.description
-            results = {}
-            for label, speed in speeds(args.compile):
-                writer.speed = speed
-                results[label] = row = measure_writer(writer, prompts, seeds=args.seeds)
+            results = compare_speeds(writer, prompts, dict(speeds(args.compile)), seeds=args.seeds)
+            for label, row in results.items():
                 print(f"{name:<34} {label:<15} {row['seconds_per_request']:>9.3f} {row['tokens_per_s']:>9.1f} "
                       f"{row['generated_tokens']:>8.1f} {row['prompt_tokens']:>10.1f} {row['valid']:>3}/{row['requests']}",
                       flush=True)
