@@ -5,13 +5,14 @@ from :data:`acestep_app.endpoints.ENDPOINTS`):
 
 * ``POST /<sub-path>`` for every endpoint (``/`` for the base one): synchronous calls, in OpenAPI.
 * ``POST /run/{owner}/{app}[/<sub-path>]``: the same, for ``fal_client.run`` (``FAL_RUN_HOST=<host>/run``).
-* ``POST /{owner}/{app}[/<sub-path>][?fal_webhook=<url>]``: queue submit (``FAL_QUEUE_RUN_HOST=<host>``).
+* ``POST /{owner}/{app}[/<sub-path>][?fal_webhook=<url>]``: queue submit (``FAL_QUEUE_RUN_HOST=<host>``);
+  the webhook gets fal's signed POST when the request finishes, on hosts that ``accepts_webhooks``.
 * ``GET /{owner}/{app}/requests/{id}/status[?logs=true]``, ``GET /{owner}/{app}/requests/{id}``,
   ``PUT /{owner}/{app}/requests/{id}/cancel``: fal's queue.
 * ``GET /requests/{id}/wait``: where a synchronous call that outlived the host's wait limit is
   redirected (303); it waits again and answers the result, or redirects to itself.
 * ``GET /files/{request id}.{wav,flac,mp3,ogg}``: generated audio (``[output].format``), linked (signed) from ``File.url``.
-* ``GET /health``: the only route open without a key.
+* ``GET /health``: open without a key (as is a host router's ``GET /.well-known/jwks.json``).
 
 Every job, synchronous or queued, goes through the queue. Inputs are validated before a job is
 accepted. Successful results carry ``x-fal-billable-units``; every other response carries ``0``.
@@ -52,7 +53,8 @@ class Host:
 
     ``sync_wait``: seconds a synchronous call waits before answering 303 to ``/requests/{id}/wait``
     (None: until done). ``open_file(name)``: a stored file, or None. ``health()``: the health body.
-    ``on_submitted(job, base_url)`` runs after a queue submit (webhook registration hooks in there).
+    ``on_submitted(job, base_url)`` runs after a queue submit (webhook registration hooks in there);
+    ``accepts_webhooks``: False refuses ``?fal_webhook=`` with a 422 (the host cannot deliver them).
     """
 
     queue: QueueService
@@ -64,6 +66,7 @@ class Host:
     max_body_bytes: int | None = None  # overrides the endpoints' own limits (serve --max-body-bytes)
     on_submitted: Callable[[Job, str], None] | None = None  # (job, base URL) after every queue submit
     routers: list[APIRouter] = field(default_factory=list)  # the host's own routes (e.g. a JWKS)
+    accepts_webhooks: bool = False
 
 
 class RequestRejected(Exception):
@@ -95,15 +98,18 @@ def endpoint_at(request: Request, sub_path: str) -> Endpoint:
     return endpoint
 
 
-def webhook_url(request: Request, settings: Settings) -> str | None:
+def webhook_url(request: Request, host: Host) -> str | None:
     """``?fal_webhook=`` checked by the outbound-request guard; a refused URL is a 422 naming it."""
     url = request.query_params.get(WEBHOOK_PARAM)
     if url is None:
         return None
+    if not host.accepts_webhooks:
+        raise RequestRejected(protocol.field_error(
+            ["query", WEBHOOK_PARAM], "Webhooks are not delivered by this host; poll the status URL instead."))
     from acestep_app.netguard import check_url
 
     try:
-        check_url(url, allow_private=settings.security.allow_private_urls)
+        check_url(url, allow_private=host.settings.security.allow_private_urls)
     except ValueError as error:
         raise RequestRejected(protocol.field_error(["query", WEBHOOK_PARAM], str(error)))
     return url
@@ -183,7 +189,7 @@ def queue_router() -> APIRouter:
         host = host_of(request)
         endpoint = endpoint_at(request, sub_path)
         parsed = parse_input(endpoint, await request.body())
-        job = await submit(request, endpoint, parsed, owner, webhook_url(request, host.settings))
+        job = await submit(request, endpoint, parsed, owner, webhook_url(request, host))
         if host.on_submitted is not None:
             await asyncio.to_thread(host.on_submitted, job, str(request.base_url))
         position = await asyncio.to_thread(host.queue.queue_position, job)
