@@ -88,6 +88,7 @@ class Engine:
         import torch
 
         from .acceleration import AccelerationOptions, accelerate_transformer, configure_torch, resolve_dtype
+        from .cpu_threads import SMALL_MODEL_PARAMETERS, configure_cpu_threads
         from .pipeline import AceStepPipeline
         from .prompting import load_song_writer
         from .weights import ensure_weights, find_lyric_vocab
@@ -115,6 +116,9 @@ class Engine:
         )
         if engine_settings.compile:
             accelerate_transformer(pipeline.transformer, AccelerationOptions.fast(device))
+        if device == "cpu":
+            parameters = sum(parameter.numel() for parameter in pipeline.transformer.parameters())
+            configure_cpu_threads(engine_settings.threads, small_model=parameters < SMALL_MODEL_PARAMETERS)
         llm_dir = engine_settings.llm_dir or root / "llm"
         song_writer = load_song_writer(llm_dir, engine_settings.prompt_backend, device=device)
         transcriber = None
@@ -135,6 +139,7 @@ class Engine:
             "is_tiny": self.is_tiny,
             "song_writer": getattr(self.song_writer, "description", type(self.song_writer).__name__),
             "batched_guidance": self.settings.engine.batched_guidance,
+            "cross_attention_cache": self.settings.engine.cross_attention_cache,
             "compile": self.settings.engine.compile,
             "decode_chunk_frames": self.pipeline.decode_chunk_frames,
             "takes": self.settings.quality.takes,
@@ -182,6 +187,7 @@ class Engine:
                 tag_guidance_scale=request.tag_guidance_scale,
                 lyric_guidance_scale=request.lyric_guidance_scale,
                 batched_guidance=self.settings.engine.batched_guidance,
+                cache_cross_attention=self.settings.engine.cross_attention_cache,
             )
             started = time.perf_counter()
             winner, ranking_logs = (0, []) if len(sampled.takes) == 1 else rank_takes(
@@ -244,6 +250,7 @@ class Engine:
                 tag_guidance_scale=request.tag_guidance_scale,
                 lyric_guidance_scale=request.lyric_guidance_scale,
                 batched_guidance=self.settings.engine.batched_guidance,
+                cache_cross_attention=self.settings.engine.cross_attention_cache,
                 callback=_step_reporter(on_progress),
                 task=plan.task,
             )

@@ -214,16 +214,23 @@ def check_scheduler(runner: ParityRunner, case: dict, tensors: dict) -> Iterator
             yield f"{key}_corrector", corrected, tensors[f"{key}_prev_sample_2"], COMPONENT_ATOL
 
 
+# The reference __call__'s defaults for the editing arguments (editing spec §1.1).
+EDIT_DEFAULTS = {
+    "repaint_start": 0, "repaint_end": 0, "retake_variance": 0.5, "edit_n_min": 0.0, "edit_n_max": 1.0,
+    "edit_n_avg": 1, "ref_audio_strength": 0.5,
+}  # fmt: skip
+
+
 def edit_task(runner: ParityRunner, case: dict, tensors: dict) -> tuple[object, list[Check]]:
     """The editing task of an e2e case (None for text2music) and the checks of its inputs."""
     from . import editing
 
-    kw, task = case["call_kwargs"], case.get("task", "text2music")
+    kw, task = {**EDIT_DEFAULTS, **case["call_kwargs"]}, case.get("task", "text2music")
     retake_seeds = case["pipeline_input_params"].get("retake_seeds")
-    if task == "text2music":
-        return None, []
-    if task == "retake":
-        return editing.Retake(kw["retake_variance"], retake_seeds), []
+    if task not in ("retake", "repaint", "extend", "edit", "audio2audio"):
+        return None, []  # the reference runs any other task string as text2music
+    if task == "retake" or (task in ("repaint", "extend") and not kw.get("src_audio_path")):
+        return editing.Retake(kw["retake_variance"], retake_seeds), []  # without a source only a retake runs
     role = "ref" if task == "audio2audio" else "src"
     audio, sample_rate = load_case_audio(runner.case_dir, kw["ref_audio_input" if role == "ref" else "src_audio_path"])
     latents = runner.pipeline.encode_audio(audio, sample_rate)
@@ -239,12 +246,11 @@ def edit_task(runner: ParityRunner, case: dict, tensors: dict) -> tuple[object, 
             kw["edit_n_min"], kw["edit_n_max"], kw["edit_n_avg"], retake_seeds,
         )  # fmt: skip
         return edit, checks
-    if task in ("repaint", "extend"):  # one reference code path; the frame numbers decide
-        repaint = editing.Repaint(
-            audio, sample_rate, kw["repaint_start"], kw["repaint_end"], kw["retake_variance"], retake_seeds
-        )
-        return repaint, checks
-    raise ValueError(f"unknown task {task!r}")
+    # repaint and extend: one reference code path; the frame numbers decide
+    repaint = editing.Repaint(
+        audio, sample_rate, kw["repaint_start"], kw["repaint_end"], kw["retake_variance"], retake_seeds
+    )
+    return repaint, checks
 
 
 def check_e2e(runner: ParityRunner, case: dict, tensors: dict) -> Iterator[Check]:

@@ -22,7 +22,7 @@ import torch
 
 from . import editing
 from .editing import AudioToAudio, EditTask, Extend, FlowEdit, Repaint, Retake, latent_frames
-from .models.transformer import ACEStepTransformer2DModel
+from .models.transformer import ACEStepTransformer2DModel, CrossAttentionCache
 from .sampling import COND, NULL, TEXT_ONLY, FlowMatchSampler, GuidanceConfig, denoise, flow_match_schedule
 
 if TYPE_CHECKING:
@@ -56,6 +56,7 @@ class SamplingOptions:
     use_erg_lyric: bool
     use_erg_diffusion: bool
     batched_guidance: bool
+    cache_cross_attention: bool = True
 
 
 @dataclass
@@ -214,8 +215,14 @@ class AceStepPipeline:
 
     # -- sampling --------------------------------------------------------------------------
 
-    def _velocity_fn(self, conditioning: Conditioning, frames: int, use_erg_diffusion: bool, batched: bool, counter):
+    def _velocity_fn(
+        self, conditioning: Conditioning, frames: int, use_erg_diffusion: bool, batched: bool, counter,
+        cache: CrossAttentionCache | None = None,
+    ):
         transformer = self.transformer
+
+        def key_values(branches: Sequence[str], states: torch.Tensor):
+            return None if cache is None else cache.get(tuple(branches), states)
 
         def run(latents: torch.Tensor, timestep: torch.Tensor, branches: Sequence[str]) -> dict[str, torch.Tensor]:
             batch = latents.shape[0]
@@ -226,22 +233,25 @@ class AceStepPipeline:
                 out = {}
                 for name, with_erg in zip(branches, erg):
                     counter[0] += 1
+                    states = conditioning.states[name]
                     out[name] = transformer.decode(
-                        latents, frame_mask, conditioning.states[name], conditioning.mask, steps, frames,
-                        erg_diffusion=with_erg or None,
+                        latents, frame_mask, states, conditioning.mask, steps, frames,
+                        erg_diffusion=with_erg or None, cross_key_values=key_values((name,), states),
                     )
                 return out
             counter[0] += 1
             count = len(branches)
             flags = torch.tensor([flag for flag in erg for _ in range(batch)], device=latents.device)
+            states = torch.cat([conditioning.states[name] for name in branches])
             velocity = transformer.decode(
                 latents.repeat(count, 1, 1, 1),
                 frame_mask.repeat(count, 1),
-                torch.cat([conditioning.states[name] for name in branches]),
+                states,
                 conditioning.mask.repeat(count, 1),
                 steps.repeat(count),
                 frames,
                 erg_diffusion=flags,
+                cross_key_values=key_values(branches, states),
             )
             return dict(zip(branches, velocity.chunk(count)))
 
@@ -270,6 +280,7 @@ class AceStepPipeline:
         use_erg_lyric: bool = True,
         use_erg_diffusion: bool = True,
         batched_guidance: bool = True,
+        cache_cross_attention: bool = True,
         callback: StepCallback | None = None,
         latents_callback: Callable[[int, torch.Tensor], None] | None = None,
         decode: bool = True,
@@ -278,6 +289,8 @@ class AceStepPipeline:
         """Generate ``batch_size`` songs. Parameters are fal's (spec §7.2 maps them to the reference).
 
         ``callback(step, total)`` runs after each sampler step; raising from it aborts the run.
+        ``cache_cross_attention`` computes each block's cross-attention keys and values of the (fixed)
+        encoder sequences once per request instead of at every step; same numbers.
         ``task`` turns the run into an edit (:mod:`acestep_app.editing`: Retake, Repaint, Extend,
         AudioToAudio, FlowEdit); with a source or reference clip, its length sets the output length
         and ``duration`` is unused.
@@ -302,7 +315,7 @@ class AceStepPipeline:
         if task is not None:
             options = SamplingOptions(
                 num_inference_steps, scheduler, granularity_scale, guidance, batch_size,
-                use_erg_tag, use_erg_lyric, use_erg_diffusion, batched_guidance,
+                use_erg_tag, use_erg_lyric, use_erg_diffusion, batched_guidance, cache_cross_attention,
             )  # fmt: skip
             return self._edit(task, tags, lyrics, seeds, duration, options, on_step, decode)
 
@@ -315,7 +328,8 @@ class AceStepPipeline:
         latents = self.initial_noise(seeds, frames)
         sampler = FlowMatchSampler(scheduler, num_inference_steps, granularity_scale, device=self.device)
         counter = [0]
-        velocity_fn = self._velocity_fn(conditioning, frames, use_erg_diffusion, batched_guidance, counter)
+        cache = CrossAttentionCache(self.transformer) if cache_cross_attention else None
+        velocity_fn = self._velocity_fn(conditioning, frames, use_erg_diffusion, batched_guidance, counter, cache)
         latents = denoise(velocity_fn, latents, sampler, guidance, on_step)
         timings["diffusion"] = time.perf_counter() - started
 
@@ -348,6 +362,7 @@ class AceStepPipeline:
     ) -> PipelineOutput:
         timings: dict[str, float] = {}
         counter = [0]
+        cache = CrossAttentionCache(self.transformer) if options.cache_cross_attention else None
         retake_seeds = _resolve_seeds(task.seed, options.batch_size) if hasattr(task, "seed") else []
         started = time.perf_counter()
         clip = getattr(task, "source", getattr(task, "reference", None))
@@ -356,7 +371,7 @@ class AceStepPipeline:
 
         started = time.perf_counter()
         if isinstance(task, FlowEdit):
-            latents = self._flow_edit(task, tags, lyrics, clip_latents, retake_seeds, options, counter, on_step)
+            latents = self._flow_edit(task, tags, lyrics, clip_latents, retake_seeds, options, counter, on_step, cache)
         else:
             guidance = options.guidance
             conditioning = self.encode_conditions(
@@ -369,7 +384,7 @@ class AceStepPipeline:
 
             def velocity_fn(frames: int):
                 return self._velocity_fn(
-                    conditioning, frames, options.use_erg_diffusion, options.batched_guidance, counter
+                    conditioning, frames, options.use_erg_diffusion, options.batched_guidance, counter, cache
                 )
 
             if isinstance(task, AudioToAudio):
@@ -439,7 +454,7 @@ class AceStepPipeline:
             ),
         }
 
-    def _flow_edit(self, task: FlowEdit, tags, lyrics, source, retake_seeds, options, counter, on_step):
+    def _flow_edit(self, task: FlowEdit, tags, lyrics, source, retake_seeds, options, counter, on_step, cache=None):
         if options.batch_size != 1:
             raise ValueError(f"FlowEdit edits one clip at a time, got batch_size {options.batch_size}")
         guided = options.guidance.guidance_scale not in (0.0, 1.0)
@@ -451,6 +466,9 @@ class AceStepPipeline:
         branches = (COND, NULL) if guided else (COND,)
         batched = options.batched_guidance
 
+        def key_values(key: tuple, states: torch.Tensor):
+            return None if cache is None else cache.get(key, states)
+
         def velocity_fn(latents: torch.Tensor, timestep: torch.Tensor, side: str) -> dict[str, torch.Tensor]:
             conditions = [sides[side][name] for name in branches]
             frame_mask = torch.ones(1, frames, device=latents.device, dtype=latents.dtype)
@@ -458,18 +476,23 @@ class AceStepPipeline:
             if not batched or len(branches) == 1:
                 counter[0] += len(branches)
                 return {
-                    name: self.transformer.decode(latents, frame_mask, states, mask, steps, frames)
+                    name: self.transformer.decode(
+                        latents, frame_mask, states, mask, steps, frames,
+                        cross_key_values=key_values((side, name), states),
+                    )
                     for name, (states, mask) in zip(branches, conditions)
                 }
             counter[0] += 1
             count = len(branches)
+            batch_states = torch.cat([states for states, _ in conditions])
             velocity = self.transformer.decode(
                 latents.repeat(count, 1, 1, 1),
                 frame_mask.repeat(count, 1),
-                torch.cat([states for states, _ in conditions]),
+                batch_states,
                 torch.cat([mask for _, mask in conditions]),
                 steps.repeat(count),
                 frames,
+                cross_key_values=key_values((side, *branches), batch_states),
             )
             return dict(zip(branches, velocity.chunk(count)))
 

@@ -5,6 +5,8 @@
   and cancellations add ``error`` and ``error_type``: fal's protocol has one terminal status), with
   ``logs`` when asked for; 202 until completed, then 200.
 * result -> the output model (``x-fal-billable-units`` = seconds of audio), or the failure.
+* webhook payload -> the result body, or the failure's body and status (fal's envelope around it is
+  :func:`acestep_app.webhooks.webhook_body`).
 * cancel -> 202 ``CANCELLATION_REQUESTED`` | 400 ``ALREADY_COMPLETED`` | 404 ``NOT_FOUND``.
 * errors -> ``{"detail": ..., "error_type": ...}`` with ``x-fal-error-type``; 422 field errors are
   fal's ``{"detail": [{"loc", "msg", "type", ...}]}``. Every error bills 0.
@@ -95,17 +97,29 @@ def in_progress(job: Job) -> JSONResponse:
                           headers={REQUEST_ID_HEADER: job.request_id})
 
 
+def result_body(job: Job, file_url: Callable[[Job, str], str]) -> dict[str, Any]:
+    """A completed job's output JSON, its files linked through ``file_url`` (the result URL's and webhooks' payload)."""
+    body = copy.deepcopy(job.result)
+    audio = body.get("audio")
+    if isinstance(audio, dict) and isinstance(audio.get("url"), str):
+        audio["url"] = file_url(job, audio["url"])
+    return body
+
+
 def result(job: Job, file_url: Callable[[Job, str], str]) -> JSONResponse:
     """A finished job's answer: its output (files linked through ``file_url``) or its failure."""
     headers = {REQUEST_ID_HEADER: job.request_id}
     if job.failure is not None:
         return failure_response(job.failure, headers)
-    body = copy.deepcopy(job.result)
-    audio = body.get("audio")
-    if isinstance(audio, dict) and isinstance(audio.get("url"), str):
-        audio["url"] = file_url(job, audio["url"])
     headers[billing.BILLING_HEADER] = billing.header_value(job.billable_seconds)
-    return JSONResponse(body, headers=headers)
+    return JSONResponse(result_body(job, file_url), headers=headers)
+
+
+def webhook_payload(job: Job, file_url: Callable[[Job, str], str]) -> tuple[dict[str, Any], int | None]:
+    """What a finished job's webhook carries: the result URL's body, plus the HTTP status of a failure (else None)."""
+    if job.failure is not None:
+        return error_body(job.failure), job.failure.status_code
+    return result_body(job, file_url), None
 
 
 def cancel_reply(outcome: CancelResult | None) -> JSONResponse:

@@ -2,7 +2,9 @@
 
 Jobs live in ``<data dir>/jobs.sqlite3`` (:mod:`acestep_app.sqlite_store`), their audio in
 ``<data dir>/files``. One worker thread runs them in submission order on the Engine. Synchronous
-calls wait for their job without a limit (there is no proxy in front to cut them off).
+calls wait for their job without a limit (there is no proxy in front to cut them off). Queue submits
+with ``?fal_webhook=`` get fal's signed webhook (:mod:`acestep_app.queue_webhooks`), delivered from
+``<data dir>/webhooks.sqlite3`` by a thread that starts and stops with the app.
 """
 
 from __future__ import annotations
@@ -19,10 +21,12 @@ from acestep_app import endpoints
 from acestep_app.auth import Keys
 from acestep_app.jobs import Job, JobStatus, Outcome
 from acestep_app.queue import FinishedHook, QueueService
+from acestep_app.queue_webhooks import QueueWebhooks
 from acestep_app.service import execute, file_saver
 from acestep_app.sqlite_store import JobContext, JobWorker, SqliteJobStore
 from acestep_app.storage import AudioStore
 from acestep_app.web import Host, create_web_app
+from acestep_app.webhooks import Webhooks
 
 logger = logging.getLogger(__name__)
 
@@ -67,12 +71,16 @@ class WorkerRunner:
 
 
 def create_app(engine, settings, data_dir: str | Path, api_key: str | Sequence[str] | None = None, *,
-               max_body_bytes: int | None = None, on_finished: FinishedHook | None = None) -> FastAPI:
+               max_body_bytes: int | None = None, on_finished: FinishedHook | None = None,
+               on_submitted=None, routers=()) -> FastAPI:
     """The local server as an ASGI app (serve it with uvicorn, or test it in-process).
 
-    The job database and files live under ``data_dir``; an unusable data dir fails here, not later.
-    The worker thread starts and stops with the app's lifespan; queued jobs of an earlier process
-    resume then, and jobs it was running are re-queued once (then failed with a reason).
+    The job database, files and webhook outbox live under ``data_dir``; an unusable data dir fails
+    here, not later. The worker and webhook threads start and stop with the app's lifespan; queued
+    jobs of an earlier process resume then, jobs it was running are re-queued once (then failed with
+    a reason), and its undelivered webhooks are sent. ``on_finished(job)`` runs once per job when it
+    ends (after its webhook is queued), ``on_submitted(job, base_url)`` after each queue submit (after
+    its webhook is registered), and ``routers`` are extra routes.
     """
     data_dir = Path(data_dir)
     store = SqliteJobStore(data_dir)
@@ -80,13 +88,26 @@ def create_app(engine, settings, data_dir: str | Path, api_key: str | Sequence[s
         audio = AudioStore(data_dir / "files")
     except OSError as error:
         raise RuntimeError(f"cannot write generated audio under {data_dir}: {error}") from error
+    keys = Keys(api_key)
+    webhooks = QueueWebhooks(Webhooks(data_dir, settings.webhooks, allow_private=settings.security.allow_private_urls),
+                             store, keys)
+
+    def finished(job: Job) -> None:
+        webhooks.on_finished(job)
+        if on_finished is not None:
+            on_finished(job)
+
+    def submitted(job: Job, base_url: str) -> None:
+        webhooks.register(job, base_url)
+        if on_submitted is not None:
+            on_submitted(job, base_url)
+
     worker = JobWorker(store, EngineJobHandler(engine, audio, settings))
-    queue = QueueService(store, WorkerRunner(worker), on_finished)
+    queue = QueueService(store, WorkerRunner(worker), finished)
     worker.finish = queue.finish
 
     def health() -> dict:
-        describe = getattr(engine, "describe", None)
-        return {"status": "ok", "engine": describe() if callable(describe) else {},
+        return {"status": "ok", "engine": engine.describe(),
                 "queue": {"in_queue": store.count(JobStatus.IN_QUEUE), "in_progress": store.count(JobStatus.IN_PROGRESS)}}
 
     @asynccontextmanager
@@ -94,17 +115,21 @@ def create_app(engine, settings, data_dir: str | Path, api_key: str | Sequence[s
         requeued, failed = store.recover(queue.finish)
         if requeued or failed:
             logger.warning("recovered interrupted jobs: %d re-queued, %d failed", requeued, failed)
+        await asyncio.to_thread(webhooks.start)
         worker.start()
         try:
             yield
         finally:
             await asyncio.to_thread(worker.stop)
+            await asyncio.to_thread(webhooks.stop)
 
-    host = Host(queue, Keys(api_key), settings, audio.open, health, sync_wait=None, max_body_bytes=max_body_bytes)
+    host = Host(queue, keys, settings, audio.open, health, sync_wait=None, max_body_bytes=max_body_bytes,
+                on_submitted=submitted, routers=[webhooks.router(), *routers], accepts_webhooks=True)
     app = create_web_app(host, version=_version(), lifespan=lifespan)
     app.state.store = store
     app.state.worker = worker
     app.state.engine = engine
+    app.state.webhooks = webhooks
     return app
 
 

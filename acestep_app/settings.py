@@ -47,7 +47,9 @@ class EngineSection(BaseModel):
     device: str = Field(default="auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
     batched_guidance: bool = True
+    cross_attention_cache: bool = True
     compile: bool = False
+    threads: int = Field(default=0, ge=0)
     decode_chunk_frames: Annotated[int, Field(ge=0)] | Literal["auto"] = 0
     lyric_vocab: str = ""
     prompt_backend: Literal["transformers", "openai", "fallback"] = "transformers"

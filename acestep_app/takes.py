@@ -227,9 +227,14 @@ class WhisperTranscriber:
         with torch.inference_mode():
             for start in range(0, len(windows), ASR_BATCH):
                 features = self.processor.feature_extractor(
-                    windows[start:start + ASR_BATCH], sampling_rate=ASR_SAMPLE_RATE, return_tensors="pt"
-                ).input_features.to(self.model.device, self.model.dtype)
-                ids = self.model.generate(features, **options)
+                    windows[start:start + ASR_BATCH], sampling_rate=ASR_SAMPLE_RATE, return_tensors="pt",
+                    return_attention_mask=True,
+                )
+                ids = self.model.generate(
+                    features.input_features.to(self.model.device, self.model.dtype),
+                    attention_mask=features.attention_mask.to(self.model.device),
+                    **options,
+                )
                 texts.extend(self.processor.batch_decode(ids, skip_special_tokens=True))
         joined = [[] for _ in waveforms]
         for owner, text in zip(owners, texts):

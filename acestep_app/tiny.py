@@ -132,7 +132,7 @@ def _set_weight_norm_gain(vocoder: ADaMoSHiFiGANV1, gain: float) -> None:
                 module.weight_g.fill_(gain)
 
 
-def _train_tag_tokenizer(vocab_size: int = 160) -> Tokenizer:
+def train_tag_tokenizer(vocab_size: int = 160) -> Tokenizer:
     """A small UMT5-style Unigram tokenizer (NFKC, Metaspace, ``$A </s>``) trained on music-tag words."""
     tokenizer = Tokenizer(models.Unigram())
     tokenizer.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Replace(Regex(" {2,}"), " ")])
@@ -155,7 +155,7 @@ def _train_tag_tokenizer(vocab_size: int = 160) -> Tokenizer:
 
 def _write_umt5(directory: Path, generator: torch.Generator, umt5_config: dict) -> None:
     directory.mkdir(parents=True, exist_ok=True)
-    tokenizer = _train_tag_tokenizer()
+    tokenizer = train_tag_tokenizer()
     if [tokenizer.token_to_id(t) for t in SPECIAL_TOKENS] != [0, 1, 2]:
         raise RuntimeError("tag tokenizer special tokens must take ids 0, 1, 2")
     tokenizer.save(str(directory / "tokenizer.json"))

@@ -5,13 +5,14 @@ from :data:`acestep_app.endpoints.ENDPOINTS`):
 
 * ``POST /<sub-path>`` for every endpoint (``/`` for the base one): synchronous calls, in OpenAPI.
 * ``POST /run/{owner}/{app}[/<sub-path>]``: the same, for ``fal_client.run`` (``FAL_RUN_HOST=<host>/run``).
-* ``POST /{owner}/{app}[/<sub-path>][?fal_webhook=<url>]``: queue submit (``FAL_QUEUE_RUN_HOST=<host>``).
+* ``POST /{owner}/{app}[/<sub-path>][?fal_webhook=<url>]``: queue submit (``FAL_QUEUE_RUN_HOST=<host>``);
+  the webhook gets fal's signed POST when the request finishes, on hosts that ``accepts_webhooks``.
 * ``GET /{owner}/{app}/requests/{id}/status[?logs=true]``, ``GET /{owner}/{app}/requests/{id}``,
   ``PUT /{owner}/{app}/requests/{id}/cancel``: fal's queue.
 * ``GET /requests/{id}/wait``: where a synchronous call that outlived the host's wait limit is
   redirected (303); it waits again and answers the result, or redirects to itself.
 * ``GET /files/{request id}.{wav,flac,mp3,ogg}``: generated audio (``[output].format``), linked (signed) from ``File.url``.
-* ``GET /health``: the only route open without a key.
+* ``GET /health``: open without a key (as is a host router's ``GET /.well-known/jwks.json``).
 
 Every job, synchronous or queued, goes through the queue. Inputs are validated before a job is
 accepted. Successful results carry ``x-fal-billable-units``; every other response carries ``0``.
@@ -22,7 +23,7 @@ import json
 import logging
 import sqlite3
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -52,6 +53,8 @@ class Host:
 
     ``sync_wait``: seconds a synchronous call waits before answering 303 to ``/requests/{id}/wait``
     (None: until done). ``open_file(name)``: a stored file, or None. ``health()``: the health body.
+    ``on_submitted(job, base_url)`` runs after a queue submit (webhook registration hooks in there);
+    ``accepts_webhooks``: False refuses ``?fal_webhook=`` with a 422 (the host cannot deliver them).
     """
 
     queue: QueueService
@@ -61,6 +64,9 @@ class Host:
     health: Callable[[], dict[str, Any]]
     sync_wait: float | None = None
     max_body_bytes: int | None = None  # overrides the endpoints' own limits (serve --max-body-bytes)
+    on_submitted: Callable[[Job, str], None] | None = None  # (job, base URL) after every queue submit
+    routers: list[APIRouter] = field(default_factory=list)  # the host's own routes (e.g. a JWKS)
+    accepts_webhooks: bool = False
 
 
 class RequestRejected(Exception):
@@ -92,28 +98,31 @@ def endpoint_at(request: Request, sub_path: str) -> Endpoint:
     return endpoint
 
 
-def webhook_url(request: Request, settings: Settings) -> str | None:
+def webhook_url(request: Request, host: Host) -> str | None:
     """``?fal_webhook=`` checked by the outbound-request guard; a refused URL is a 422 naming it."""
     url = request.query_params.get(WEBHOOK_PARAM)
     if url is None:
         return None
+    if not host.accepts_webhooks:
+        raise RequestRejected(protocol.field_error(
+            ["query", WEBHOOK_PARAM], "Webhooks are not delivered by this host; poll the status URL instead."))
     from acestep_app.netguard import check_url
 
     try:
-        check_url(url, allow_private=settings.security.allow_private_urls)
+        check_url(url, allow_private=host.settings.security.allow_private_urls)
     except ValueError as error:
         raise RequestRejected(protocol.field_error(["query", WEBHOOK_PARAM], str(error)))
     return url
 
 
-def file_url(request: Request, keys: auth.Keys) -> Callable[[Job, str], str]:
-    """Makes a stored ``files/<name>`` URL absolute, signed for the job's owner when keys are in use."""
+def file_url(base_url: str, keys: auth.Keys) -> Callable[[Job, str], str]:
+    """Makes a stored ``files/<name>`` URL absolute under ``base_url``, signed for the job's owner when keys are in use."""
 
     def absolute(job: Job, url: str) -> str:
         if not url.startswith(FILES_PREFIX):
             return url
         signature = keys.sign(job.owner, url[len(FILES_PREFIX):])
-        return str(request.base_url) + url + (f"?sig={signature}" if signature else "")
+        return base_url.rstrip("/") + "/" + url + (f"?sig={signature}" if signature else "")
 
     return absolute
 
@@ -130,7 +139,7 @@ async def answer_when_done(request: Request, job: Job):
     job = await asyncio.to_thread(host.queue.wait, job, host.sync_wait)
     if not job.status.is_terminal:
         return protocol.still_running(job, f"{request.base_url}requests/{job.request_id}/wait")
-    return protocol.result(job, file_url(request, host.keys))
+    return protocol.result(job, file_url(str(request.base_url), host.keys))
 
 
 # -- routers ---------------------------------------------------------------------------------------
@@ -138,7 +147,7 @@ async def answer_when_done(request: Request, job: Job):
 
 def sync_router() -> APIRouter:
     """``POST /<sub-path>`` per endpoint, published in OpenAPI with the schema models."""
-    router = APIRouter(dependencies=[Depends(auth.owner)])
+    router = APIRouter()
     for endpoint in ENDPOINTS:
         router.add_api_route(endpoint.path, sync_handler(endpoint), methods=["POST"], name=endpoint.name,
                              response_model=endpoint.output_model, summary=endpoint.summary,
@@ -180,7 +189,9 @@ def queue_router() -> APIRouter:
         host = host_of(request)
         endpoint = endpoint_at(request, sub_path)
         parsed = parse_input(endpoint, await request.body())
-        job = await submit(request, endpoint, parsed, owner, webhook_url(request, host.settings))
+        job = await submit(request, endpoint, parsed, owner, webhook_url(request, host))
+        if host.on_submitted is not None:
+            await asyncio.to_thread(host.on_submitted, job, str(request.base_url))
         position = await asyncio.to_thread(host.queue.queue_position, job)
         urls = protocol.queue_urls(str(request.base_url), f"{app_owner}/{app_name}", job.request_id)
         return protocol.submitted(job, urls, position)
@@ -205,7 +216,7 @@ def queue_router() -> APIRouter:
             return not_found(request_id)
         if not job.status.is_terminal:
             return protocol.in_progress(job)
-        return protocol.result(job, file_url(request, host.keys))
+        return protocol.result(job, file_url(str(request.base_url), host.keys))
 
     @router.put("/{app_owner}/{app_name}/requests/{request_id}/cancel")
     async def queue_cancel(request: Request, app_owner: str, app_name: str, request_id: str,
@@ -392,6 +403,8 @@ def create_web_app(host: Host, *, title: str = "ACE-Step (acestep-app)", version
     app.include_router(meta_router())
     app.include_router(sync_router())
     app.include_router(files_router())
+    for router in host.routers:  # before the queue's catch-all /{owner}/{app} routes
+        app.include_router(router)
     app.include_router(queue_router())
     app.add_middleware(Gate, settings=host.settings, max_body_bytes=host.max_body_bytes)
     return app

@@ -289,21 +289,27 @@ def resolve_checkpoint(args: argparse.Namespace, device: torch.device) -> Path:
     return write_midsize_checkpoint(args.midsize_dir, heads=args.heads)
 
 
-def load_pipeline(checkpoint: Path, device: torch.device, dtype: torch.dtype, path: PathConfig):
+def load_pipeline(checkpoint: Path | None, device: torch.device, dtype: torch.dtype, path: PathConfig):
+    """From ``checkpoint``, or (None) the official configs with random weights built in memory on ``device``."""
     from acestep_app.acceleration import AccelerationOptions, accelerate_transformer
     from acestep_app.pipeline import AceStepPipeline
 
-    pipeline = AceStepPipeline.from_pretrained(checkpoint, device=device, dtype=dtype)
+    if checkpoint is None:
+        from fullsize import build_pipeline
+
+        pipeline = build_pipeline("full", device, dtype)
+    else:
+        pipeline = AceStepPipeline.from_pretrained(checkpoint, device=device, dtype=dtype)
     if path.compile:
         accelerate_transformer(pipeline.transformer, AccelerationOptions.fast(str(device)))
     return pipeline
 
 
-def load_writer(args: argparse.Namespace, checkpoint: Path, device: torch.device):
+def load_writer(args: argparse.Namespace, checkpoint: Path | None, device: torch.device):
     from acestep_app.prompting import FallbackSongWriter, find_llm_weights, load_song_writer
 
-    llm = Path(args.llm) if args.llm else checkpoint / "llm"
-    if find_llm_weights(llm) is None:
+    llm = Path(args.llm) if args.llm else checkpoint / "llm" if checkpoint else None
+    if llm is None or find_llm_weights(llm) is None:
         return FallbackSongWriter("no language model weights for the bench (--llm DIR)")
     return load_song_writer(llm, "transformers", device=str(device))
 
@@ -345,6 +351,62 @@ def print_comparison(sequential: RunResult, fast: RunResult) -> None:
           f"max |latent difference| {diff:.1e}")
 
 
+# -- one DiT forward, with and without the cross-attention K/V cache -----------------------------
+
+
+def dit_forward(pipeline, duration: float, repeats: int, memory: PeakMemory) -> None:
+    """Time one guided DiT forward (batch 3: cond, text-only, null; as the fast path runs it) with the
+    request's cross-attention keys/values cached and computed in the forward, interleaved ``repeats``
+    times (best of each), plus the one-off cost of computing the cache."""
+    from fullsize import budget_lyrics
+
+    from acestep_app.models.transformer import CrossAttentionCache
+    from acestep_app.pipeline import latent_frames
+    from acestep_app.sampling import COND, NULL, TEXT_ONLY, GuidanceConfig
+
+    transformer = pipeline.transformer
+    branches = (COND, TEXT_ONLY, NULL)
+    conditioning = pipeline.encode_conditions("synthwave, upbeat, female vocals, 120 bpm", budget_lyrics(duration),
+                                              1, GuidanceConfig())
+    states = torch.cat([conditioning.states[name] for name in branches])
+    frames = latent_frames(duration)
+    generator = torch.Generator(pipeline.device).manual_seed(0)
+    latents = torch.randn((3, 8, 16, frames), generator=generator, device=pipeline.device, dtype=pipeline.dtype)
+    inputs = (latents, torch.ones(3, frames, device=pipeline.device, dtype=pipeline.dtype), states,
+              conditioning.mask.repeat(3, 1), torch.full((3,), 500.0, device=pipeline.device), frames)
+    erg = torch.tensor([False, False, True], device=pipeline.device)
+
+    def forward(cache):
+        with torch.inference_mode():
+            key_values = cache.get(branches, states) if cache is not None else None
+            return transformer.decode(*inputs, erg_diffusion=erg, cross_key_values=key_values)
+
+    cache = CrossAttentionCache(transformer)
+    recorder = StageRecorder(memory)
+    with recorder.stage("kv"):
+        forward(cache)  # warm-up; fills the cache (its cost, measured alone below)
+    with recorder.stage("kv"):
+        with torch.inference_mode():
+            transformer.cross_attention_key_values(states)
+    kv_seconds = recorder.seconds["kv"]
+    best = {"cached": float("inf"), "uncached": float("inf")}
+    peaks = {"cached": 0, "uncached": 0}
+    outputs = {}
+    for _ in range(repeats):
+        for name, use in (("uncached", None), ("cached", cache)):
+            with recorder.stage(name):
+                outputs[name] = forward(use)
+            best[name] = min(best[name], recorder.seconds[name])
+            peaks[name] = max(peaks[name], recorder.peaks[name])
+    same = torch.equal(outputs["cached"], outputs["uncached"])
+    tokens = states.shape[1]
+    print(f"  DiT forward, batch 3, {frames} frames x {tokens} encoder tokens: "
+          f"without K/V cache {best['uncached']:.3f} s (peak {mib(peaks['uncached'])} MiB), "
+          f"with {best['cached']:.3f} s (peak {mib(peaks['cached'])} MiB): "
+          f"{best['uncached'] / best['cached']:.3f}x; computing the cache (once per request) {kv_seconds:.3f} s; "
+          f"outputs identical: {same}")
+
+
 # -- cold start ---------------------------------------------------------------------------------
 
 
@@ -371,7 +433,7 @@ def cold_start(args: argparse.Namespace, checkpoint: Path, device: torch.device,
 
 def cold_start_child(args: argparse.Namespace) -> None:
     imports = time.perf_counter()  # torch and the app are imported above; count from interpreter start
-    imports -= _process_start()
+    imports -= process_start_time()
     from acestep_app.engine import Engine
     from acestep_app.settings import Settings
 
@@ -390,7 +452,7 @@ def cold_start_child(args: argparse.Namespace) -> None:
                                       "timings": generation.timings}), flush=True)
 
 
-def _process_start() -> float:
+def process_start_time() -> float:
     """This process's start time on the ``perf_counter`` clock (Linux: from /proc)."""
     ticks = os.sysconf("SC_CLK_TCK")
     with open("/proc/self/stat") as stat:
@@ -421,6 +483,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="fast path decode window in latent frames (-1: the engine's auto, chunked on GPU "
                              "and whole on CPU; 0 whole)")
     parser.add_argument("--checkpoint", help="official-layout checkpoint (default: pinned weights on GPU, mid-size on CPU)")
+    parser.add_argument("--full-size", action="store_true",
+                        help="official configs with random weights built in memory on the device (no files)")
+    parser.add_argument("--dit-forward", action="store_true",
+                        help="only time one guided DiT forward per duration, with and without the K/V cache")
     parser.add_argument("--heads", type=int, default=2, help="mid-size DiT heads of 128 (official 20)")
     parser.add_argument("--midsize-dir", type=Path, default=DEFAULT_MIDSIZE_DIR)
     parser.add_argument("--llm", help="prompt-writing LLM folder or .gguf (default <checkpoint>/llm, else fallback)")
@@ -428,6 +494,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="torch CPU threads (0 = torch's default)")
     parser.add_argument("--cold-start-child", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
+
+
+def forward_only(args, checkpoint: Path | None, device: torch.device, dtype: torch.dtype, path: PathConfig) -> int:
+    memory = PeakMemory(device)
+    print(f"peak memory: {'CUDA max_memory_allocated' if memory.cuda else 'process RSS, sampled every 5 ms'}")
+    try:
+        started, before = time.perf_counter(), memory.current()
+        pipeline = load_pipeline(checkpoint, device, dtype, path)
+        print(f"built the pipeline in {time.perf_counter() - started:.2f} s (+{mib(memory.current() - before)} MiB "
+              f"resident; DiT {sum(p.numel() for p in pipeline.transformer.parameters()) / 1e9:.2f} B parameters)")
+        for duration in args.durations:
+            print(f"{duration:g} s of audio:")
+            dit_forward(pipeline, duration, args.repeats, memory)
+        print(f"process peak RSS {mib(_peak_rss())} MiB")
+    finally:
+        memory.close()
+    return 0
+
+
+def _peak_rss() -> int:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -446,11 +535,13 @@ def main(argv: list[str] | None = None) -> int:
 
     configure_torch(str(device))
     dtype = resolve_dtype(args.dtype, str(device))
-    checkpoint = resolve_checkpoint(args, device)
+    checkpoint = None if args.full_size else resolve_checkpoint(args, device)
     paths = path_configs(args, device)
     print("reproduce: " + shlex.join([".venv/bin/python", "bench/bench.py", *argv]))
     print(f"device {device} ({torch.get_num_threads()} threads), dtype {str(dtype).removeprefix('torch.')}, "
-          f"checkpoint {checkpoint}, torch {torch.__version__}")
+          f"checkpoint {checkpoint or 'official configs, random weights in memory'}, torch {torch.__version__}")
+    if args.dit_forward:
+        return forward_only(args, checkpoint, device, dtype, paths[-1])
     for path in paths:
         print(f"path {path.name}: batched guidance {path.batched_guidance}, compile {path.compile}, "
               f"decode chunk {path.decode_chunk_frames or 'whole'}")

@@ -73,7 +73,7 @@ class EngineDouble:
 
 
 def main() -> None:
-    from acestep_app.commands.serve import serve_app
+    from acestep_app.commands.serve import allow_private_urls, serve_app
     from acestep_app.server import create_app
     from acestep_app.settings import Settings
 
@@ -85,9 +85,11 @@ def main() -> None:
     parser.add_argument("--api-key", default=None)
     parser.add_argument("--ssl-certfile", default=None)
     parser.add_argument("--ssl-keyfile", default=None)
+    parser.add_argument("--allow-private-urls", action="store_true")
     args = parser.parse_args()
     engine = EngineDouble(steps=args.steps, step_delay=args.step_delay)
-    app = create_app(engine, Settings.load(), args.data_dir, api_key=args.api_key)
+    settings = allow_private_urls(Settings.load(), args.allow_private_urls)
+    app = create_app(engine, settings, args.data_dir, api_key=args.api_key)
     serve_app(app, "127.0.0.1", args.port, args.ssl_certfile, args.ssl_keyfile)
 
 

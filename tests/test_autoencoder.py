@@ -77,7 +77,9 @@ def test_output_lengths_follow_frame_flooring():
 
 def test_mel_front_end_buffers_equal_the_checkpoint(tiny_checkpoint):
     stored = load_file(tiny_checkpoint / "music_vocoder" / WEIGHTS)
-    _close(slaney_mel_filterbank(1025, 40, 16000, 128, 44100), stored["mel_transform.mel_scale.fb"], tol=0)
+    # Loading uses the stored buffer; the computed one (fresh checkpoints) may differ by float32 rounding,
+    # since torch.exp's vectorised CPU kernels round differently on different processors (7e-8 seen).
+    _close(slaney_mel_filterbank(1025, 40, 16000, 128, 44100), stored["mel_transform.mel_scale.fb"], tol=2e-7)
     vocoder = ADaMoSHiFiGANV1.from_pretrained(tiny_checkpoint / "music_vocoder", torch_dtype=torch.bfloat16)
     mel = vocoder.encode(torch.randn(2, 8 * 512))
     assert mel.shape == (2, 128, 8) and mel.dtype == torch.float32

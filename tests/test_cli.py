@@ -11,8 +11,8 @@ from acestep_app.tiny import write_tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    return write_tiny_checkpoint(tmp_path_factory.mktemp("tiny"))
+def checkpoint(tiny_weights):
+    return tiny_weights
 
 
 @pytest.mark.parametrize("duration", [5.0, 12.5])
@@ -86,9 +86,11 @@ def test_engine_switches_override_infra_toml(checkpoint, tmp_path, capsys):
     from acestep_app.settings import Settings
 
     args = build_parser().parse_args(["generate", "x", "--no-batched-guidance", "--dtype", "bfloat16",
-                                      "--compile", "--decode-chunk-frames", "64"])
+                                      "--compile", "--decode-chunk-frames", "64", "--no-cross-attention-cache",
+                                      "--threads", "3"])
     engine = apply_engine_options(Settings(), args).engine
     assert (engine.batched_guidance, engine.dtype, engine.compile, engine.decode_chunk_frames) == (False, "bfloat16", True, 64)
+    assert (engine.cross_attention_cache, engine.threads) == (False, 3)
     untouched = apply_engine_options(Settings(), build_parser().parse_args(["generate", "x"])).engine
     assert untouched == Settings().engine
     out = tmp_path / "seq.wav"

@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import soundfile
 
 from acestep_app.cli import build_parser, main
 from acestep_app.schema import AudioInpaintInput, AudioOutpaintInput, AudioToAudioInput
-from acestep_app.tiny import write_tiny_checkpoint
 
 CLIP_SECONDS = 3.0
 FAST = ["--steps", "3", "--seed", "7"]
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    return write_tiny_checkpoint(tmp_path_factory.mktemp("tiny"))
+def checkpoint(tiny_weights):
+    return tiny_weights
 
 
 def write_clip(path, seconds: float = CLIP_SECONDS, rate: int = 44100, channels: int = 2):
@@ -65,6 +66,48 @@ def test_bad_songs_are_refused_with_fal_error_types(channels, message, tmp_path,
     assert main(["outpaint", str(song), "--infra", str(infra), "-o", str(tmp_path / "o.wav")]) == 2
     err = capsys.readouterr().err
     assert "song:" in err and message in err
+
+
+def run_json(argv, capsys) -> dict:
+    assert main([*argv, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def assert_audio(path, seconds: float):
+    info = soundfile.info(str(path))
+    assert (info.samplerate, info.channels) == (48000, 2)
+    assert abs(info.duration - seconds) < 0.2  # the ~93 ms latent grid
+
+
+def test_edit_remix_keeps_the_length(checkpoint, clip, tmp_path, capsys):
+    out = tmp_path / "remix.wav"
+    body = run_json(["edit", str(clip), "--mode", "remix", "--tags", "jazz, piano", "--original-tags", "sine, test",
+                     "--weights", str(checkpoint), *FAST, "-o", str(out)], capsys)
+    assert (body["tags"], body["seed"]) == ("jazz, piano", 7)
+    assert_audio(out, CLIP_SECONDS)
+
+
+def test_edit_lyrics_mode(checkpoint, clip, tmp_path, capsys):
+    out = tmp_path / "lyrics.flac"
+    body = run_json(["edit", str(clip), "--mode", "lyrics", "--tags", "pop", "--lyrics", "[verse]\nla la",
+                     "--original-lyrics", "[verse]\nna na", "--weights", str(checkpoint), *FAST, "-o", str(out)],
+                    capsys)
+    assert body["lyrics"] == "[verse]\nla la"
+    assert_audio(out, CLIP_SECONDS)
+
+
+def test_inpaint_keeps_the_length(checkpoint, clip, tmp_path, capsys):
+    out = tmp_path / "inpainted.wav"
+    run_json(["inpaint", str(clip), "--start", "1", "--end", "2", "--tags", "lofi", "--weights", str(checkpoint),
+              *FAST, "-o", str(out)], capsys)
+    assert_audio(out, CLIP_SECONDS)
+
+
+def test_outpaint_adds_the_extensions(checkpoint, clip, tmp_path, capsys):
+    out = tmp_path / "outpainted.wav"
+    run_json(["outpaint", str(clip), "--after", "2", "--before", "1", "--tags", "lofi",
+              "--weights", str(checkpoint), *FAST, "-o", str(out)], capsys)
+    assert_audio(out, CLIP_SECONDS + 3)
 
 
 def test_serve_allow_private_urls_switch():

@@ -16,6 +16,7 @@ import soundfile
 import torch
 
 from acestep_app import billing
+from acestep_app.endpoints import ENDPOINTS
 from acestep_app.errors import InputError
 from acestep_app.schema import PromptToAudioInput, PromptToAudioOutput, TextToAudioInput, TextToAudioOutput
 from acestep_app.settings import Settings
@@ -89,6 +90,15 @@ def test_deploy_settings_come_from_infra_toml_and_pyproject(fal_app, infra):
     project = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     assert app.requirements == [project["dependencies"] + project["optional-dependencies"]["fal"], ["."]]
     assert app.requirements_context_dir == str(PROJECT_ROOT)
+
+
+def test_fal_app_is_a_short_declaration_without_protocol_logic(fal_app):
+    source = (PROJECT_ROOT / "deploy" / "fal_app.py").read_text(encoding="utf-8")
+    assert len(source.splitlines()) <= 200
+    for protocol_detail in ("HTTPException", "JSONResponse", "x-fal-error-type", "InputError", "BILLING_HEADER", "header_value"):
+        assert protocol_detail not in source, protocol_detail
+    routes = {signature.path for signature in fal_app.AceStep(_allow_init=True).collect_routes()}
+    assert routes == {endpoint.path for endpoint in ENDPOINTS}  # every registry endpoint, and only those
 
 
 def test_pinned_weights_go_to_the_persistent_volume(fal_app):

@@ -146,3 +146,53 @@ def test_bench_compare_runs_and_reports_both_paths(tmp_path, capsys, monkeypatch
     assert "forwards 27 vs 55" in out
     for stage in ("prompt", "encode", "diffusion", "decode", "wav"):
         assert f"    {stage} " in out
+
+
+def _load_bench_module(name: str, monkeypatch):
+    import importlib.util
+    import sys
+
+    monkeypatch.setattr(sys, "path", [str(PROJECT_ROOT / "bench"), *sys.path])
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", PROJECT_ROOT / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_dit_forward_compares_cached_and_uncached(tmp_path, capsys, monkeypatch):
+    from acestep_app.tiny import write_tiny_checkpoint
+
+    bench = _load_bench_module("bench", monkeypatch)
+    checkpoint = write_tiny_checkpoint(tmp_path / "tiny")
+    assert bench.main(["--checkpoint", str(checkpoint), "--dit-forward", "--durations", "5", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "without K/V cache" in out and "outputs identical: True" in out
+    assert "process peak RSS" in out
+
+
+def test_materialise_builds_random_weights_on_the_device_and_keeps_buffers(monkeypatch):
+    from acestep_app.models.transformer import ACEStepTransformer2DModel
+    from acestep_app.models.vocoder import ADaMoSHiFiGANV1
+    from acestep_app.tiny import TRANSFORMER_CONFIG, VOCODER_CONFIG
+
+    fullsize = _load_bench_module("fullsize", monkeypatch)
+    vocoder = fullsize.materialise(lambda: ADaMoSHiFiGANV1(**VOCODER_CONFIG), "cpu", torch.bfloat16)
+    reference = ADaMoSHiFiGANV1(**VOCODER_CONFIG)
+    assert {p.dtype for p in vocoder.parameters()} == {torch.bfloat16}
+    assert not any(p.is_meta for p in vocoder.parameters())
+    for (name, buffer), (_, expected) in zip(vocoder.named_buffers(), reference.named_buffers()):
+        assert buffer.dtype == torch.float32 and torch.equal(buffer, expected), name
+    transformer = fullsize.materialise(lambda: ACEStepTransformer2DModel(**TRANSFORMER_CONFIG), "cpu", torch.float32)
+    weight = transformer.transformer_blocks[0].attn.to_q.weight
+    assert weight.std().item() == pytest.approx(weight.shape[1] ** -0.5, rel=0.3)
+    assert torch.isfinite(transformer.transformer_blocks[0].attn.to_q.bias).all()
+
+
+def test_budget_lyrics_follow_the_writer_line_budget(monkeypatch):
+    from acestep_app.prompting import LyricBudget
+
+    fullsize = _load_bench_module("fullsize", monkeypatch)
+    lyrics = fullsize.budget_lyrics(60)
+    sung = [line for line in lyrics.splitlines() if line and not line.startswith("[")]
+    assert len(sung) == LyricBudget(60).max_lines

@@ -185,12 +185,9 @@ def test_serve_refuses_an_unwritable_data_dir_before_loading_weights(tmp_path):
     TALLY.fault()
 
 
-def test_real_serve_kill_9_with_jobs_running_and_queued_then_restart_completes_all(tmp_path):
+def test_real_serve_kill_9_with_jobs_running_and_queued_then_restart_completes_all(tmp_path, tiny_weights):
     """``acestep-app serve --weights <tiny>`` as a real process: kill -9 mid-job, restart, all complete."""
-    from acestep_app.tiny import write_tiny_checkpoint
-
-    checkpoint = write_tiny_checkpoint(tmp_path / "tiny")
-    server, base_url, data_dir = server_in(tmp_path, serve_command, "--weights", str(checkpoint))
+    server, base_url, data_dir = server_in(tmp_path, serve_command, "--weights", str(tiny_weights))
     server.start(timeout=120)
     try:
         handles = [submit(base_url, {"prompt": "long one", "duration": 5, "number_of_steps": 20, "seed": 1})]

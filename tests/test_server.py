@@ -509,3 +509,17 @@ def test_on_finished_runs_once_per_job_on_every_terminal_transition(engine, tmp_
     assert len(finished) == 4 and statuses == {
         done: JobStatus.COMPLETED, failed: JobStatus.FAILED,
         running["request_id"]: JobStatus.CANCELLED, queued["request_id"]: JobStatus.CANCELLED}
+
+
+def test_hooks_see_submits_with_their_base_url_and_extra_routes(engine, tmp_path):
+    from fastapi import APIRouter
+
+    submitted = []
+    extra = APIRouter()
+    extra.add_api_route("/.well-known/extra.json", lambda: {"keys": []}, methods=["GET"])
+    app = create_app(engine, Settings(), tmp_path / "data", on_submitted=lambda job, base: submitted.append(
+        (job.request_id, base)), routers=[extra])
+    with TestClient(app) as client:
+        handle = submit(client, {"prompt": "x", "duration": 5})
+        assert submitted == [(handle["request_id"], "http://testserver/")]
+        assert client.get("/.well-known/extra.json").json() == {"keys": []}

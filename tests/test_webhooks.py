@@ -8,10 +8,14 @@ import os
 import stat
 import time
 
+import threading
+from urllib.parse import urlencode
+
 import pytest
 from cryptography.hazmat.primitives import serialization
+from fastapi.testclient import TestClient
 
-from acestep_app.settings import WebhooksSection
+from acestep_app.settings import SecuritySection, Settings, WebhooksSection
 from acestep_app.webhook_verify import signed_message, verify
 from acestep_app.webhooks import (
     PAYLOAD_ERROR,
@@ -26,6 +30,9 @@ from acestep_app.webhooks import (
     retry_delays,
     webhook_body,
 )
+from conftest import wait_until
+from engine_double import EngineDouble
+from hosts import modal_host  # noqa: F401  (fixture)
 from webhook_receiver import Receiver
 
 RESULT = {"audio": {"url": "https://h/files/r1.wav", "content_type": "audio/wav", "file_name": "r1.wav",
@@ -307,3 +314,105 @@ def test_a_registered_webhook_waits_for_its_request_then_is_delivered_once(tmp_p
     assert [(item.body, item.headers["x-fal-webhook-user-id"]) for item in receiver.received] == [
         (b'{"x":1}', "owner")]
     assert outbox.waiting() == [] and outbox.get("r").state is DeliveryState.DELIVERED
+
+
+# -- the local server (in-process) ----------------------------------------------------------------------
+
+SERVER_KEY = "webhook-key"
+SERVER_AUTH = {"Authorization": f"Key {SERVER_KEY}"}
+SONG = {"tags": "lofi", "lyrics": "[inst]", "duration": 5}
+
+
+def server_settings(allow_private: bool = True) -> Settings:
+    return Settings(security=SecuritySection(allow_private_urls=allow_private), webhooks=fast_settings())
+
+
+def submit(client, url: str | None, body: dict = SONG):
+    query = "" if url is None else "?" + urlencode({"fal_webhook": url})
+    return client.post(f"/fal-ai/ace-step{query}", json=body, headers=SERVER_AUTH)
+
+
+def test_local_server_webhook_payload_is_the_result_urls_answer(tmp_path):
+    from acestep_app.server import create_app
+
+    engine = EngineDouble(steps=1, sample_rate=100)
+    app = create_app(engine, server_settings(), tmp_path, api_key=[SERVER_KEY])
+    with Receiver() as receiver, TestClient(app) as client:
+        jwks_answer = client.get("/.well-known/jwks.json")  # open, no key
+        handles = [submit(client, receiver.url).json()]
+        wait_until(lambda: receiver.received)
+        engine.fail_with = RuntimeError("boom")
+        handles.append(submit(client, receiver.url).json())
+        wait_until(lambda: len(receiver.received) == 2)
+        engine.fail_with, engine.hold = None, threading.Event()
+        engine.started.clear()
+        running_handle = submit(client, receiver.url).json()
+        assert engine.started.wait(10)
+        handles.append(submit(client, receiver.url).json())  # queued behind it, then cancelled
+        assert client.put(handles[-1]["cancel_url"], headers=SERVER_AUTH).status_code == 202
+        engine.hold.set()
+        handles.append(running_handle)
+        wait_until(lambda: len(receiver.received) == 4)
+        results = {handle["request_id"]: client.get(handle["response_url"], headers=SERVER_AUTH) for handle in handles}
+        client.app.state.webhooks.webhooks.worker.deliver_due()  # nothing is due again: each was delivered once
+    assert jwks_answer.status_code == 200 and jwks_answer.json() == app.state.webhooks.jwks()
+    assert len(receiver.received) == 4
+    kinds = []
+    for item in receiver.received:
+        assert verify(item.headers, item.body, jwks_answer.json())
+        body = json.loads(item.body)
+        answer = results[body["request_id"]]
+        assert body["payload"] == answer.json()
+        if answer.status_code == 200:
+            assert body["status"] == "OK" and "error" not in body
+            assert body["payload"]["audio"]["url"].startswith("http://testserver/files/")
+        else:
+            assert body["status"] == "ERROR" and body["error"] == f"Invalid status code: {answer.status_code}"
+        kinds.append(answer.json().get("error_type", "ok"))
+    assert sorted(kinds) == ["generation_failed", "ok", "ok", "request_cancelled"]
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:9/hook", "ftp://example.com/hook", "not a url"])
+def test_refused_webhook_targets_are_a_422_naming_fal_webhook(tmp_path, url):
+    from acestep_app.server import create_app
+
+    app = create_app(EngineDouble(steps=1, sample_rate=100), server_settings(allow_private=False), tmp_path,
+                     api_key=[SERVER_KEY])
+    with TestClient(app) as client:
+        answer = submit(client, url)
+        assert answer.status_code == 422
+        assert [item["loc"] for item in answer.json()["detail"]] == [["query", "fal_webhook"]]
+        assert client.get("/health").json()["queue"] == {"in_queue": 0, "in_progress": 0}
+    assert app.state.webhooks.webhooks.outbox.all() == []
+
+
+def test_modal_host_refuses_webhooks_it_cannot_deliver(modal_host):
+    answer = modal_host.client.post("/fal-ai/ace-step?fal_webhook=https%3A%2F%2Fexample.com%2Fhook", json=SONG,
+                                    headers=modal_host.headers)
+    assert answer.status_code == 422
+    assert answer.json()["detail"][0]["loc"] == ["query", "fal_webhook"]
+    assert "not delivered by this host" in answer.json()["detail"][0]["msg"]
+    assert modal_host.client.get("/.well-known/jwks.json", headers=modal_host.headers).status_code in (404, 405)
+
+
+def test_a_request_that_finished_before_its_hook_ran_is_delivered_at_startup(tmp_path):
+    """A kill -9 after the terminal transition but before ``on_finished``: the registration remains WAITING."""
+    from acestep_app.jobs import Outcome
+    from acestep_app.server import create_app
+    from acestep_app.sqlite_store import SqliteJobStore
+
+    with Receiver() as receiver:
+        store = SqliteJobStore(tmp_path)
+        job = store.create("text-to-audio", "owner-1", SONG, webhook_url=receiver.url)
+        Outbox(tmp_path).register(job.request_id, receiver.url, job.owner, "https://public.example/")
+        result = {"audio": {"url": f"files/{job.request_id}.wav", "content_type": "audio/wav"}, "seed": 1}
+        assert store.finish(store.start(job.request_id), Outcome.completed(result, 5.0, 0.001))
+        store.close()
+        app = create_app(EngineDouble(steps=1), server_settings(), tmp_path)
+        with TestClient(app):
+            [item] = receiver.wait_for(1)
+    body = json.loads(item.body)
+    assert body["status"] == "OK" and body["request_id"] == job.request_id
+    assert body["payload"]["audio"]["url"] == f"https://public.example/files/{job.request_id}.wav"
+    assert item.headers["x-fal-webhook-user-id"] == "owner-1"
+    assert Outbox(tmp_path).get(job.request_id).state is DeliveryState.DELIVERED

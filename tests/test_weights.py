@@ -717,3 +717,15 @@ def test_command_make_tiny_calls_the_tiny_writer(tmp_path, monkeypatch, capsys):
     assert _run_command(["make-tiny", str(tmp_path / "tiny"), "--seed", "3"]) == 0
     assert calls == [(tmp_path / "tiny", 3)]
     assert "noise" in capsys.readouterr().out
+
+
+def test_command_pulls_the_asr_model_only_when_takes_are_ranked(tmp_path, monkeypatch):
+    pulled = []
+    monkeypatch.setattr(weights, "pull", lambda folder, progress, only, manifest: pulled.append(only))
+    monkeypatch.setenv("ACESTEP_INFRA", str(tmp_path / "infra.toml"))
+    (tmp_path / "infra.toml").write_text("")
+    assert _run_command(["pull", "--dir", str(tmp_path / "w"), "--quiet"]) == 0
+    (tmp_path / "infra.toml").write_text("[quality]\ntakes = 4\n")
+    assert _run_command(["pull", "--dir", str(tmp_path / "w"), "--quiet"]) == 0
+    assert _run_command(["pull", "--dir", str(tmp_path / "w"), "--quiet", "--only", "asr"]) == 0
+    assert pulled == [["acestep", "llm", "lyric_vocab"], ["acestep", "llm", "asr", "lyric_vocab"], ["asr"]]

@@ -72,6 +72,10 @@ def add_engine_options(parser) -> None:
                        help="torch.compile the transformer (shape-bucketed)")
     group.add_argument("--batched-guidance", action=argparse.BooleanOptionalAction, default=None,
                        help="run a guided step's branches as one batched forward")
+    group.add_argument("--cross-attention-cache", action=argparse.BooleanOptionalAction, default=None,
+                       help="compute the DiT cross-attention keys/values once per request")
+    group.add_argument("--threads", type=int, metavar="N",
+                       help="CPU: torch threads (0 = automatic; OMP_NUM_THREADS in the environment wins)")
     group.add_argument("--decode-chunk-frames", type=_chunk_frames, metavar="0|auto|N",
                        help="0 = one-pass decode, auto, or N latent frames per chunk")
 
@@ -82,7 +86,7 @@ def _chunk_frames(value: str) -> str | int:
 
 def apply_engine_options(settings, args):
     """``settings`` with the engine options given on the command line."""
-    names = ("device", "dtype", "compile", "batched_guidance", "decode_chunk_frames")
+    names = ("device", "dtype", "compile", "batched_guidance", "cross_attention_cache", "threads", "decode_chunk_frames")
     update = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
     if not update:
         return settings

@@ -172,11 +172,19 @@ class CrossAttention(nn.Module):
         self.add_v_proj = nn.Linear(dim, dim)
         self.to_add_out = nn.Linear(dim, dim)
 
-    def forward(self, x, context, query_mask, key_mask, rope, context_rope, q_scale=None):
-        """x ``(B, T, C)``, context ``(B, S, C)``; query_mask ``(B, T)`` and key_mask ``(B, S)`` bool."""
-        query = apply_rotary(_split_heads(_scale_query(self.to_q(x), q_scale), self.heads), *rope)
+    def key_value(self, context: torch.Tensor, context_rope) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rotated keys and values of the encoder sequence ``(B, S, C)``, each ``(B, H, S, D)``."""
         key = apply_rotary(_split_heads(self.to_k(context), self.heads), *context_rope)
-        value = _split_heads(self.to_v(context), self.heads)
+        return key, _split_heads(self.to_v(context), self.heads)
+
+    def forward(self, x, context, query_mask, key_mask, rope, context_rope, q_scale=None, key_value=None):
+        """x ``(B, T, C)``, context ``(B, S, C)``; query_mask ``(B, T)`` and key_mask ``(B, S)`` bool.
+
+        ``key_value``: this layer's :meth:`key_value` of ``context`` computed earlier (``context`` is
+        then not read).
+        """
+        query = apply_rotary(_split_heads(_scale_query(self.to_q(x), q_scale), self.heads), *rope)
+        key, value = key_value if key_value is not None else self.key_value(context, context_rope)
         out = F.scaled_dot_product_attention(query, key, value, attn_mask=key_mask[:, None, None, :])
         # Masked latent frames see no key at all in the reference; SDPA gives them zeros there.
         out = out * query_mask[:, None, :, None].to(out.dtype)
@@ -230,12 +238,15 @@ class LinearTransformerBlock(nn.Module):
         self.ff = GLUMBConv(dim, int(dim * mlp_ratio))
         self.scale_shift_table = nn.Parameter(torch.randn(6, dim) / dim**0.5)
 
-    def forward(self, h, temb, mask, context, query_mask, key_mask, rope, context_rope, q_scale=None, frame_mask=None):
+    def forward(
+        self, h, temb, mask, context, query_mask, key_mask, rope, context_rope, q_scale=None, frame_mask=None,
+        cross_key_value=None,
+    ):
         modulation = self.scale_shift_table[None] + temb.unflatten(1, (6, -1))
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = modulation.chunk(6, dim=1)
         n = self.norm1(h) * (1 + scale_msa) + shift_msa
         h = h + gate_msa * self.attn(n, mask, rope, q_scale)
-        h = h + self.cross_attn(h, context, query_mask, key_mask, rope, context_rope, q_scale)
+        h = h + self.cross_attn(h, context, query_mask, key_mask, rope, context_rope, q_scale, cross_key_value)
         n = self.norm2(h) * (1 + scale_mlp) + shift_mlp
         return h + gate_mlp * self.ff(n, frame_mask)
 
@@ -319,6 +330,52 @@ def _pad_axis(x: torch.Tensor, dim: int, length: int) -> torch.Tensor:
 
 def _round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
+
+
+def _check_key_values(key_values: CrossKeyValues, blocks: int, key_mask_shape: torch.Size) -> None:
+    """Cached keys must fit this forward: one pair per block, the batch and (padded) token count of its mask."""
+    if len(key_values) != blocks:
+        raise ValueError(f"cross_key_values has {len(key_values)} entries for {blocks} blocks")
+    key = key_values[0][0]
+    if (key.shape[0], key.shape[2]) != tuple(key_mask_shape):
+        raise ValueError(
+            f"cross_key_values are for batch {key.shape[0]} x {key.shape[2]} tokens, "
+            f"this forward has {tuple(key_mask_shape)} (shape buckets changed?)"
+        )
+
+
+CrossKeyValues = tuple[tuple[torch.Tensor, torch.Tensor], ...]  # one (key, value) per block
+
+
+class CrossAttentionCache:
+    """Every block's cross-attention keys and values, per encoder sequence, for ONE request.
+
+    The encoder sequences of a request (one per guidance branch, or several branches concatenated
+    for a batched forward) are fixed for all its steps, so each block's keys and values are computed
+    on the first step that needs them and reused by every later step. Keys name the sequences (e.g.
+    the tuple of guidance branch names): one key per distinct sequence. Create a new cache for every
+    request; nothing here notices a changed sequence under the same key except a changed shape.
+    """
+
+    def __init__(self, transformer: ACEStepTransformer2DModel):
+        self.transformer = transformer
+        self._entries: dict[object, tuple[torch.Size, CrossKeyValues]] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: object, encoder_hidden_states: torch.Tensor) -> CrossKeyValues:
+        """The stored keys and values for ``key``, computed from ``encoder_hidden_states`` on first use."""
+        entry = self._entries.get(key)
+        if entry is None:
+            key_values = self.transformer.cross_attention_key_values(encoder_hidden_states)
+            entry = self._entries[key] = (encoder_hidden_states.shape, key_values)
+        elif entry[0] != encoder_hidden_states.shape:
+            raise ValueError(
+                f"cross-attention cache entry {key!r} holds a {tuple(entry[0])} sequence, "
+                f"got {tuple(encoder_hidden_states.shape)}: use one cache per request"
+            )
+        return entry[1]
 
 
 class ACEStepTransformer2DModel(ModelMixin, ConfigMixin):
@@ -465,6 +522,20 @@ class ACEStepTransformer2DModel(ModelMixin, ConfigMixin):
 
     # -- denoiser ------------------------------------------------------------------------------
 
+    def _padded_tokens(self, tokens: int) -> int:
+        return tokens if self.shape_buckets is None else _round_up(tokens, self.shape_buckets[1])
+
+    def cross_attention_key_values(self, encoder_hidden_states: torch.Tensor) -> CrossKeyValues:
+        """Every block's cross-attention ``(key, value)`` of ``encoder_hidden_states (B, S, C)``.
+
+        Each is ``(B, heads, S', head_dim)``, keys rotated, with ``S'`` the token count ``decode``
+        runs at (S padded up to the token bucket when shape buckets are on). Pass the result to
+        ``decode`` as ``cross_key_values`` (see :class:`CrossAttentionCache`).
+        """
+        states = _pad_axis(encoder_hidden_states, 1, self._padded_tokens(encoder_hidden_states.shape[1]))
+        rope = self.rotary_emb(states.shape[1], states.device, states.dtype)
+        return tuple(block.cross_attn.key_value(states, rope) for block in self.transformer_blocks)
+
     def decode(
         self,
         hidden_states: torch.Tensor,
@@ -474,6 +545,7 @@ class ACEStepTransformer2DModel(ModelMixin, ConfigMixin):
         timestep: torch.Tensor,
         output_length: int,
         erg_diffusion: ErgFlag = None,
+        cross_key_values: CrossKeyValues | None = None,
     ) -> torch.Tensor:
         """One denoiser evaluation: the flow-matching velocity.
 
@@ -484,15 +556,16 @@ class ACEStepTransformer2DModel(ModelMixin, ConfigMixin):
                 reference; bf16 cannot hold e.g. 937.5).
             output_length: frames of the output (zero-padded or cropped to it).
             erg_diffusion: None/False, True, or bool ``(B,)``: which samples get the diffusion ERG.
+            cross_key_values: :meth:`cross_attention_key_values` of ``encoder_hidden_states``, computed
+                once per request; None computes them here (the same numbers).
         Returns:
             ``(B, out_channels, 16, output_length)`` in the latents' dtype.
         """
         frames = hidden_states.shape[-1]
         frame_mask = None
         if self.shape_buckets is not None:
-            frame_bucket, token_bucket = self.shape_buckets
-            padded = _round_up(frames, frame_bucket)
-            tokens = _round_up(encoder_hidden_states.shape[1], token_bucket)
+            padded = _round_up(frames, self.shape_buckets[0])
+            tokens = self._padded_tokens(encoder_hidden_states.shape[1])
             hidden_states = _pad_axis(hidden_states, -1, padded)
             attention_mask = _pad_axis(attention_mask, 1, padded)
             encoder_hidden_states = _pad_axis(encoder_hidden_states, 1, tokens)
@@ -509,10 +582,15 @@ class ACEStepTransformer2DModel(ModelMixin, ConfigMixin):
         mask = attention_mask.to(h.dtype)
         query_mask, key_mask = attention_mask.bool(), encoder_hidden_mask.bool()
         scale = erg_scale(erg_diffusion, h.shape[0], device)
-        for index, block in enumerate(self.transformer_blocks):
+        if cross_key_values is None:
+            cross_key_values = (None,) * len(self.transformer_blocks)
+        else:
+            _check_key_values(cross_key_values, len(self.transformer_blocks), key_mask.shape)
+        for index, (block, key_value) in enumerate(zip(self.transformer_blocks, cross_key_values)):
             block_scale = scale if index in DIFFUSION_ERG_BLOCKS else None
             h = block(
-                h, temb, mask, encoder_hidden_states, query_mask, key_mask, rope, context_rope, block_scale, frame_mask
+                h, temb, mask, encoder_hidden_states, query_mask, key_mask, rope, context_rope, block_scale, frame_mask,
+                key_value,
             )
         if frame_mask is None:
             return self.final_layer(h, embedded_timestep, output_length)
