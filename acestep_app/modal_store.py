@@ -165,11 +165,12 @@ class VolumeFiles:
     the Volume are open (a download in flight), so reloads are serialised and retried with backoff.
     """
 
-    def __init__(self, root: str | Path, reload: Callable[[], None], attempts: int = 5, delay: float = 0.2):
+    ATTEMPTS = 5
+    FIRST_DELAY = 0.2  # seconds; doubled after each refused reload
+
+    def __init__(self, root: str | Path, reload: Callable[[], None]):
         self.audio = AudioStore(Path(root) / AUDIO_DIR)
         self.reload = reload
-        self.attempts = attempts
-        self.delay = delay
         self._lock = threading.Lock()
 
     def open(self, file_name: str) -> StoredFile | None:
@@ -180,11 +181,11 @@ class VolumeFiles:
 
     def refresh(self) -> bool:
         with self._lock:
-            for attempt in range(self.attempts):
+            for attempt in range(self.ATTEMPTS):
                 try:
                     self.reload()
                     return True
                 except Exception as error:  # e.g. "there are open files preventing the operation"
                     logger.warning("files Volume reload failed (attempt %d): %s", attempt + 1, error)
-                    time.sleep(self.delay * 2**attempt)
+                    time.sleep(self.FIRST_DELAY * 2**attempt)
         return False

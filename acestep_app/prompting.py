@@ -4,13 +4,13 @@ fal's prompt-to-audio takes one free-text prompt and "uses it to generate tags a
 ``SongWriter`` does that step:
 
 * ``TransformersSongWriter`` (default): a local instruct model (Qwen3-4B-Instruct-2507 in the real
-  deploy, pulled with the weights into ``<weights>/llm``) loaded once with transformers. The reply is constrained to
-  one JSON object: the writer forces the skeleton ``{"tags": "...", "lyrics": "[verse]\n..."}`` and
-  the model only fills the two string values (the lyric cannot close before its minimum length);
-  the result is parsed with ``json`` and validated with pydantic (tags cleaned, prose wrapped into
-  lines, loops and copies of the format example rejected, length fitted). Sampling is seeded with a ``torch.Generator`` (same seed + prompt -> same song); invalid output is
-  retried with the next seed; after ``max_attempts`` the deterministic fallback is used and the logs
-  say so.
+  deploy, pulled with the weights into ``<weights>/llm``) loaded once with transformers. Each attempt
+  is one seeded ``generate`` call (static KV cache, compiled on CUDA) held to one JSON object by
+  ``json_skeleton.JsonSkeletonProcessor``: the writer supplies ``{"tags": "...", "lyrics": "[verse]\n..."}``
+  and the model only fills the two string values (the lyric cannot close before its minimum length).
+  The result is parsed with ``json`` and validated with pydantic (tags cleaned, prose wrapped into
+  lines, loops rejected, length fitted). Same seed + prompt -> same song; invalid output is retried
+  with the next seed; after ``max_attempts`` the deterministic fallback is used and the logs say so.
 * ``OpenAISongWriter``: any OpenAI-compatible chat endpoint (URL, model, key from the environment).
 * ``FallbackSongWriter``: no model at all. Tags are the prompt's own words (music words first,
   ``N bpm`` and vocal phrases kept whole); the lyric is a minimal verse/chorus structure built from
@@ -29,7 +29,6 @@ torch and transformers are imported inside functions, so this module imports che
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import math
@@ -37,8 +36,8 @@ import os
 import re
 import time
 import unicodedata
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -46,7 +45,8 @@ from pydantic import BaseModel, ValidationError, ValidationInfo, field_validator
 
 if TYPE_CHECKING:
     import httpx
-    import torch
+
+    from .json_skeleton import JsonField
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +81,7 @@ class Song:
         source: ``"llm"`` (local model), ``"openai"`` (hosted endpoint) or ``"fallback"``.
         logs: human-readable lines for the response logs (which backend, attempts, fallback reason).
         tokens: tokens the language model generated over all attempts (0 for the fallback).
+        prompt_tokens: prompt tokens the local model read over all attempts (0 for other writers).
     """
 
     tags: str
@@ -88,6 +89,7 @@ class Song:
     source: SongSource
     logs: list[str] = field(default_factory=list)
     tokens: int = 0
+    prompt_tokens: int = 0
 
 
 class SongWriter(Protocol):
@@ -101,20 +103,6 @@ class SongWriter(Protocol):
 # ----------------------------------------------------------------------------------------------
 # Length rule and validation
 # ----------------------------------------------------------------------------------------------
-
-# Shows the format (small models follow an example better than a description); not its words.
-_EXAMPLE_REPLY = json.dumps(
-    {
-        "tags": "acoustic pop, guitar, warm, 100 bpm, male vocals",
-        "lyrics": "[verse]\nMorning light across the floor\nCoffee steaming by the door\n\n"
-        "[chorus]\nStay a while, stay a while\nEvery road leads to your smile",
-    },
-    ensure_ascii=False,
-)
-_EXAMPLE_LINES = frozenset(
-    line.lower() for line in json.loads(_EXAMPLE_REPLY)["lyrics"].splitlines() if line and not line.startswith("[")
-)
-
 
 @dataclass(frozen=True)
 class LyricBudget:
@@ -293,32 +281,37 @@ def _short_reason(error: Exception) -> str:
 # Instructions shared by the LLM backends
 # ----------------------------------------------------------------------------------------------
 
-_TAGS_GUIDE = (
-    '"tags": 4 to 10 comma-separated lowercase music tags: genre and sub-genre, main instruments, '
-    'mood, tempo written as "N bpm", and the vocal type (e.g. "female vocals"); '
-    'for example "lofi, hiphop, chill, 85 bpm, female vocals".'
+# Shows the format (small models follow an example better than a description); not its words.
+_EXAMPLE_REPLY = json.dumps(
+    {
+        "tags": "acoustic pop, guitar, warm, 100 bpm, male vocals",
+        "lyrics": "[verse]\nMorning light across the floor\nCoffee steaming by the door\n\n[chorus]\nStay a while, stay a while",
+    },
+    ensure_ascii=False,
 )
+_EXAMPLE_LINES = frozenset(
+    line.lower() for line in json.loads(_EXAMPLE_REPLY)["lyrics"].splitlines() if line and not line.startswith("[")
+)
+_TAGS_GUIDE = 'tags: 4-10 lowercase comma-separated music tags: genre, instruments, mood, "N bpm"'
 
 
 def build_messages(prompt: str, *, instrumental: bool, budget: LyricBudget) -> list[dict[str, str]]:
-    """Chat messages asking for the JSON song. Instrumental songs ask for tags only."""
+    """Chat messages asking for the JSON song; kept short (every prompt token is prefilled per attempt).
+
+    Instrumental songs ask for tags only."""
     if instrumental:
         system = (
-            "You describe instrumental music for a text-to-music model. Reply with one JSON object "
-            f'{{"tags": "..."}} and nothing else. {_TAGS_GUIDE} Do not tag vocals.'
+            'Describe instrumental music for a text-to-music model. Reply as JSON like '
+            f'{{"tags": "ambient, piano, calm, 70 bpm"}}. {_TAGS_GUIDE}; no vocals.'
         )
     else:
         system = (
-            "You write songs for a text-to-music model. Reply with one JSON object "
-            f'{{"tags": "...", "lyrics": "..."}} and nothing else. {_TAGS_GUIDE} '
-            '"lyrics": the song text in sections; each section starts with a header line such as '
-            "[verse], [chorus] or [bridge], followed by one sung line per row. Write about "
-            f"{budget.sections} section(s) and at most {budget.max_lines} sung lines in total. Write the "
-            "lyrics in the language the user asks for, otherwise in the language of the description. "
-            f"Example reply: {_EXAMPLE_REPLY}"
+            f"Write a song for a text-to-music model. Reply as JSON like {_EXAMPLE_REPLY}. {_TAGS_GUIDE}, "
+            f"vocal type. lyrics: {budget.sections} section(s), at most {budget.max_lines} lines in all, each "
+            "section opening with a header such as [verse], [chorus] or [bridge], one sung line per row, in the "
+            "language the user asks for, else the prompt's."
         )
-    user = f"{prompt.strip()[:MAX_PROMPT_CHARS]}\n\nDuration: {budget.duration:g} seconds."
-    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+    return [{"role": "system", "content": system}, {"role": "user", "content": prompt.strip()[:MAX_PROMPT_CHARS]}]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -446,23 +439,12 @@ CHATML_TEMPLATE = (
     "+ '<|im_end|>\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
 _STOP_TOKENS = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "</s>")
-_TAGS_OPEN = '{"tags": "'
-# The lyric opens with a section header: small models then keep to one sung line per row.
-_LYRICS_OPEN = '", "lyrics": "[verse]\\n'
 _TAGS_MAX_NEW_TOKENS = 48
-
-
-def _string_end(text: str) -> int | None:
-    """Index of the first unescaped double quote in a JSON string body, or None."""
-    escaped = False
-    for index, char in enumerate(text):
-        if escaped:
-            escaped = False
-        elif char == "\\":
-            escaped = True
-        elif char == '"':
-            return index
-    return None
+# The lyric opens with a section header: small models then keep to one sung line per row.
+_LYRICS_OPENER = "[verse]\\n"
+# Static KV cache length on CUDA, where the decode step is compiled: one shape, so no recompiles.
+COMPILED_CACHE_LEN = 2048
+_CACHE_LEN_STEP = 256
 
 
 @dataclass(frozen=True)
@@ -473,6 +455,25 @@ class SamplingConfig:
     top_p: float = 0.9
     top_k: int = 50
     max_attempts: int = 3
+
+
+@dataclass(frozen=True)
+class GenerationSpeed:
+    """How the local model decodes; the song only differs by float rounding.
+
+    Attributes:
+        cache: ``"static"`` (a KV cache allocated once per request at a fixed size: fixed shapes, so the
+            decode step can be compiled), ``"dynamic"`` (grows by one token a step) or ``"auto"``:
+            static on CUDA, dynamic elsewhere (on CPU a static cache without compilation was slower).
+        compile: ``torch.compile`` the decode step of a static cache. None: transformers decides (on
+            for CUDA); True also compiles on CPU.
+    """
+
+    cache: Literal["auto", "static", "dynamic"] = "auto"
+    compile: bool | None = None
+
+
+EAGER = GenerationSpeed(cache="dynamic", compile=False)
 
 
 def find_llm_weights(path: str | os.PathLike | None) -> tuple[Path, str | None] | None:
@@ -494,35 +495,49 @@ def find_llm_weights(path: str | os.PathLike | None) -> tuple[Path, str | None] 
     return (path, ggufs[0].name) if len(ggufs) == 1 else None
 
 
+def song_fields(instrumental: bool, budget: LyricBudget) -> list[JsonField]:
+    """The JSON values the model writes: tags, and for songs with vocals the lyrics."""
+    from .json_skeleton import JsonField
+
+    tags = JsonField("tags", _TAGS_MAX_NEW_TOKENS)
+    if instrumental:
+        return [tags]
+    return [tags, JsonField("lyrics", budget.max_new_tokens, min_chars=12 * budget.min_lines, opener=_LYRICS_OPENER)]
+
+
 class TransformersSongWriter:
     """Song writer on a local causal LM (any transformers chat model; Qwen3 in the real deploy).
 
-    The reply is built in two constrained steps on one chat: the writer appends ``{"tags": "`` to the
-    assistant turn and samples until the model closes the string, then appends ``", "lyrics": "`` and
-    samples the lyric the same way (skipped for instrumental songs). The JSON skeleton is therefore
-    always well formed; the values are parsed and validated by ``parse_draft``.
+    One seeded ``generate`` call per attempt, held to the JSON object by ``JsonSkeletonProcessor``:
+    the prompt ends with ``{"tags": "``, the processor forces ``", "lyrics": "[verse]\\n`` and ``"}``
+    and the model only writes the two values (instrumental songs: tags only). The values are then
+    parsed and validated by ``parse_draft``.
 
     Args:
         model: a ``PreTrainedModel`` with a causal LM head, already on its device and in eval mode.
         tokenizer: its tokenizer (a chat template is used when present, ChatML otherwise).
         name: shown in logs.
         sampling: temperature / top-p / top-k and retry count.
+        speed: KV cache and compilation (``GenerationSpeed``; ``EAGER`` for transformers' defaults).
     """
 
-    def __init__(self, model: Any, tokenizer: Any, *, name: str = "llm", sampling: SamplingConfig | None = None):
+    def __init__(self, model: Any, tokenizer: Any, *, name: str = "llm", sampling: SamplingConfig | None = None,
+                 speed: GenerationSpeed | None = None):
+        from .json_skeleton import TokenPieces
+
         self.model = model
         self.tokenizer = tokenizer
         self.name = name
         self.sampling = sampling or SamplingConfig()
+        self.speed = speed or GenerationSpeed()
         self.description = f"local language model {name}"
         self.stop_ids = self._stop_token_ids()
-        self.quote_ids = {i for token, i in tokenizer.get_vocab().items() if '"' in token}
-        # transformers 5 renamed the KV-cache argument (and output) `past_key_values` -> `cache`.
-        self._cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+        self.pieces = TokenPieces(tokenizer, self.stop_ids)
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, *, device: str = "auto", torch_dtype: str = "auto",
-                        sampling: SamplingConfig | None = None) -> TransformersSongWriter:
+                        sampling: SamplingConfig | None = None,
+                        speed: GenerationSpeed | None = None) -> TransformersSongWriter:
         """Load a model folder or ``.gguf`` file (see ``find_llm_weights``).
 
         Args:
@@ -549,17 +564,16 @@ class TransformersSongWriter:
         model.to(device).eval()
         name = gguf_file or directory.name
         logger.info("song writer: loaded %s on %s in %.1f s", name, device, time.perf_counter() - started)
-        return cls(model, tokenizer, name=name, sampling=sampling)
-
-    # -- public -----------------------------------------------------------------------------------
+        return cls(model, tokenizer, name=name, sampling=sampling, speed=speed)
 
     def write(self, prompt: str, *, instrumental: bool, duration: float, seed: int) -> Song:
         budget = LyricBudget(duration)
-        chat = self._chat_text(build_messages(prompt, instrumental=instrumental, budget=budget))
+        fields = song_fields(instrumental, budget)
+        prompt_ids = self.prompt_ids(build_messages(prompt, instrumental=instrumental, budget=budget), fields)
         failures: list[str] = []
         tokens = 0
         for attempt in range(self.sampling.max_attempts):
-            reply, used = self._draft_json(chat, instrumental, budget, _attempt_seed(seed, attempt))
+            reply, used = self.draft(prompt_ids, fields, _attempt_seed(seed, attempt))
             tokens += used
             try:
                 draft = parse_draft(reply, budget=budget, instrumental=instrumental)
@@ -567,100 +581,76 @@ class TransformersSongWriter:
                 failures.append(_short_reason(error))
                 logger.info("song writer: attempt %d invalid: %s", attempt + 1, failures[-1])
                 continue
-            log = f"prompt: {self.name} wrote tags and lyrics in {attempt + 1} attempt(s), {tokens} tokens"
-            return Song(draft.tags, draft.lyrics, "llm", [log], tokens)
-        return _fallback_after(failures, prompt, instrumental, duration, seed, tokens)
+            read = len(prompt_ids) * (attempt + 1)
+            log = (f"prompt: {self.name} wrote tags and lyrics in {attempt + 1} attempt(s), "
+                   f"{read} prompt + {tokens} generated tokens")
+            return Song(draft.tags, draft.lyrics, "llm", [log], tokens, read)
+        song = _fallback_after(failures, prompt, instrumental, duration, seed, tokens)
+        return replace(song, prompt_tokens=len(prompt_ids) * len(failures))
 
-    # -- steps ------------------------------------------------------------------------------------
+    def prompt_ids(self, messages: list[dict[str, str]], fields: list[JsonField]) -> list[int]:
+        """The chat, with the assistant turn opened by the JSON object up to the first value."""
+        from .json_skeleton import opening
 
-    def _chat_text(self, messages: list[dict[str, str]]) -> str:
         template = None if getattr(self.tokenizer, "chat_template", None) else CHATML_TEMPLATE
         # enable_thinking=False: Qwen3 hybrid checkpoints would otherwise open a <think> block.
-        return self.tokenizer.apply_chat_template(
+        chat = self.tokenizer.apply_chat_template(
             messages, chat_template=template, tokenize=False, add_generation_prompt=True, enable_thinking=False
         )
+        return self.tokenizer(chat + opening(fields), add_special_tokens=False)["input_ids"]
 
-    def _draft_json(self, chat: str, instrumental: bool, budget: LyricBudget, seed: int) -> tuple[str, int]:
-        """Sample the JSON reply's string values; returns the assembled JSON text and tokens used."""
+    def draft(self, prompt_ids: list[int], fields: list[JsonField], seed: int) -> tuple[str, int]:
+        """One seeded, JSON-constrained ``generate``; returns the reply's JSON text and the tokens generated."""
         import torch
+        from transformers import LogitsProcessorList
 
-        generator = torch.Generator(device=self.model.device).manual_seed(seed)
-        tags, used = self._sample_string(chat + _TAGS_OPEN, _TAGS_MAX_NEW_TOKENS, generator)
-        if instrumental:
-            return f'{_TAGS_OPEN}{tags}"}}', used
-        lyrics, more = self._sample_string(
-            chat + _TAGS_OPEN + tags + _LYRICS_OPEN, budget.max_new_tokens, generator, min_chars=12 * budget.min_lines
-        )
-        return f'{_TAGS_OPEN}{tags}{_LYRICS_OPEN}{lyrics}"}}', used + more
+        from .json_skeleton import JsonSkeletonProcessor
 
-    def _sample_string(self, text: str, max_new_tokens: int, generator: torch.Generator,
-                       min_chars: int = 0) -> tuple[str, int]:
-        """Sample a JSON string body after ``text`` until its closing quote, a stop token or the budget.
+        skeleton = JsonSkeletonProcessor(self.pieces, fields, len(prompt_ids))
+        input_ids = torch.tensor([prompt_ids], device=self.model.device)
+        max_new_tokens = sum(field.max_tokens for field in fields) + 16 * len(fields)  # values + skeleton
+        cuda = [self.model.device] if self.model.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda), torch.inference_mode():
+            torch.manual_seed(seed)
+            output = self.model.generate(
+                input_ids, attention_mask=torch.ones_like(input_ids), logits_processor=LogitsProcessorList([skeleton]),
+                max_new_tokens=max_new_tokens, **self._generate_options(len(prompt_ids) + max_new_tokens),
+            )
+        return skeleton.json_text(self.tokenizer), output.shape[1] - len(prompt_ids)
 
-        The string cannot close (no quote or stop token is sampled) before ``min_chars`` characters.
-        A body cut by the budget loses its unfinished last line (or clause, in a one-line body).
-        """
-        prompt_ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        new_ids = self._sample(prompt_ids, max_new_tokens, generator, lambda s: _string_end(s) is not None, min_chars)
-        body = self.tokenizer.decode(new_ids, skip_special_tokens=True)
-        end = _string_end(body)
-        if end is not None:
-            return body[:end], len(new_ids)
-        cut = max(body.rfind("\\n"), body.rfind("\n"))
-        if cut <= 0:  # one unfinished prose line: keep its finished clauses
-            cut = max(body.rfind(mark) + 1 for mark in ",.!?;，。！？；")
-        return (body[:cut] if cut > 0 else body).rstrip("\\"), len(new_ids)
+    def _generate_options(self, length: int) -> dict[str, Any]:
+        cfg, speed = self.sampling, self.speed
+        options: dict[str, Any] = {
+            "do_sample": True, "temperature": cfg.temperature, "top_p": cfg.top_p, "top_k": cfg.top_k,
+            "eos_token_id": self.stop_ids, "pad_token_id": self.stop_ids[0],
+        }
+        cuda = self.model.device.type == "cuda"
+        static = speed.cache == "static" or (speed.cache == "auto" and cuda)
+        if not static or speed.compile is False:
+            options["disable_compile"] = True
+        if not static:
+            return options
+        options["cache_implementation"] = "static"
+        if cuda and speed.compile is not False:  # one cache shape for every request: one compiled graph
+            options["max_cache_len"] = COMPILED_CACHE_LEN
+        else:
+            options["max_cache_len"] = -(-length // _CACHE_LEN_STEP) * _CACHE_LEN_STEP
+        if speed.compile and not cuda:
+            from transformers import CompileConfig
 
-    def _sample(self, prompt_ids: list[int], max_new_tokens: int, generator: torch.Generator,
-                done: Callable[[str], bool], min_chars: int = 0) -> list[int]:
-        """Seeded top-k/top-p sampling with a KV cache; stops on a stop token or when ``done(text)``.
+            config = CompileConfig(mode="default")
+            config._compile_all_devices = True  # transformers' switch for compiling off CUDA
+            options["compile_config"] = config
+        return options
 
-        Tokens that would end the string (stop tokens, tokens holding a quote) are masked out while
-        the text is shorter than ``min_chars``.
-        """
-        import torch
-
-        device = self.model.device
-        input_ids = torch.tensor([prompt_ids], device=device)
-        closing = torch.tensor(sorted(self.stop_ids | self.quote_ids), device=device)
-        cache = None
-        new_ids: list[int] = []
-        text = ""
-        with torch.inference_mode():
-            for _ in range(max_new_tokens):
-                out = self.model(input_ids=input_ids, use_cache=True, logits_to_keep=1, **{self._cache_arg: cache})
-                cache = out["cache"] if "cache" in out else out["past_key_values"]
-                logits = out.logits[0, -1].float()
-                if len(text) < min_chars:
-                    logits[closing] = float("-inf")
-                next_id = self._pick(logits, generator)
-                if next_id in self.stop_ids:
-                    break
-                new_ids.append(next_id)
-                text = self.tokenizer.decode(new_ids, skip_special_tokens=True)
-                if done(text):
-                    break
-                input_ids = torch.tensor([[next_id]], device=device)
-        return new_ids
-
-    def _pick(self, logits: torch.Tensor, generator: torch.Generator) -> int:
-        import torch
-
-        cfg = self.sampling
-        top = torch.topk(logits / max(cfg.temperature, 1e-5), min(cfg.top_k, logits.numel()))
-        probs = torch.softmax(top.values, dim=-1)
-        keep = torch.cumsum(probs, dim=-1) - probs < cfg.top_p  # always keeps the most likely token
-        probs = probs * keep
-        choice = torch.multinomial(probs / probs.sum(), 1, generator=generator)
-        return int(top.indices[choice])
-
-    def _stop_token_ids(self) -> set[int]:
-        ids = {self.tokenizer.eos_token_id}
+    def _stop_token_ids(self) -> list[int]:
+        """End-of-turn tokens, the tokenizer's end-of-sequence token first."""
+        ids = [self.tokenizer.eos_token_id]
         eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
-        ids.update(eos if isinstance(eos, list) else [eos])
+        ids += eos if isinstance(eos, list) else [eos]
         vocab = self.tokenizer.get_vocab()
-        ids.update(vocab[token] for token in _STOP_TOKENS if token in vocab)
-        return {i for i in ids if i is not None}
+        ids += [vocab[token] for token in _STOP_TOKENS if token in vocab]
+        return list(dict.fromkeys(i for i in ids if i is not None))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -743,7 +733,8 @@ class OpenAISongWriter:
 
 
 def load_song_writer(model_dir: str | os.PathLike | None, backend: str = "transformers", *,
-                     device: str = "auto", torch_dtype: str = "auto") -> SongWriter:
+                     device: str = "auto", torch_dtype: str = "auto",
+                     speed: GenerationSpeed | None = None) -> SongWriter:
     """The Engine's song writer, loaded once at startup.
 
     Args:
@@ -751,7 +742,7 @@ def load_song_writer(model_dir: str | os.PathLike | None, backend: str = "transf
             fallback with a startup warning (the tiny-checkpoint setup).
         backend: ``"transformers"`` (local model, default), ``"openai"`` (environment-configured
             endpoint) or ``"fallback"``.
-        device, torch_dtype: for the local model, as in ``TransformersSongWriter.from_pretrained``.
+        device, torch_dtype, speed: for the local model, as in ``TransformersSongWriter.from_pretrained``.
     """
     if backend not in BACKENDS:
         raise ValueError(f"prompt backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
@@ -764,6 +755,6 @@ def load_song_writer(model_dir: str | os.PathLike | None, backend: str = "transf
         logger.warning("song writer: %s; prompt-to-audio uses the deterministic fallback", writer.reason)
         return writer
     else:
-        writer = TransformersSongWriter.from_pretrained(model_dir, device=device, torch_dtype=torch_dtype)
+        writer = TransformersSongWriter.from_pretrained(model_dir, device=device, torch_dtype=torch_dtype, speed=speed)
     logger.info("song writer: %s", writer.description)
     return writer

@@ -153,12 +153,12 @@ class FunctionCalls:
 
 
 def build_web(store: ModalJobStore, runner, api_keys: list[str], files: VolumeFiles, settings: Settings,
-              sync_wait: float = SYNC_WAIT_SECONDS, on_finished=None):
+              on_finished=None):
     if not api_keys:
         raise RuntimeError(f"no API key: put {API_KEY_ENV} in the modal.Secret '{settings.modal.api_key_secret}'")
     queue = QueueService(store, runner, on_finished)
     host = Host(queue, Keys(api_keys, schemes=("key", "bearer")), settings, files.open,
-                health=lambda: {"status": "ok"}, sync_wait=sync_wait)
+                health=lambda: {"status": "ok"}, sync_wait=SYNC_WAIT_SECONDS)
     return create_web_app(host, title="ACE-Step (acestep-app on Modal)")
 
 

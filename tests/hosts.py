@@ -66,7 +66,7 @@ def modal_host(tmp_path_factory):
     engine = EngineDouble(steps=1, sample_rate=DOUBLE_SAMPLE_RATE)
     calls = ThreadCalls(lambda request_id: run_job(store, engine, Settings(), request_id))
     files = VolumeFiles(store.files_root, reload=lambda: None)
-    web = modal_app.build_web(store, calls, [KEY], files, Settings(), sync_wait=30)
+    web = modal_app.build_web(store, calls, [KEY], files, Settings())
     with TestClient(web) as client:
         yield HostUnderTest("modal", client, engine, AUTH, store.usage_records, True)
     calls.shutdown()

@@ -50,11 +50,10 @@ def inference(runtime):
     return modal_app.AceStep()  # @modal.enter runs on its first .local() call, once
 
 
-def web_client(store, run, keys=(KEY, OTHER_KEY), sync_wait: float = 60.0, workers: int = 1, on_finished=None):
+def web_client(store, run, keys=(KEY, OTHER_KEY), workers: int = 1, on_finished=None):
     calls = ThreadCalls(run, workers)
     files = VolumeFiles(store.files_root, reload=lambda: None)
-    web = modal_app.build_web(store, calls, list(keys), files, Settings.load(), sync_wait=sync_wait,
-                              on_finished=on_finished)
+    web = modal_app.build_web(store, calls, list(keys), files, Settings.load(), on_finished=on_finished)
     return TestClient(web), calls
 
 
@@ -198,10 +197,11 @@ def double_store(tmp_path, on_finished=None):
     return store, engine, (lambda request_id: run_job(store, engine, Settings(), request_id, on_finished))
 
 
-def test_sync_call_past_the_wait_limit_redirects_to_a_wait_url_that_curl_l_follows(tmp_path):
+def test_sync_call_past_the_wait_limit_redirects_to_a_wait_url_that_curl_l_follows(tmp_path, monkeypatch):
+    monkeypatch.setattr(modal_app, "SYNC_WAIT_SECONDS", 0.2)  # stands for the 120 s under Modal's 150 s limit
     store, engine, run = double_store(tmp_path)
     engine.hold = threading.Event()
-    client, calls = web_client(store, run, sync_wait=0.2)
+    client, calls = web_client(store, run)
     with client:
         first = client.post("/prompt-to-audio", json={"prompt": "x", "duration": 5}, headers=AUTH,
                             follow_redirects=False)
@@ -266,7 +266,8 @@ def test_a_lost_generation_call_fails_the_request_unbilled(tmp_path):
     assert [(r.status, r.seconds) for r in store.usage_records()] == [("FAILED", 0)]
 
 
-def test_files_volume_reload_is_retried_while_files_are_open(tmp_path):
+def test_files_volume_reload_is_retried_while_files_are_open(tmp_path, monkeypatch):
+    monkeypatch.setattr(VolumeFiles, "FIRST_DELAY", 0.01)
     store, engine, run = double_store(tmp_path)
     job = store.create("text-to-audio", "owner", {"tags": "x", "duration": 5})
     attempts = []
@@ -280,7 +281,7 @@ def test_files_volume_reload_is_retried_while_files_are_open(tmp_path):
 
     run(job.request_id)
     (store.files_root / "audio").rename(hidden)
-    files = VolumeFiles(store.files_root, reload=reload, delay=0.01)
+    files = VolumeFiles(store.files_root, reload=reload)
     stored = files.open(f"{job.request_id}.wav")
     assert stored is not None and stored.size > 0 and len(attempts) == 3
 

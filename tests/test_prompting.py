@@ -14,24 +14,30 @@ import httpx
 import pytest
 import torch
 
+from transformers import Qwen3ForCausalLM
+
+from acestep_app.json_skeleton import JsonField, string_end, value_piece_ok
 from acestep_app.prompting import (
-    CHATML_TEMPLATE,
+    EAGER,
     FallbackSongWriter,
+    GenerationSpeed,
     LyricBudget,
     OpenAISongWriter,
     SamplingConfig,
     Song,
     TransformersSongWriter,
+    build_messages,
     check_variety,
     fit_lyrics,
     load_song_writer,
     normalize_tags,
     parse_draft,
+    song_fields,
     wrap_line,
 )
+from acestep_app.tiny_llm import write_tiny_llm
 
 PROMPT = "A lofi hiphop song with a chill vibe about a sunny day on the boardwalk, female vocals, 85 bpm."
-SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 
 def sung_lines(lyrics: str) -> list[str]:
@@ -169,37 +175,9 @@ def test_load_song_writer_without_weights_falls_back_with_a_startup_warning(tmp_
 # ----------------------------------------------------------------------------------------------
 
 
-def write_tiny_qwen3(directory: Path) -> Path:
-    """Save a 1-layer random Qwen3 and a ChatML byte-level BPE tokenizer in the Hugging Face layout."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
-
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=400, special_tokens=SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-    )
-    bpe.train_from_iterator([PROMPT, VALID_LYRICS, '{"tags": "lofi, hiphop", "lyrics": "[verse]\\n"}'] * 4, trainer)
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-        chat_template=CHATML_TEMPLATE, clean_up_tokenization_spaces=False,
-    )
-    config = Qwen3Config(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-        num_attention_heads=2, num_key_value_heads=1, head_dim=16, max_position_embeddings=4096,
-        tie_word_embeddings=True, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-    )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        Qwen3ForCausalLM(config).save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
-
-
 @pytest.fixture(scope="module")
 def tiny_llm_dir(tmp_path_factory) -> Path:
-    return write_tiny_qwen3(tmp_path_factory.mktemp("tiny-qwen3"))
+    return write_tiny_llm(tmp_path_factory.mktemp("tiny-qwen3"))
 
 
 @pytest.fixture(scope="module")
@@ -209,33 +187,27 @@ def tiny_writer(tiny_llm_dir) -> TransformersSongWriter:
     return writer
 
 
-class ScriptedModel(torch.nn.Module):
+class ScriptedQwen3(Qwen3ForCausalLM):
     """The tiny Qwen3 with its next token forced to spell ``replies[k]`` on the k-th attempt.
 
     It reads the assistant text written so far from its own input ids, so it follows the writer's
     constrained skeleton exactly as a real model would have to.
     """
 
-    def __init__(self, model: torch.nn.Module, tokenizer, replies: list[str]):
-        super().__init__()
-        self.model, self.tokenizer, self.replies = model, tokenizer, replies
-        self.generation_config = model.generation_config
+    def script(self, tokenizer, replies: list[str]) -> ScriptedQwen3:
+        self.tokenizer, self.replies = tokenizer, replies
         self.prefills: list[str] = []
         self.context: list[int] = []
+        return self
 
-    @property
-    def device(self) -> torch.device:
-        return self.model.device
-
-    def forward(self, input_ids: torch.Tensor, cache=None, **kwargs):
-        out = self.model(input_ids=input_ids, cache=cache, **kwargs)
-        if cache is None:
+    def forward(self, input_ids: torch.Tensor, **kwargs):
+        out = super().forward(input_ids=input_ids, **kwargs)
+        if input_ids.shape[1] > 1:  # a prefill: a new attempt
             self.context = input_ids[0].tolist()
             self.prefills.append(self.tokenizer.decode(self.context))
         else:
             self.context += input_ids[0].tolist()
-        attempt = sum(p.endswith('{"tags": "') for p in self.prefills) - 1
-        target = self.replies[min(attempt, len(self.replies) - 1)]
+        target = self.replies[min(len(self.prefills) - 1, len(self.replies) - 1)]
         written = self.tokenizer.decode(self.context).rsplit("<|im_start|>assistant\n", 1)[1]
         rest = target[len(written):] if target.startswith(written) else ""
         forced = self.tokenizer(rest, add_special_tokens=False)["input_ids"][0] if rest else self.tokenizer.eos_token_id
@@ -245,75 +217,144 @@ class ScriptedModel(torch.nn.Module):
         return out
 
 
-def scripted_writer(tiny_writer: TransformersSongWriter, replies: list[str]) -> TransformersSongWriter:
-    model = ScriptedModel(tiny_writer.model, tiny_writer.tokenizer, replies)
+def scripted_writer(tiny_writer: TransformersSongWriter, tiny_llm_dir: Path, replies: list[str]) -> TransformersSongWriter:
+    model = ScriptedQwen3.from_pretrained(tiny_llm_dir).eval().script(tiny_writer.tokenizer, replies)
     return TransformersSongWriter(model, tiny_writer.tokenizer, name="scripted-qwen3")
 
 
-def test_tiny_model_loads_once_with_its_chat_template(tiny_writer, tiny_llm_dir):
-    from transformers import Qwen3ForCausalLM
+def song_prompt_ids(writer: TransformersSongWriter, duration: float, instrumental: bool = False):
+    budget = LyricBudget(duration)
+    fields = song_fields(instrumental, budget)
+    return writer.prompt_ids(build_messages(PROMPT, instrumental=instrumental, budget=budget), fields), fields
 
+
+def test_tiny_model_loads_once_with_its_chat_template(tiny_writer, tiny_llm_dir):
     assert isinstance(tiny_writer.model, Qwen3ForCausalLM) and not tiny_writer.model.training
-    assert tiny_writer.stop_ids == {tiny_writer.tokenizer.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|endoftext|>")}
-    chat = tiny_writer._chat_text([{"role": "system", "content": "S"}, {"role": "user", "content": "U"}])
-    assert chat == "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n<|im_start|>assistant\n"
+    tokenizer = tiny_writer.tokenizer
+    assert tiny_writer.stop_ids == [tokenizer.convert_tokens_to_ids(t) for t in ("<|im_end|>", "<|endoftext|>")]
+    ids = tiny_writer.prompt_ids([{"role": "system", "content": "S"}, {"role": "user", "content": "U"}], [JsonField("tags", 4)])
+    assert tokenizer.decode(ids) == (
+        '<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n<|im_start|>assistant\n{"tags": "'
+    )
     assert tiny_llm_dir.name in tiny_writer.description
 
 
-def test_random_weights_generate_seeded_json_and_always_return_a_valid_song(tiny_writer):
-    budget = LyricBudget(30)
-    chat = tiny_writer._chat_text([{"role": "user", "content": PROMPT}])
-    first, tokens = tiny_writer._draft_json(chat, False, budget, seed=7)
-    assert first.startswith('{"tags": "') and '", "lyrics": "' in first and first.endswith('"}')
-    assert 0 < tokens <= 48 + budget.max_new_tokens
-    assert tiny_writer._draft_json(chat, False, budget, seed=7) == (first, tokens)
-    assert tiny_writer._draft_json(chat, False, budget, seed=8)[0] != first
+@pytest.mark.parametrize("instrumental", [False, True])
+def test_random_weights_still_reply_json_of_our_shape(tiny_writer, instrumental):
+    """The JSON constraint: random weights write random values, yet every reply parses to our keys."""
+    prompt_ids, fields = song_prompt_ids(tiny_writer, 30, instrumental)
+    keys = ["tags"] if instrumental else ["tags", "lyrics"]
+    for seed in range(6):
+        reply, tokens = tiny_writer.draft(prompt_ids, fields, seed)
+        data = json.loads(reply, strict=False)
+        assert list(data) == keys and all(isinstance(value, str) for value in data.values())
+        assert 0 < tokens <= sum(f.max_tokens for f in fields) + 16 * len(fields)
+        if not instrumental:
+            assert data["lyrics"].startswith("[verse]\n") and len(data["lyrics"]) >= len("[verse]\n") + fields[1].min_chars - 1
 
+
+def test_sampling_is_seeded(tiny_writer):
+    prompt_ids, fields = song_prompt_ids(tiny_writer, 30)
+    first = tiny_writer.draft(prompt_ids, fields, seed=7)
+    assert tiny_writer.draft(prompt_ids, fields, seed=7) == first
+    assert tiny_writer.draft(prompt_ids, fields, seed=8)[0] != first[0]
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
     song = tiny_writer.write(PROMPT, instrumental=False, duration=30, seed=3)
+    assert torch.equal(torch.rand(3), expected), "the writer's seeding must not touch the global RNG"
     assert song == tiny_writer.write(PROMPT, instrumental=False, duration=30, seed=3)
-    assert song.source in ("llm", "fallback") and song.tokens > 0 and song.logs
-    assert parse_draft(json.dumps({"tags": song.tags, "lyrics": song.lyrics}), budget=budget, instrumental=False)
+    assert song.source in ("llm", "fallback") and song.tokens > 0 and song.prompt_tokens >= len(prompt_ids) and song.logs
+    assert parse_draft(json.dumps({"tags": song.tags, "lyrics": song.lyrics}), budget=LyricBudget(30), instrumental=False)
 
 
-def test_valid_reply_is_parsed_validated_and_cut_to_the_duration(tiny_writer):
-    writer = scripted_writer(tiny_writer, [reply("LoFi, hiphop, chill, 85 bpm", VALID_LYRICS)])
+def test_static_cache_path_runs_on_cpu_and_matches_eager(tiny_writer):
+    from transformers import DynamicCache, StaticCache
+
+    caches: list[type] = []
+
+    def record_cache(module, args, kwargs):
+        caches.extend(type(v) for v in kwargs.values() if isinstance(v, (DynamicCache, StaticCache)))
+
+    prompt_ids, fields = song_prompt_ids(tiny_writer, 60)
+    hook = tiny_writer.model.register_forward_pre_hook(record_cache, with_kwargs=True)
+    try:
+        tiny_writer.speed = EAGER
+        eager = tiny_writer.draft(prompt_ids, fields, seed=11)
+        assert set(caches) == {DynamicCache}
+        caches.clear()
+        tiny_writer.speed = GenerationSpeed(cache="static")
+        assert tiny_writer.draft(prompt_ids, fields, seed=11) == eager
+        assert set(caches) == {StaticCache} and len(caches) == eager[1]  # one forward per generated token
+        caches.clear()
+        tiny_writer.speed = GenerationSpeed()  # auto: dynamic on CPU
+        assert tiny_writer.draft(prompt_ids, fields, seed=11) == eager and set(caches) == {DynamicCache}
+    finally:
+        hook.remove()
+        tiny_writer.speed = GenerationSpeed()
+
+
+def test_valid_reply_is_parsed_validated_and_cut_to_the_duration(tiny_writer, tiny_llm_dir):
+    writer = scripted_writer(tiny_writer, tiny_llm_dir, [reply("LoFi, hiphop, chill, 85 bpm", VALID_LYRICS)])
     song = writer.write(PROMPT, instrumental=False, duration=20, seed=0)
     assert song.source == "llm" and song.tags == "lofi, hiphop, chill, 85 bpm"
     assert song.lyrics == "[verse]\n" + "\n".join(f"walking on the boardwalk {i}" for i in range(4))
     assert "1 attempt(s)" in song.logs[0] and song.tokens > 20
-    assert writer.model.prefills[0].startswith("<|im_start|>system\nYou write songs")
-    assert writer.model.prefills[1].endswith('", "lyrics": "[verse]\\n')
+    (prefill,) = writer.model.prefills  # one generate call: tags and lyrics in one pass
+    assert prefill.startswith("<|im_start|>system\nWrite a song") and prefill.endswith('assistant\n{"tags": "')
 
 
-def test_invalid_reply_is_retried_with_the_next_seed(tiny_writer):
-    writer = scripted_writer(tiny_writer, [reply("lofi", VALID_LYRICS), reply("lofi, chill", VALID_LYRICS)])
+def test_invalid_reply_is_retried_with_the_next_seed(tiny_writer, tiny_llm_dir):
+    writer = scripted_writer(tiny_writer, tiny_llm_dir, [reply("lofi", VALID_LYRICS), reply("lofi, chill", VALID_LYRICS)])
     song = writer.write(PROMPT, instrumental=False, duration=60, seed=0)
     assert song.source == "llm" and song.tags == "lofi, chill" and "2 attempt(s)" in song.logs[0]
+    assert len(writer.model.prefills) == 2
 
 
-def test_fallback_after_max_attempts_says_so(tiny_writer):
-    writer = scripted_writer(tiny_writer, [reply("lofi", VALID_LYRICS)])
+def test_fallback_after_max_attempts_says_so(tiny_writer, tiny_llm_dir):
+    writer = scripted_writer(tiny_writer, tiny_llm_dir, [reply("lofi", VALID_LYRICS)])
     song = writer.write(PROMPT, instrumental=False, duration=240, seed=0)
     assert song.source == "fallback" and song.tokens > 0
     assert "invalid after 3 attempt(s)" in song.logs[0] and "at least 2 comma-separated tags" in song.logs[0]
     assert song.lyrics == FallbackSongWriter().write(PROMPT, instrumental=False, duration=240, seed=0).lyrics
-    assert sum(p.endswith('{"tags": "') for p in writer.model.prefills) == 3
+    assert len(writer.model.prefills) == 3
 
 
-def test_instrumental_asks_only_for_tags(tiny_writer):
-    writer = scripted_writer(tiny_writer, ['{"tags": "ambient, piano, calm, female vocals"}'])
+def test_instrumental_asks_only_for_tags(tiny_writer, tiny_llm_dir):
+    writer = scripted_writer(tiny_writer, tiny_llm_dir, ['{"tags": "ambient, piano, calm, female vocals"}'])
     song = writer.write(PROMPT, instrumental=True, duration=240, seed=0)
     assert song.source == "llm" and song.lyrics == "[inst]" and song.tags == "ambient, piano, calm"
     assert len(writer.model.prefills) == 1 and "instrumental music" in writer.model.prefills[0]
     assert "lyrics" not in writer.model.prefills[0]
 
 
-def test_a_string_cut_by_the_token_budget_loses_its_unfinished_line(tiny_writer):
-    lyrics = json.dumps("[verse]\n" + "\n".join(f"walking on the boardwalk {i}" for i in range(60)))[1:-1]
-    writer = scripted_writer(tiny_writer, ['{"tags": "lofi, chill", "lyrics": "' + lyrics])
-    chat = writer._chat_text([{"role": "user", "content": PROMPT}])
-    body, used = writer._sample_string(chat + '{"tags": "lofi, chill", "lyrics": "', 30, torch.Generator().manual_seed(0))
-    assert used == 30 and body.startswith("[verse]\\nwalking") and lyrics.startswith(body + "\\n")
+def test_a_value_cut_by_the_token_budget_loses_its_unfinished_line(tiny_writer, tiny_llm_dir):
+    lyrics = "[verse]\n" + "\n".join(f"walking on the boardwalk {i}" for i in range(60))
+    writer = scripted_writer(tiny_writer, tiny_llm_dir, [reply("lofi, chill", lyrics)])
+    prompt_ids, _ = song_prompt_ids(writer, 240)
+    fields = [JsonField("tags", 20), JsonField("lyrics", 30, opener="[verse]\\n")]
+    text, _ = writer.draft(prompt_ids, fields, seed=0)
+    data = json.loads(text, strict=False)
+    assert data["tags"] == "lofi, chill"
+    assert data["lyrics"].startswith("[verse]\nwalking") and lyrics.startswith(data["lyrics"] + "\n")
+
+
+def test_a_value_cannot_close_before_its_minimum_length(tiny_writer, tiny_llm_dir):
+    writer = scripted_writer(tiny_writer, tiny_llm_dir, [reply("lofi, chill", "[verse]\nhi")])
+    prompt_ids, _ = song_prompt_ids(writer, 60)
+    fields = [JsonField("tags", 20), JsonField("lyrics", 60, min_chars=40, opener="[verse]\\n")]
+    data = json.loads(writer.draft(prompt_ids, fields, seed=0)[0], strict=False)
+    assert data["lyrics"].startswith("[verse]\nhi") and len(data["lyrics"]) >= 40
+
+
+def test_string_end_follows_json_escapes():
+    assert string_end('ab"cd') == (2, False)
+    assert string_end('a\\"b"') == (4, False)
+    assert string_end("ab\\") == (None, True)
+    assert string_end('"x', escaped=True) == (None, False)
+    assert value_piece_ok('\\n ok', None, False) and value_piece_ok('n"', '", "b": "', True) and value_piece_ok('"', None, True)
+    assert value_piece_ok('a\\x', None, False) is False and value_piece_ok('x', None, True) is False
+    assert value_piece_ok('.", "', '", "lyrics": "', False) and not value_piece_ok('."}', '", "lyrics": "', False)
 
 
 # ----------------------------------------------------------------------------------------------
