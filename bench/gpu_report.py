@@ -10,7 +10,8 @@ weights straight on the device (``bench/fullsize.py``). One run measures:
   torch.compile, per duration, with the peak memory of each request,
 * the song writer (Qwen3-4B's shape on a GPU, a toy Qwen3 on a CPU): tokens/s with a dynamic
   KV cache (transformers' eager defaults) and, on CUDA, a static one (compiled by transformers, as
-  the writer runs it there), and its share of a 60 s prompt-to-audio request on the fast path.
+  the writer runs it there); the shipped writer's own tokens/s on that LM (the last row to run);
+  and the writer's share of a 60 s prompt-to-audio request on the fast path.
 
 On one GPU (official sizes, 30 / 60 / 240 s) it should finish in under 8 minutes from a clean
 venv. Rows that would start after ``--budget-s`` are printed as skipped. On a CPU it runs the same
@@ -160,6 +161,42 @@ def writer_rows(args, deadline: float, memory: PeakMemory, results: dict) -> lis
     if fastest is not None:
         rows.append(_share_row(args, fastest, results))
     return rows
+
+
+def shipped_writer_row(args, deadline: float, memory: PeakMemory) -> Row:
+    """The shipped ``TransformersSongWriter`` (JSON skeleton, its default KV cache) on the same kind of
+    random LM with the tiny ChatML tokenizer, over the first two prompts of ``bench/writer_prompts.json``.
+
+    Random weights never pass validation, so every request makes all its attempts and then falls
+    back: tokens/s is the writer's real decoding speed, seconds per request an upper bound."""
+    import tempfile
+
+    from prompting import load_prompts, measure_writer
+    from transformers import AutoTokenizer
+
+    from acestep_app.prompting import TransformersSongWriter
+    from acestep_app.tiny_llm import write_tiny_llm
+
+    title, setting = "song writer tokens/s", "the shipped writer (JSON skeleton, default cache) on the same LM"
+    if time.perf_counter() > deadline:
+        return Row(title, setting, "", "skipped: time budget")
+    size = "Qwen3-4B shape" if args.writer == "full" else "toy Qwen3"
+    model = build_writer_llm(args.writer, args.device, args.writer_dtype)
+    with tempfile.TemporaryDirectory() as scratch:
+        tokenizer = AutoTokenizer.from_pretrained(write_tiny_llm(Path(scratch) / "tokenizer"))
+    writer = TransformersSongWriter(model, tokenizer, name=f"random {size}")
+    prompts = load_prompts(limit=2, max_duration=SHARE_DURATION)
+    memory.reset()
+    measured = measure_writer(writer, prompts)
+    peak = memory.peak()
+    del writer, model
+    _free()
+    log(f"shipped writer: {measured['tokens_per_s']:.1f} tokens/s, {measured['seconds_per_request']:.2f} s per request")
+    return Row(title, f"{setting}, tiny ChatML tokenizer; random weights fail validation, so all attempts run, "
+               "then the fallback",
+               f"{len(prompts)} prompts of bench/writer_prompts.json ({measured['generated_tokens']:.0f} tokens each)",
+               f"{measured['tokens_per_s']:.1f} tokens/s ({measured['seconds_per_request']:.2f} s per request, "
+               f"an upper bound; {measured['valid']} of {measured['requests']} valid)", f"{mib(peak)} MiB")
 
 
 def _time_generate(model, prompt, new_tokens: int, cache: str, memory: PeakMemory) -> tuple[float, float, int, int]:
@@ -318,6 +355,7 @@ def main(argv: list[str] | None = None) -> int:
         sequential_rows = rtf_rows(args, "sequential", torch.float32, sequential, None, deadline, memory, results)
         compiled_rows = rtf_rows(args, "fast + compile", args.fast_dtype, fast, CompileChoice(args.cuda_graphs),
                                  deadline, memory, results)
+        writer.insert(-1, shipped_writer_row(args, deadline, memory))
     finally:
         memory.close()
     rows += sequential_rows + fast_rows + compiled_rows + writer
