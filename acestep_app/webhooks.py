@@ -27,6 +27,7 @@ from __future__ import annotations
 import base64
 import enum
 import hashlib
+import hmac
 import json
 import logging
 import math
@@ -137,6 +138,13 @@ class SigningKey:
 
     def jwk(self) -> dict[str, str]:
         return {"kty": "OKP", "crv": "Ed25519", "x": self.x, "kid": self.kid, "use": "sig", "alg": "EdDSA"}
+
+    def user_id(self, owner: str) -> str:
+        """The ``X-Fal-Webhook-User-Id`` of a key's owner: keyed with the signing key, so a receiver learns
+        nothing it could test API-key guesses against (the owner itself is a plain hash of the key)."""
+        secret = self.private_key.private_bytes(
+            serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
+        return hmac.new(secret, b"webhook-user:" + owner.encode(), hashlib.sha256).hexdigest()[:32]
 
     def signature_headers(self, request_id: str, user_id: str, body: bytes, timestamp: int | None = None
                           ) -> dict[str, str]:
