@@ -176,18 +176,7 @@ class Engine:
                 tags=tags,
                 lyrics=lyrics,
                 duration=request.duration,
-                num_inference_steps=request.number_of_steps,
-                scheduler=str(request.scheduler),
-                guidance_type=str(request.guidance_type),
-                granularity_scale=request.granularity_scale,
-                guidance_interval=request.guidance_interval,
-                guidance_interval_decay=request.guidance_interval_decay,
-                guidance_scale=request.guidance_scale,
-                minimum_guidance_scale=request.minimum_guidance_scale,
-                tag_guidance_scale=request.tag_guidance_scale,
-                lyric_guidance_scale=request.lyric_guidance_scale,
-                batched_guidance=self.settings.engine.batched_guidance,
-                cache_cross_attention=self.settings.engine.cross_attention_cache,
+                **self._sampling_arguments(request),
             )
             started = time.perf_counter()
             winner, ranking_logs = (0, []) if len(sampled.takes) == 1 else rank_takes(
@@ -216,6 +205,23 @@ class Engine:
             takes=sampled.takes if len(sampled.takes) > 1 else [],
         )
 
+    def _sampling_arguments(self, request) -> dict:
+        """The pipeline arguments every endpoint shares: fal's sampler fields plus the engine switches."""
+        return {
+            "num_inference_steps": request.number_of_steps,
+            "scheduler": str(request.scheduler),
+            "guidance_type": str(request.guidance_type),
+            "granularity_scale": request.granularity_scale,
+            "guidance_interval": request.guidance_interval,
+            "guidance_interval_decay": request.guidance_interval_decay,
+            "guidance_scale": request.guidance_scale,
+            "minimum_guidance_scale": request.minimum_guidance_scale,
+            "tag_guidance_scale": request.tag_guidance_scale,
+            "lyric_guidance_scale": request.lyric_guidance_scale,
+            "batched_guidance": self.settings.engine.batched_guidance,
+            "cache_cross_attention": self.settings.engine.cross_attention_cache,
+        }
+
     def edit(
         self, request: EditRequest, source: SourceAudio, on_progress: ProgressCallback | None = None
     ) -> Generation:
@@ -238,19 +244,8 @@ class Engine:
             output = self.pipeline(
                 plan.tags,
                 plan.lyrics,
-                num_inference_steps=request.number_of_steps,
                 seed=seed,
-                scheduler=str(request.scheduler),
-                guidance_type=str(request.guidance_type),
-                granularity_scale=request.granularity_scale,
-                guidance_interval=request.guidance_interval,
-                guidance_interval_decay=request.guidance_interval_decay,
-                guidance_scale=request.guidance_scale,
-                minimum_guidance_scale=request.minimum_guidance_scale,
-                tag_guidance_scale=request.tag_guidance_scale,
-                lyric_guidance_scale=request.lyric_guidance_scale,
-                batched_guidance=self.settings.engine.batched_guidance,
-                cache_cross_attention=self.settings.engine.cross_attention_cache,
+                **self._sampling_arguments(request),
                 callback=_step_reporter(on_progress),
                 task=plan.task,
             )

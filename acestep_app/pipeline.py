@@ -332,20 +332,7 @@ class AceStepPipeline:
         velocity_fn = self._velocity_fn(conditioning, frames, use_erg_diffusion, batched_guidance, counter, cache)
         latents = denoise(velocity_fn, latents, sampler, guidance, on_step)
         timings["diffusion"] = time.perf_counter() - started
-
-        waveforms = torch.empty(0)
-        if decode:
-            started = time.perf_counter()
-            waveforms = self.decode_latents(latents)
-            timings["decode"] = time.perf_counter() - started
-        return PipelineOutput(
-            waveforms=waveforms,
-            sample_rate=SAMPLE_RATE,
-            latents=latents,
-            seeds=seeds,
-            num_forwards=counter[0],
-            timings=timings,
-        )
+        return self._output(latents, seeds, counter[0], timings, decode)
 
     # -- editing tasks (acestep_app.editing) ------------------------------------------------
 

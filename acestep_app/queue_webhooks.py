@@ -46,7 +46,7 @@ class QueueWebhooks:
         """Called after each queue submit, before it is answered; notes the request's webhook if it has one."""
         if not job.webhook_url:
             return
-        self.webhooks.register(job.request_id, job.webhook_url, job.owner, base_url)
+        self.webhooks.register(job.request_id, job.webhook_url, self.webhooks.key.user_id(job.owner), base_url)
         current = self.store.get(job.request_id)
         if current is not None and current.status.is_terminal:  # it finished before it was registered
             self._enqueue(current, base_url)
@@ -79,4 +79,5 @@ class QueueWebhooks:
 
     def _enqueue(self, job: Job, base_url: str | None) -> bool:
         payload, error_status = protocol.webhook_payload(job, file_url(base_url or "", self.keys))
-        return self.webhooks.enqueue(job.request_id, job.webhook_url, job.owner, payload, error_status=error_status)
+        return self.webhooks.enqueue(job.request_id, job.webhook_url, self.webhooks.key.user_id(job.owner), payload,
+                                     error_status=error_status)

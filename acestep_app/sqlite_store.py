@@ -14,12 +14,12 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from acestep_app import failures
+from acestep_app.sqlite_db import SQLiteBacked
 from acestep_app.jobs import CancelResult, Job, JobStatus, Outcome, UsageRecord, log_entry
 
 logger = logging.getLogger(__name__)
@@ -76,41 +76,15 @@ def job_from_row(row: sqlite3.Row) -> Job:
     )
 
 
-class SqliteJobStore:
+class SqliteJobStore(SQLiteBacked):
     """SQLite persistence for jobs and usage. Thread-safe: one connection guarded by a lock."""
 
     def __init__(self, data_dir: str | Path):
         self.data_dir = Path(data_dir)
-        self.path = self.data_dir / DATABASE_NAME
-        try:
-            self.data_dir.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            self._db.row_factory = sqlite3.Row
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA busy_timeout=5000")
-            self._db.executescript(SCHEMA)
-            columns = {row["name"] for row in self._db.execute("PRAGMA table_info(jobs)")}
-            if "webhook_url" not in columns:  # a database written before webhooks
-                self._db.execute("ALTER TABLE jobs ADD COLUMN webhook_url TEXT")
-        except (OSError, sqlite3.Error) as error:
-            raise RuntimeError(f"cannot open the job database at {self.path}: {error}") from error
-        self._lock = threading.RLock()
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        self._open(self.data_dir / DATABASE_NAME, SCHEMA, "job database")
+        columns = {row["name"] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        if "webhook_url" not in columns:  # a database written before webhooks
+            self._db.execute("ALTER TABLE jobs ADD COLUMN webhook_url TEXT")
 
     # -- reads -----------------------------------------------------------------------------------
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import base64
 import enum
 import hashlib
+import hmac
 import json
 import logging
 import math
@@ -34,9 +35,8 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from acestep_app.sqlite_db import SQLiteBacked
 from acestep_app.settings import WebhooksSection
 from acestep_app.webhook_verify import (
     REQUEST_ID_HEADER,
@@ -137,6 +138,13 @@ class SigningKey:
 
     def jwk(self) -> dict[str, str]:
         return {"kty": "OKP", "crv": "Ed25519", "x": self.x, "kid": self.kid, "use": "sig", "alg": "EdDSA"}
+
+    def user_id(self, owner: str) -> str:
+        """The ``X-Fal-Webhook-User-Id`` of a key's owner: keyed with the signing key, so a receiver learns
+        nothing it could test API-key guesses against (the owner itself is a plain hash of the key)."""
+        secret = self.private_key.private_bytes(
+            serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption())
+        return hmac.new(secret, b"webhook-user:" + owner.encode(), hashlib.sha256).hexdigest()[:32]
 
     def signature_headers(self, request_id: str, user_id: str, body: bytes, timestamp: int | None = None
                           ) -> dict[str, str]:
@@ -248,7 +256,7 @@ CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (state, next_attempt_at)
 """
 
 
-class Outbox:
+class Outbox(SQLiteBacked):
     """The persistent deliveries of one data dir (SQLite, WAL). Thread-safe.
 
     ``claim`` counts an attempt and schedules the next one in the same transaction, before anything
@@ -256,34 +264,9 @@ class Outbox:
     """
 
     def __init__(self, data_dir: str | Path, settings: WebhooksSection = WebhooksSection()):
-        self.path = Path(data_dir) / DATABASE_NAME
         self.settings = settings
         self.delays = retry_delays(settings.max_attempts, settings.retry_window_seconds)
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            self._db.row_factory = sqlite3.Row
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA busy_timeout=5000")
-            self._db.executescript(SCHEMA)
-        except (OSError, sqlite3.Error) as error:
-            raise RuntimeError(f"cannot open the webhook outbox at {self.path}: {error}") from error
-        self._lock = threading.RLock()
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+        self._open(Path(data_dir) / DATABASE_NAME, SCHEMA, "webhook outbox")
 
     def register(self, request_id: str, url: str, user_id: str, base_url: str | None = None,
                  now: float | None = None) -> bool:

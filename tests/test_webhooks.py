@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 import stat
@@ -119,6 +120,18 @@ def test_signing_key_from_the_environment_wins(tmp_path):
     assert not (tmp_path / SIGNING_KEY_FILE).exists()
     with pytest.raises(ValueError, match=SIGNING_KEY_ENV):
         SigningKey.load(tmp_path, environ={SIGNING_KEY_ENV: "c2hvcnQ"})
+
+
+def test_user_id_is_keyed_by_the_signing_key_not_a_plain_hash_of_the_api_key():
+    import hashlib
+
+    owner = hashlib.sha256(b"a weak key").hexdigest()  # what auth calls the owner of that API key
+    key = SigningKey.generate()
+    user_id = key.user_id(owner)
+    assert user_id == key.user_id(owner) and len(user_id) == 32
+    assert user_id not in (owner, owner[:32], hashlib.sha256(owner.encode()).hexdigest()[:32])
+    assert SigningKey.generate().user_id(owner) != user_id  # a receiver cannot recompute it without the key
+    assert key.user_id(hashlib.sha256(b"another key").hexdigest()) != user_id
 
 
 # -- payload ------------------------------------------------------------------------------------------
@@ -370,6 +383,11 @@ def test_local_server_webhook_payload_is_the_result_urls_answer(tmp_path):
             assert body["status"] == "ERROR" and body["error"] == f"Invalid status code: {answer.status_code}"
         kinds.append(answer.json().get("error_type", "ok"))
     assert sorted(kinds) == ["generation_failed", "ok", "ok", "request_cancelled"]
+    owner = hashlib.sha256(SERVER_KEY.encode()).hexdigest()
+    user_ids = {value for item in receiver.received for name, value in item.headers.items()
+                if name.lower() == "x-fal-webhook-user-id"}
+    assert user_ids == {
+        app.state.webhooks.webhooks.key.user_id(owner)}
 
 
 @pytest.mark.parametrize("url", ["http://127.0.0.1:9/hook", "ftp://example.com/hook", "not a url"])
