@@ -206,18 +206,9 @@ class Engine:
         )
 
     def _sampling_arguments(self, request) -> dict:
-        """The pipeline arguments every endpoint shares: fal's sampler fields plus the engine switches."""
+        """The pipeline arguments every endpoint shares: the request's sampler fields plus the engine switches."""
         return {
-            "num_inference_steps": request.number_of_steps,
-            "scheduler": str(request.scheduler),
-            "guidance_type": str(request.guidance_type),
-            "granularity_scale": request.granularity_scale,
-            "guidance_interval": request.guidance_interval,
-            "guidance_interval_decay": request.guidance_interval_decay,
-            "guidance_scale": request.guidance_scale,
-            "minimum_guidance_scale": request.minimum_guidance_scale,
-            "tag_guidance_scale": request.tag_guidance_scale,
-            "lyric_guidance_scale": request.lyric_guidance_scale,
+            **sampler_arguments(request),
             "batched_guidance": self.settings.engine.batched_guidance,
             "cache_cross_attention": self.settings.engine.cross_attention_cache,
         }
@@ -300,6 +291,22 @@ class Engine:
     @staticmethod
     def wav_bytes(generation: Generation) -> bytes:
         return wav_bytes(generation.waveform, generation.sample_rate)
+
+
+def sampler_arguments(request) -> dict:
+    """fal's sampler fields of a request, as :class:`~acestep_app.pipeline.AceStepPipeline` arguments."""
+    return {
+        "num_inference_steps": request.number_of_steps,
+        "scheduler": str(request.scheduler),
+        "guidance_type": str(request.guidance_type),
+        "granularity_scale": request.granularity_scale,
+        "guidance_interval": request.guidance_interval,
+        "guidance_interval_decay": request.guidance_interval_decay,
+        "guidance_scale": request.guidance_scale,
+        "minimum_guidance_scale": request.minimum_guidance_scale,
+        "tag_guidance_scale": request.tag_guidance_scale,
+        "lyric_guidance_scale": request.lyric_guidance_scale,
+    }
 
 
 def _step_reporter(on_progress: ProgressCallback | None) -> Callable[[int, int], None] | None:

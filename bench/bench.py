@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 import torch  # noqa: E402
 
 from acestep_app.audio import wav_bytes  # noqa: E402
+from acestep_app.engine import sampler_arguments  # noqa: E402
 from acestep_app.schema import TextToAudioInput  # noqa: E402
 
 PROMPT = "An upbeat synth-pop song about driving along the coast at night, female vocals."
@@ -154,20 +155,7 @@ class RunResult:
 
 
 def pipeline_kwargs(request: TextToAudioInput) -> dict:
-    return {
-        "duration": request.duration,
-        "num_inference_steps": request.number_of_steps,
-        "seed": request.seed,
-        "scheduler": str(request.scheduler),
-        "guidance_type": str(request.guidance_type),
-        "granularity_scale": request.granularity_scale,
-        "guidance_interval": request.guidance_interval,
-        "guidance_interval_decay": request.guidance_interval_decay,
-        "guidance_scale": request.guidance_scale,
-        "minimum_guidance_scale": request.minimum_guidance_scale,
-        "tag_guidance_scale": request.tag_guidance_scale,
-        "lyric_guidance_scale": request.lyric_guidance_scale,
-    }
+    return {"duration": request.duration, "seed": request.seed, **sampler_arguments(request)}
 
 
 def run_request(pipeline, writer, path: PathConfig, duration: float, steps: int, memory: PeakMemory) -> RunResult:

@@ -134,3 +134,22 @@ def loopback_only_dns(monkeypatch):
         return real_getaddrinfo(host, port, *args, **kwargs)
 
     monkeypatch.setattr(netguard.socket, "getaddrinfo", getaddrinfo)
+
+
+PLAYS_PUBLIC = "127.0.0.2"  # a loopback address the public_loopback fixture lets count as public
+
+
+@pytest.fixture
+def public_loopback(monkeypatch):
+    """127.0.0.2 counts as a public address (the guard's rule is unchanged for every other address)."""
+    import ipaddress
+
+    from acestep_app import netguard
+
+    plays_public = ipaddress.ip_address(PLAYS_PUBLIC)
+    real_rule = netguard.refusal_reason
+
+    def rule(address, *, allow_private):
+        return None if address == plays_public else real_rule(address, allow_private=allow_private)
+
+    monkeypatch.setattr(netguard, "refusal_reason", rule)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import io
-import ipaddress
 
 import numpy as np
 import pytest
@@ -17,7 +16,7 @@ import soundfile
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from acestep_app import billing, netguard
+from acestep_app import billing
 from conftest import wait_until
 from hosts import fal_host, local_host, modal_host  # noqa: F401  (fixtures)
 from local_http import LocalServer, body_route, declared_huge_route, redirect_route
@@ -25,7 +24,6 @@ from local_http import LocalServer, body_route, declared_huge_route, redirect_ro
 pytestmark = pytest.mark.filterwarnings("ignore:.*executing locally and will not have access:UserWarning")
 
 HOSTS = ("local", "fal", "modal")
-PLAYS_PUBLIC = ipaddress.ip_address("127.0.0.2")
 ENDPOINTS = {
     "audio-to-audio": {"original_tags": "sine", "tags": "jazz", "edit_mode": "remix"},
     "audio-inpaint": {"tags": "lofi", "start_time": 0.5, "end_time": 1.5},
@@ -51,15 +49,6 @@ def hosts(request):
     return [request.getfixturevalue(f"{name}_host") for name in HOSTS]
 
 
-@pytest.fixture
-def public_loopback(monkeypatch):
-    """127.0.0.2 counts as a public address; every other address keeps the real rule."""
-    real_rule = netguard.refusal_reason
-
-    def rule(address, *, allow_private):
-        return None if address == PLAYS_PUBLIC else real_rule(address, allow_private=allow_private)
-
-    monkeypatch.setattr(netguard, "refusal_reason", rule)
 
 
 @pytest.fixture(scope="module")

@@ -25,19 +25,9 @@ from local_http import (
     slow_route,
 )
 
-PLAYS_PUBLIC = ipaddress.ip_address("127.0.0.2")
 LIMITS = dict(timeout=5.0, max_bytes=1 << 20, max_redirects=3)
 
 
-@pytest.fixture
-def public_loopback(monkeypatch):
-    """127.0.0.2 counts as a public address (the rule is unchanged for every other address)."""
-    real_rule = netguard.refusal_reason
-
-    def rule(address, *, allow_private):
-        return None if address == PLAYS_PUBLIC else real_rule(address, allow_private=allow_private)
-
-    monkeypatch.setattr(netguard, "refusal_reason", rule)
 
 
 @pytest.fixture
