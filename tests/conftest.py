@@ -153,3 +153,24 @@ def public_loopback(monkeypatch):
         return None if address == plays_public else real_rule(address, allow_private=allow_private)
 
     monkeypatch.setattr(netguard, "refusal_reason", rule)
+
+
+@pytest.fixture(scope="session")
+def transformer_dir(tiny_checkpoint) -> Path:
+    """The tiny checkpoint's DiT folder."""
+    return tiny_checkpoint / "ace_step_transformer"
+
+
+def encode_forward_case(model, cases_dir: Path):
+    """The reference transformer_forward case's inputs, its text and lyrics encoded by ``model``:
+    ``(latent, attention_mask, encoder_states, encoder_mask, timestep)``."""
+    import torch
+    from safetensors.torch import load_file
+
+    case = load_file(cases_dir / "transformer_forward.safetensors")
+    with torch.no_grad():
+        states, mask = model.encode(
+            case["encoder_text_hidden_states"], case["text_attention_mask"], case["speaker_embeds"],
+            case["lyric_token_idx"], case["lyric_mask"],
+        )
+    return case["latent"], case["attention_mask"], states, mask, case["timestep"]

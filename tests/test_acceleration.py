@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from safetensors.torch import load_file
 from torch._dynamo.testing import CompileCounterWithBackend
 
 from acestep_app.acceleration import (
@@ -16,13 +15,9 @@ from acestep_app.acceleration import (
     sdpa_backend,
 )
 from acestep_app.models.transformer import ACEStepTransformer2DModel, GLUMBConv, _group_norm_over_frames
+from conftest import encode_forward_case
 
 TOL = 1e-5  # padding only changes summation order
-
-
-@pytest.fixture(scope="module")
-def transformer_dir(tiny_checkpoint):
-    return tiny_checkpoint / "ace_step_transformer"
 
 
 @pytest.fixture(scope="module")
@@ -32,13 +27,8 @@ def eager(transformer_dir):
 
 @pytest.fixture(scope="module")
 def conditioning(eager, cases_dir):
-    c = load_file(cases_dir / "transformer_forward.safetensors")
-    with torch.no_grad():
-        states, mask = eager.encode(
-            c["encoder_text_hidden_states"], c["text_attention_mask"], c["speaker_embeds"],
-            c["lyric_token_idx"], c["lyric_mask"],
-        )
-    return states, mask, c["timestep"]
+    _, _, states, mask, timestep = encode_forward_case(eager, cases_dir)
+    return states, mask, timestep
 
 
 def _inputs(frames, seed=0, masked_tail=0):

@@ -6,19 +6,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from acestep_app.acceleration import AccelerationOptions, accelerate_transformer
 from acestep_app.models.transformer import ACEStepTransformer2DModel, CrossAttentionCache
 from acestep_app.pipeline import AceStepPipeline
+from conftest import encode_forward_case
 
 SHORT = {"duration": 2.0, "num_inference_steps": 4, "seed": 3, "decode": False}
 LYRICS = "[verse]\nHello world, this is a song\n\n[chorus]\nla la la"
-
-
-@pytest.fixture(scope="module")
-def transformer_dir(tiny_checkpoint):
-    return tiny_checkpoint / "ace_step_transformer"
 
 
 @pytest.fixture(scope="module")
@@ -28,13 +23,7 @@ def model(transformer_dir):
 
 @pytest.fixture(scope="module")
 def inputs(model, cases_dir):
-    c = load_file(cases_dir / "transformer_forward.safetensors")
-    with torch.no_grad():
-        states, mask = model.encode(
-            c["encoder_text_hidden_states"], c["text_attention_mask"], c["speaker_embeds"],
-            c["lyric_token_idx"], c["lyric_mask"],
-        )
-    return c["latent"], c["attention_mask"], states, mask, c["timestep"]
+    return encode_forward_case(model, cases_dir)
 
 
 @pytest.fixture(scope="module")

@@ -17,11 +17,6 @@ WEIGHTS = "diffusion_pytorch_model.safetensors"
 
 
 @pytest.fixture(scope="module")
-def transformer_dir(tiny_checkpoint):
-    return tiny_checkpoint / "ace_step_transformer"
-
-
-@pytest.fixture(scope="module")
 def model(transformer_dir):
     return ACEStepTransformer2DModel.from_pretrained(transformer_dir)
 
