@@ -103,8 +103,8 @@ def test_tiny_whisper_transcribes_each_song_over_30_second_windows(whisper_dir):
     texts = transcriber.transcribe(songs, 48000, language="en")
     assert len(texts) == 2 and all(isinstance(text, str) for text in texts)
     assert transcriber.transcribe(songs[:1], 48000, language="en") == texts[:1]  # batching does not mix songs
-    assert transcriber._generate_options("en")["language"] == "en"
-    assert "language" not in transcriber._generate_options("xx")  # a language the model lacks is detected instead
+    assert transcriber.generate_options("en")["language"] == "en"
+    assert "language" not in transcriber.generate_options("xx")  # a language the model lacks is detected instead
 
 
 def test_missing_asr_weights_load_nothing(tmp_path):

@@ -494,7 +494,7 @@ def test_git_blob_sha1_is_what_git_computes(tmp_path):
     git = subprocess.run(["git", "hash-object", str(tmp_path / "config.json")], capture_output=True, text=True)
     assert git.returncode == 0, git.stderr
     assert _git_blob_sha1(data) == git.stdout.strip()
-    digests = weights._hash_file(tmp_path / "config.json", git_blob=True)
+    digests = weights.hash_file(tmp_path / "config.json", git_blob=True)
     assert digests == {weights.SHA256: _sha(data), weights.GIT_BLOB_SHA1: git.stdout.strip()}
 
 

@@ -223,7 +223,7 @@ class WhisperTranscriber:
             windows.extend(pieces)
             owners.extend([index] * len(pieces))
         texts: list[str] = []
-        options = self._generate_options(language)
+        options = self.generate_options(language)
         with torch.inference_mode():
             for start in range(0, len(windows), ASR_BATCH):
                 features = self.processor.feature_extractor(
@@ -241,7 +241,7 @@ class WhisperTranscriber:
             joined[owner].append(text.strip())
         return [" ".join(part for part in parts if part) for parts in joined]
 
-    def _generate_options(self, language: str | None) -> dict:
+    def generate_options(self, language: str | None) -> dict:
         config = self.model.generation_config
         limit = self.model.config.max_target_positions - 4  # room for the start, language, task and timestamp tokens
         options: dict = {"max_new_tokens": min(MAX_NEW_TOKENS, limit)}

@@ -268,10 +268,10 @@ def check_pin(settings: Settings, manifest: Manifest) -> None:
 
 
 def sha256_file(path: Path, progress: bool = False) -> str:
-    return _hash_file(path, progress=progress)[SHA256]
+    return hash_file(path, progress=progress)[SHA256]
 
 
-def _hash_file(path: Path, progress: bool = False, git_blob: bool = False) -> dict[str, str]:
+def hash_file(path: Path, progress: bool = False, git_blob: bool = False) -> dict[str, str]:
     """``{SHA256: hex}``, plus ``{GIT_BLOB_SHA1: hex}`` (sha1 of ``b"blob <len>\\0" + content``) if asked."""
     size = path.stat().st_size
     digests = {SHA256: hashlib.sha256()}
@@ -373,7 +373,7 @@ def _problem(
     if quick and stamps.trusts(file, local, expected):
         return None
     size = local.stat().st_size
-    actual = _hash_file(local, progress=progress, git_blob=expected.algorithm == GIT_BLOB_SHA1)
+    actual = hash_file(local, progress=progress, git_blob=expected.algorithm == GIT_BLOB_SHA1)
     size_differs = expected.size is not None and size != expected.size
     if actual[expected.algorithm] != expected.digest or size_differs:
         stamps.forget(file)
