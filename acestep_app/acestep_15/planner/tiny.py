@@ -47,7 +47,7 @@ def write_tiny_planner_lm(directory: str | Path, *, codebook_size: int = TINY_CO
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import GenerationConfig, PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
 
-    from ...prompting import CHATML_TEMPLATE
+    from acestep_app.songwriter.writer import CHATML_TEMPLATE
 
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
