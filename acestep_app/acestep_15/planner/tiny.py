@@ -35,17 +35,11 @@ _CORPUS = [
 ]
 
 
-def write_tiny_planner_lm(directory: str | Path, *, codebook_size: int = TINY_CODEBOOK_SIZE, seed: int = 0) -> Path:
-    """Save a tiny random 5 Hz LM (model, tokenizer, chat template) in the Hugging Face layout; returns the folder.
-
-    Args:
-        directory: the folder to write (created if missing).
-        codebook_size: audio-code tokens in the vocabulary (64,000 in the real LM).
-        seed: the weights' seed.
-    """
-    import torch
+def build_planner_tokenizer(codebook_size: int = TINY_CODEBOOK_SIZE):
+    """A byte-level BPE tokenizer with the real LM's token layout (see the module docstring) and the
+    ChatML template: ``PreTrainedTokenizerFast`` with ``codebook_size`` audio-code tokens."""
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import GenerationConfig, PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
+    from transformers import PreTrainedTokenizerFast
 
     from acestep_app.songwriter.writer import CHATML_TEMPLATE
 
@@ -57,10 +51,24 @@ def write_tiny_planner_lm(directory: str | Path, *, codebook_size: int = TINY_CO
     bpe.add_special_tokens([AddedToken(token, special=True, normalized=False) for token in _SPECIAL_TOKENS])
     bpe.add_tokens([AddedToken(token, special=False, normalized=False) for token in _THINK_TOKENS])
     bpe.add_tokens([AddedToken(audio_code(n), special=False, normalized=False) for n in range(codebook_size)])
-    tokenizer = PreTrainedTokenizerFast(
+    return PreTrainedTokenizerFast(
         tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>",
         chat_template=CHATML_TEMPLATE, clean_up_tokenization_spaces=False,
     )  # fmt: skip
+
+
+def write_tiny_planner_lm(directory: str | Path, *, codebook_size: int = TINY_CODEBOOK_SIZE, seed: int = 0) -> Path:
+    """Save a tiny random 5 Hz LM (model, tokenizer, chat template) in the Hugging Face layout; returns the folder.
+
+    Args:
+        directory: the folder to write (created if missing).
+        codebook_size: audio-code tokens in the vocabulary (64,000 in the real LM).
+        seed: the weights' seed.
+    """
+    import torch
+    from transformers import GenerationConfig, Qwen3Config, Qwen3ForCausalLM
+
+    tokenizer = build_planner_tokenizer(codebook_size)
     config = Qwen3Config(
         vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
         num_attention_heads=2, num_key_value_heads=1, head_dim=16, max_position_embeddings=8192,
