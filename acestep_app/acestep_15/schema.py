@@ -207,7 +207,7 @@ class RepaintInput(_Request):
         "End of the span to regenerate, in seconds; -1 means the end of the song. Default value: `-1`"))
     prompt: Prompt
     lyrics: Lyrics = ""
-    repaint_strength: float = Field(default=1.0, ge=0, le=1, examples=[1.0], description=(
+    repaint_strength: float = Field(default=1.0, gt=0, le=1, examples=[1.0], description=(
         "How far the span may move from the source: 1 regenerates it from noise, lower values start from the "
         "source partly noised and keep more of it. Default value: `1`"))
     seed: Seed = None
