@@ -130,7 +130,7 @@ class AudioInputSection(BaseModel):
 
 
 class WebhooksSection(BaseModel):
-    """Delivery of fal-style queue webhooks (see :mod:`acestep_app.webhooks`)."""
+    """Delivery of fal-style queue webhooks (see :mod:`acestep_app.serving.webhooks.outbox`)."""
 
     model_config = _SECTION_CONFIG
 

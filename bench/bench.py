@@ -39,9 +39,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import torch  # noqa: E402
 
-from acestep_app.audio import wav_bytes  # noqa: E402
-from acestep_app.engine import sampler_arguments  # noqa: E402
-from acestep_app.schema import TextToAudioInput  # noqa: E402
+from acestep_app.audio.formats import wav_bytes  # noqa: E402
+from acestep_app.acestep_v1.engine import sampler_arguments  # noqa: E402
+from acestep_app.acestep_v1.schema import TextToAudioInput  # noqa: E402
 
 PROMPT = "An upbeat synth-pop song about driving along the coast at night, female vocals."
 STAGES = ("prompt", "encode", "diffusion", "decode", "wav")
@@ -214,9 +214,9 @@ def synthetic_song(seconds: float, sample_rate: int = 48000) -> torch.Tensor:
 
 def run_edit(pipeline, path: PathConfig, kind: str, duration: float, steps: int) -> str:
     """One inpaint or outpaint request at fal's defaults on a ``duration``-s song; one summary line."""
-    from acestep_app.edit_requests import plan_edit
+    from acestep_app.acestep_v1.edit_requests import plan_edit
     from acestep_app.errors import InputError
-    from acestep_app.schema import AudioInpaintInput, AudioOutpaintInput
+    from acestep_app.acestep_v1.schema import AudioInpaintInput, AudioOutpaintInput
 
     model = AudioInpaintInput if kind == "inpaint" else AudioOutpaintInput
     request = model(audio_url="bench.wav", tags="synth-pop, female vocals", lyrics="[verse]\nla la la",
@@ -269,7 +269,7 @@ def resolve_checkpoint(args: argparse.Namespace, device: torch.device) -> Path:
         return Path(args.checkpoint)
     if device.type == "cuda":
         from acestep_app.settings import Settings
-        from acestep_app.weights import ensure_weights
+        from acestep_app.weights.store import ensure_weights
 
         return ensure_weights(Settings.load())
     from midsize import write_midsize_checkpoint
@@ -279,8 +279,8 @@ def resolve_checkpoint(args: argparse.Namespace, device: torch.device) -> Path:
 
 def load_pipeline(checkpoint: Path | None, device: torch.device, dtype: torch.dtype, path: PathConfig):
     """From ``checkpoint``, or (None) the official configs with random weights built in memory on ``device``."""
-    from acestep_app.acceleration import AccelerationOptions, accelerate_transformer
-    from acestep_app.pipeline import AceStepPipeline
+    from acestep_app.engine.acceleration import AccelerationOptions, accelerate_transformer
+    from acestep_app.acestep_v1.pipeline import AceStepPipeline
 
     if checkpoint is None:
         from fullsize import build_pipeline
@@ -294,7 +294,7 @@ def load_pipeline(checkpoint: Path | None, device: torch.device, dtype: torch.dt
 
 
 def load_writer(args: argparse.Namespace, checkpoint: Path | None, device: torch.device):
-    from acestep_app.prompting import FallbackSongWriter, find_llm_weights, load_song_writer
+    from acestep_app.songwriter.writer import FallbackSongWriter, find_llm_weights, load_song_writer
 
     llm = Path(args.llm) if args.llm else checkpoint / "llm" if checkpoint else None
     if llm is None or find_llm_weights(llm) is None:
@@ -303,7 +303,7 @@ def load_writer(args: argparse.Namespace, checkpoint: Path | None, device: torch
 
 
 def path_configs(args: argparse.Namespace, device: torch.device) -> list[PathConfig]:
-    from acestep_app.engine import decode_chunking
+    from acestep_app.acestep_v1.engine import decode_chunking
     from acestep_app.settings import EngineSection
 
     cuda = device.type == "cuda"
@@ -348,9 +348,9 @@ def dit_forward(pipeline, duration: float, repeats: int, memory: PeakMemory) -> 
     times (best of each), plus the one-off cost of computing the cache."""
     from fullsize import budget_lyrics
 
-    from acestep_app.models.transformer import CrossAttentionCache
-    from acestep_app.pipeline import latent_frames
-    from acestep_app.sampling import COND, NULL, TEXT_ONLY, GuidanceConfig
+    from acestep_app.acestep_v1.models.transformer import CrossAttentionCache
+    from acestep_app.acestep_v1.pipeline import latent_frames
+    from acestep_app.acestep_v1.sampling import COND, NULL, TEXT_ONLY, GuidanceConfig
 
     transformer = pipeline.transformer
     branches = (COND, TEXT_ONLY, NULL)
@@ -427,7 +427,7 @@ def cold_start(args: argparse.Namespace, checkpoint: Path, device: torch.device,
 def cold_start_child(args: argparse.Namespace) -> None:
     imports = time.perf_counter()  # torch and the app are imported above; count from interpreter start
     imports -= process_start_time()
-    from acestep_app.engine import Engine
+    from acestep_app.acestep_v1.engine import Engine
     from acestep_app.settings import Settings
 
     started = time.perf_counter()
@@ -524,7 +524,7 @@ def main(argv: list[str] | None = None) -> int:
         cold_start_child(args)
         return 0
 
-    from acestep_app.acceleration import configure_torch, resolve_dtype
+    from acestep_app.engine.acceleration import configure_torch, resolve_dtype
 
     configure_torch(str(device))
     dtype = resolve_dtype(args.dtype, str(device))

@@ -121,13 +121,13 @@ def build_pipeline(config: str, device: torch.device | str, dtype: torch.dtype, 
     from diffusers import AutoencoderDC
     from transformers import UMT5Config, UMT5EncoderModel
 
-    from acestep_app.models.autoencoder import MusicDCAE
-    from acestep_app.models.lyric_tokenizer import LyricTokenizer, write_demo_vocab
-    from acestep_app.models.text_encoder import TextEncoder
-    from acestep_app.models.transformer import ACEStepTransformer2DModel
-    from acestep_app.models.vocoder import ADaMoSHiFiGANV1
-    from acestep_app.pipeline import AceStepPipeline
-    from acestep_app.tiny import train_tag_tokenizer
+    from acestep_app.acestep_v1.models.autoencoder import MusicDCAE
+    from acestep_app.acestep_v1.lyrics.tokenizer import LyricTokenizer, write_demo_vocab
+    from acestep_app.acestep_v1.models.text_encoder import TextEncoder
+    from acestep_app.acestep_v1.models.transformer import ACEStepTransformer2DModel
+    from acestep_app.acestep_v1.models.vocoder import ADaMoSHiFiGANV1
+    from acestep_app.acestep_v1.pipeline import AceStepPipeline
+    from acestep_app.acestep_v1.tiny import train_tag_tokenizer
 
     parts = configs(config)
     with tempfile.TemporaryDirectory() as scratch:  # the demo lyric vocab is a file format; read back at once
@@ -167,7 +167,7 @@ def build_writer_llm(config: str, device: torch.device | str, dtype: torch.dtype
 
 def budget_lyrics(duration: float) -> str:
     """Lyrics as long as the song writer's line budget for ``duration`` allows (realistic lyric token counts)."""
-    from acestep_app.prompting import LINES_PER_SECTION, LyricBudget
+    from acestep_app.songwriter.writer import LINES_PER_SECTION, LyricBudget
 
     line = "walking down the empty street tonight under neon light"
     lines = LyricBudget(duration).max_lines

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from acestep_app.tiny import MARKER_TEXT, write_random_checkpoint
+from acestep_app.acestep_v1.tiny import MARKER_TEXT, write_random_checkpoint
 
 OFFICIAL_HEAD_DIM = 128
 TEXT_DIM = 256

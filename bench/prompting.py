@@ -36,7 +36,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from acestep_app.prompting import (  # noqa: E402
+from acestep_app.songwriter.writer import (  # noqa: E402
     EAGER,
     GenerationSpeed,
     Song,
@@ -135,7 +135,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--compile", action="store_true", help="also time static cache + forced torch.compile")
     args = parser.parse_args()
-    logging.getLogger("acestep_app.prompting").setLevel(logging.ERROR)  # fallbacks show in the "valid" column
+    logging.getLogger("acestep_app.songwriter.writer").setLevel(logging.ERROR)  # fallbacks show in the "valid" column
 
     print(f"reproduce: OMP_NUM_THREADS={torch.get_num_threads()} .venv/bin/python bench/prompting.py {shlex.join(sys.argv[1:])}")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), device {args.device}")
@@ -144,7 +144,7 @@ def main() -> None:
     models: list[tuple[str, Path]] = []
     with tempfile.TemporaryDirectory() as scratch:
         if not args.no_tiny:
-            from acestep_app.tiny_llm import write_tiny_llm
+            from acestep_app.songwriter.tiny_llm import write_tiny_llm
 
             models.append(("tiny-qwen3 (random)", write_tiny_llm(Path(scratch) / "tiny-qwen3")))
         if args.model is not None:

@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import torch  # noqa: E402
 
-from acestep_app.schema import TextToAudioInput  # noqa: E402
+from acestep_app.acestep_v1.schema import TextToAudioInput  # noqa: E402
 
 DEFAULT_MIDSIZE_DIR = Path(os.environ.get("TMPDIR", "/tmp")) / "acestep-bench-midsize"
 LYRICS = ("[verse]\nMorning light across the floor\nCoffee steaming by the door\n"
@@ -54,7 +54,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def load_engine(args: argparse.Namespace):
-    from acestep_app.engine import Engine
+    from acestep_app.acestep_v1.engine import Engine
     from acestep_app.settings import Settings
 
     checkpoint = args.checkpoint

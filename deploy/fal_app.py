@@ -1,9 +1,9 @@
 """The ACE-Step endpoints on fal: ``fal deploy deploy/fal_app.py::AceStep``.
 
-Publishes every endpoint of ``acestep_app.endpoints.ENDPOINTS`` under ``<owner>/<[fal].app_name>``
+Publishes every endpoint of ``acestep_app.serving.endpoints.ENDPOINTS`` under ``<owner>/<[fal].app_name>``
 (``/prompt-to-audio``, ``/``), billed per second of returned audio through ``x-fal-billable-units``.
 fal runs the queue; the endpoints, the Engine call, errors and billing are ``acestep_app``'s
-(``acestep_app.fal_host``). This file only declares the App and its deploy settings.
+(``acestep_app.hosts.fal``). This file only declares the App and its deploy settings.
 
 Deploy-time configuration (read on the deploying machine and shipped with the class):
 
@@ -35,8 +35,8 @@ from fal.toolkit import FAL_MODEL_WEIGHTS_DIR
 from fastapi import Response
 from pydantic import BaseModel
 
-from acestep_app import fal_host
-from acestep_app.endpoints import Endpoint
+from acestep_app.hosts import fal as fal_host
+from acestep_app.serving.endpoints import Endpoint
 from acestep_app.settings import Settings
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -84,7 +84,7 @@ class AceStep(fal.App, name=SETTINGS.fal.app_name, keep_alive=SETTINGS.fal.keep_
     requirements_context_dir = str(PROJECT_ROOT)
 
     def setup(self) -> None:
-        from acestep_app.engine import Engine
+        from acestep_app.acestep_v1.engine import Engine
 
         self.runner_settings = runner_settings(self.settings)
         self.file_repository = os.environ.get(FILE_REPOSITORY_ENV, fal_host.DEFAULT_FILE_REPOSITORY)

@@ -5,10 +5,10 @@
 # # ACE-Step v1 text-to-music on Modal, API-identical to fal's `fal-ai/ace-step` endpoints
 #
 # `modal deploy deploy/modal_app.py` publishes one web endpoint with the same routes, schema, queue
-# protocol, errors and billing header as the fal app and the local server (`acestep_app.web`), so one
+# protocol, errors and billing header as the fal app and the local server (`acestep_app.hosts.web`), so one
 # client (e.g. `fal_client` with `FAL_QUEUE_RUN_HOST` pointed at the Modal URL) works against all three.
 # Each request is one `.spawn()` of `AceStep.run_job`; jobs live in a `modal.Dict`
-# (`acestep_app.modal_store`), audio and usage records on a `modal.Volume`.
+# (`acestep_app.serving.stores.modal`), audio and usage records on a `modal.Volume`.
 #
 # Modal cuts a web request off at 150 s. A synchronous call (`POST /prompt-to-audio`, `POST /`,
 # `POST /run/...`) waits `SYNC_WAIT_SECONDS`, then answers `303 See Other` to `/requests/{id}/wait`,
@@ -23,12 +23,12 @@ from pathlib import Path
 
 import modal
 
-from acestep_app.auth import Keys
-from acestep_app.jobs import Job
-from acestep_app.modal_store import ModalJobStore, VolumeFiles, run_job
-from acestep_app.queue import CallFailed, QueueService
+from acestep_app.serving.auth import Keys
+from acestep_app.serving.jobs import Job
+from acestep_app.serving.stores.modal import ModalJobStore, VolumeFiles, run_job
+from acestep_app.serving.queue import CallFailed, QueueService
 from acestep_app.settings import INFRA_ENV, REPO_INFRA_PATH, Settings
-from acestep_app.web import Host, create_web_app
+from acestep_app.hosts.web import Host, create_web_app
 
 SETTINGS = Settings.load()
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -81,8 +81,8 @@ def job_store() -> ModalJobStore:
 
 @app.function(volumes={WEIGHTS_DIR: weights_volume}, secrets=hf_secrets, timeout=3 * 3600)
 def pull_weights() -> str:
-    from acestep_app.engine import needed_weight_entries
-    from acestep_app.weights import ensure_weights
+    from acestep_app.acestep_v1.engine import needed_weight_entries
+    from acestep_app.weights.store import ensure_weights
 
     settings = Settings.load()
     root = ensure_weights(settings, only=needed_weight_entries(settings))
@@ -104,13 +104,13 @@ def pull_weights() -> str:
 class AceStep:
     @modal.enter(snap=True)
     def import_libraries(self) -> None:
-        import acestep_app.engine  # noqa: F401
-        import acestep_app.pipeline  # noqa: F401  (torch, diffusers, transformers)
-        import acestep_app.prompting  # noqa: F401
+        import acestep_app.acestep_v1.engine  # noqa: F401
+        import acestep_app.acestep_v1.pipeline  # noqa: F401  (torch, diffusers, transformers)
+        import acestep_app.songwriter.writer  # noqa: F401
 
     @modal.enter(snap=False)
     def load(self) -> None:
-        from acestep_app.engine import Engine
+        from acestep_app.acestep_v1.engine import Engine
 
         self.settings = Settings.load()
         self.engine = Engine.load(self.settings)

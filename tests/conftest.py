@@ -97,7 +97,7 @@ def write_infra(path: Path, **sections: dict) -> Path:
 @pytest.fixture(scope="session")
 def tiny_weights(tmp_path_factory) -> Path:
     """A tiny random checkpoint in the official layout (with the lyric vocabulary), written once."""
-    from acestep_app.tiny import write_tiny_checkpoint
+    from acestep_app.acestep_v1.tiny import write_tiny_checkpoint
 
     return write_tiny_checkpoint(tmp_path_factory.mktemp("tiny-weights"))
 
@@ -112,7 +112,7 @@ def tiny_infra(tiny_weights, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_engine(tiny_infra):
     """The real Engine on ``tiny_weights`` (loaded once per session)."""
-    from acestep_app.engine import Engine
+    from acestep_app.acestep_v1.engine import Engine
     from acestep_app.settings import Settings
 
     return Engine.load(Settings.load(tiny_infra))
@@ -128,7 +128,7 @@ def loopback_only_dns(monkeypatch):
     import ipaddress
     import socket
 
-    from acestep_app import netguard
+    from acestep_app.audio import netguard
 
     real_getaddrinfo = socket.getaddrinfo
 
@@ -152,7 +152,7 @@ def public_loopback(monkeypatch):
     """127.0.0.2 counts as a public address (the guard's rule is unchanged for every other address)."""
     import ipaddress
 
-    from acestep_app import netguard
+    from acestep_app.audio import netguard
 
     plays_public = ipaddress.ip_address(PLAYS_PUBLIC)
     real_rule = netguard.refusal_reason

@@ -1,4 +1,4 @@
-"""A controllable stand-in for ``acestep_app.engine.Engine`` (same ``generate`` contract, real ``Generation``).
+"""A controllable stand-in for ``acestep_app.acestep_v1.engine.Engine`` (same ``generate`` contract, real ``Generation``).
 
 Server and queue tests use it to hold a job mid-run, inject failures and delays, and run hundreds of
 jobs quickly; end-to-end tests use the real Engine on the tiny checkpoint instead.
@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from acestep_app.engine import Generation, Progress
+from acestep_app.acestep_v1.engine import Generation, Progress
 
 
 class EngineDouble:
@@ -73,8 +73,8 @@ class EngineDouble:
 
 
 def main() -> None:
-    from acestep_app.commands.serve import allow_private_urls, serve_app
-    from acestep_app.server import create_app
+    from acestep_app.cli.serve import allow_private_urls, serve_app
+    from acestep_app.hosts.local import create_app
     from acestep_app.settings import Settings
 
     parser = argparse.ArgumentParser()

@@ -1,6 +1,6 @@
 """The three hosts in-process, each with an engine double, for tests that run the same case on all of them.
 
-* ``local_host``: ``acestep_app.server.create_app`` (SQLite store, worker thread).
+* ``local_host``: ``acestep_app.hosts.local.create_app`` (SQLite store, worker thread).
 * ``fal_host``: ``deploy/fal_app.py``'s App served as on a fal runner (tests/fal_harness.py); ``setup()``
   loads the tiny checkpoint, then the engine is swapped for the double.
 * ``modal_host``: ``deploy/modal_app.py``'s web app over an in-memory Dict and a thread-pool runner.
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import pytest
 from fastapi.testclient import TestClient
 
-from acestep_app.jobs import UsageRecord
+from acestep_app.serving.jobs import UsageRecord
 from acestep_app.settings import INFRA_ENV, Settings
 from engine_double import EngineDouble
 
@@ -37,7 +37,7 @@ class HostUnderTest:
 
 @pytest.fixture(scope="module")
 def local_host(tmp_path_factory):
-    from acestep_app.server import create_app
+    from acestep_app.hosts.local import create_app
 
     engine = EngineDouble(steps=1, sample_rate=DOUBLE_SAMPLE_RATE)
     app = create_app(engine, Settings(), tmp_path_factory.mktemp("local-host"), api_key=[KEY])
@@ -58,7 +58,7 @@ def fal_host(tiny_infra, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def modal_host(tmp_path_factory):
-    from acestep_app.modal_store import ModalJobStore, VolumeFiles, run_job
+    from acestep_app.serving.stores.modal import ModalJobStore, VolumeFiles, run_job
     from modal_harness import InMemoryDict, ThreadCalls, load_modal_app
 
     modal_app = load_modal_app()

@@ -14,7 +14,7 @@ from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 
-from acestep_app.queue import CallFailed
+from acestep_app.serving.queue import CallFailed
 
 MODAL_APP_PATH = Path(__file__).resolve().parents[1] / "deploy" / "modal_app.py"
 

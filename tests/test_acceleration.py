@@ -7,14 +7,15 @@ import pytest
 import torch
 from torch._dynamo.testing import CompileCounterWithBackend
 
-from acestep_app.acceleration import (
+from acestep_app.engine.acceleration import (
     AccelerationOptions,
     accelerate_transformer,
     prefetch_files,
     resolve_dtype,
     sdpa_backend,
 )
-from acestep_app.models.transformer import ACEStepTransformer2DModel, GLUMBConv, _group_norm_over_frames
+from acestep_app.acestep_v1.models.dit_blocks import GLUMBConv
+from acestep_app.acestep_v1.models.transformer import ACEStepTransformer2DModel, group_norm_over_frames
 from conftest import encode_forward_case
 
 TOL = 1e-5  # padding only changes summation order
@@ -63,7 +64,7 @@ def test_group_norm_over_frames_ignores_padding():
     x = torch.randn(2, 8, 1, 10)
     padded = torch.cat([x, 100 * torch.randn(2, 8, 1, 6)], dim=-1)
     frame_mask = (torch.arange(16) < 10)[None]
-    out = _group_norm_over_frames(norm, padded, frame_mask)
+    out = group_norm_over_frames(norm, padded, frame_mask)
     torch.testing.assert_close(out[..., :10], norm(x), atol=1e-6, rtol=1e-6)
 
 

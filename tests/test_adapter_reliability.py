@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from schemathesis.generation.modes import GenerationMode
 
 import schemathesis
-from acestep_app import billing
+from acestep_app.serving import billing
 from hosts import fal_host, modal_host  # noqa: F401  (fixtures)
 from reliability import TALLY, reliability_tally  # noqa: F401  (autouse: prints the reliability summary)
 from test_fuzz import DOUBLE_SAMPLE_RATE, FUZZ, MODEL_BY_PATH, case_body, check_generation_response

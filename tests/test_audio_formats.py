@@ -10,14 +10,14 @@ import pytest
 import soundfile
 from fastapi.testclient import TestClient
 
-from acestep_app.audio import AUDIO_FORMATS, audio_format, encode_audio, format_for_path
+from acestep_app.audio.formats import AUDIO_FORMATS, audio_format, encode_audio, format_for_path
 from acestep_app.cli import main
-from acestep_app.pipeline import latent_frames
-from acestep_app.schema import PromptToAudioOutput
-from acestep_app.server import create_app
+from acestep_app.acestep_v1.pipeline import latent_frames
+from acestep_app.acestep_v1.schema import PromptToAudioOutput
+from acestep_app.hosts.local import create_app
 from acestep_app.settings import Settings, SettingsError
-from acestep_app.storage import AudioStore
-from acestep_app.tiny import write_tiny_checkpoint
+from acestep_app.serving.storage import AudioStore
+from acestep_app.acestep_v1.tiny import write_tiny_checkpoint
 from engine_double import EngineDouble
 
 RATE = 48000
@@ -90,7 +90,7 @@ def test_cli_writes_the_format_the_extension_names(checkpoint, tmp_path, capsys,
 
 
 def test_cli_refuses_a_bad_extension_before_loading_anything(tmp_path, capsys, monkeypatch):
-    from acestep_app.engine import Engine
+    from acestep_app.acestep_v1.engine import Engine
 
     def no_load(*args, **kwargs):
         raise AssertionError("the engine must not load for a bad output name")

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import soundfile
 
-from acestep_app.audio import encode_audio
-from acestep_app.audio_input import SourceAudio, decode_audio, decode_data_uri, load_audio_file, load_audio_url
+from acestep_app.audio.formats import encode_audio
+from acestep_app.audio.source import SourceAudio, decode_audio, decode_data_uri, load_audio_file, load_audio_url
 from acestep_app.errors import AudioInputError, InputError
 from acestep_app.settings import Settings
 from local_http import LocalServer, body_route, declared_huge_route, redirect_route

@@ -11,9 +11,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from acestep_app.errors import WeightsError
-from acestep_app.models.autoencoder import LATENT_SCALE, LATENT_SHIFT, SAMPLES_PER_LATENT, MusicDCAE, chunk_windows
-from acestep_app.models.resample import resample, resampled_length
-from acestep_app.models.vocoder import ADaMoSHiFiGANV1, slaney_mel_filterbank
+from acestep_app.acestep_v1.models.autoencoder import LATENT_SCALE, LATENT_SHIFT, SAMPLES_PER_LATENT, MusicDCAE, chunk_windows
+from acestep_app.audio.resample import resample, resampled_length
+from acestep_app.acestep_v1.models.vocoder import ADaMoSHiFiGANV1, slaney_mel_filterbank
 
 WEIGHTS = "diffusion_pytorch_model.safetensors"
 

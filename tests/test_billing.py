@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from acestep_app.billing import BILLING_HEADER, billable_seconds, header_value, price_usd
+from acestep_app.serving.billing import BILLING_HEADER, billable_seconds, header_value, price_usd
 from acestep_app.settings import Settings
 
 

@@ -6,8 +6,8 @@ import pytest
 import soundfile
 
 from acestep_app.cli import build_parser, main
-from acestep_app.pipeline import latent_frames
-from acestep_app.tiny import write_tiny_checkpoint
+from acestep_app.acestep_v1.pipeline import latent_frames
+from acestep_app.acestep_v1.tiny import write_tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,7 @@ def test_generate_rejects_bad_input_naming_the_field(argv, field, capsys):
 
 
 def test_every_schema_parameter_is_an_option():
-    from acestep_app.schema import PromptToAudioInput
+    from acestep_app.acestep_v1.schema import PromptToAudioInput
 
     generate = build_parser()._subparsers._group_actions[0].choices["generate"]
     dests = {action.dest for action in generate._actions}
@@ -56,8 +56,8 @@ def test_every_schema_parameter_is_an_option():
 
 
 def test_without_weights_the_tiny_demo_is_written_and_announced(tmp_path, monkeypatch, caplog):
-    from acestep_app.commands import DEMO_NOTICE
-    from acestep_app.tiny import TINY_MARKER
+    from acestep_app.cli.common import DEMO_NOTICE
+    from acestep_app.acestep_v1.tiny import TINY_MARKER
 
     monkeypatch.setenv("ACESTEP_WEIGHTS_DIR", str(tmp_path / "weights"))  # an empty pull cache
     monkeypatch.delenv("ACESTEP_INFRA", raising=False)
@@ -70,7 +70,7 @@ def test_without_weights_the_tiny_demo_is_written_and_announced(tmp_path, monkey
 
 
 def test_serve_without_weights_uses_the_demo(tmp_path, monkeypatch):
-    from acestep_app.commands import choose_weights
+    from acestep_app.cli.common import choose_weights
     from acestep_app.settings import Settings
 
     monkeypatch.setenv("ACESTEP_WEIGHTS_DIR", str(tmp_path / "weights"))
@@ -82,7 +82,7 @@ def test_serve_without_weights_uses_the_demo(tmp_path, monkeypatch):
 
 
 def test_engine_switches_override_infra_toml(checkpoint, tmp_path, capsys):
-    from acestep_app.commands import apply_engine_options
+    from acestep_app.cli.common import apply_engine_options
     from acestep_app.settings import Settings
 
     args = build_parser().parse_args(["generate", "x", "--no-batched-guidance", "--dtype", "bfloat16",
@@ -143,7 +143,7 @@ def test_both_fixes_work(official_layout, lyric_vocab, tmp_path, monkeypatch):
     import shutil
 
     from acestep_app.settings import Settings
-    from acestep_app.weights import LYRIC_VOCAB_PATH, Manifest, find_lyric_vocab
+    from acestep_app.weights.store import LYRIC_VOCAB_PATH, Manifest, find_lyric_vocab
 
     assert "lyric_vocab" in Manifest.load().names()
     assert build_parser().parse_args(["weights", "pull", "--only", "lyric_vocab"]).only == ["lyric_vocab"]

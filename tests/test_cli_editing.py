@@ -9,7 +9,7 @@ import pytest
 import soundfile
 
 from acestep_app.cli import build_parser, main
-from acestep_app.schema import AudioInpaintInput, AudioOutpaintInput, AudioToAudioInput
+from acestep_app.acestep_v1.schema import AudioInpaintInput, AudioOutpaintInput, AudioToAudioInput
 
 CLIP_SECONDS = 3.0
 FAST = ["--steps", "3", "--seed", "7"]
@@ -111,7 +111,7 @@ def test_outpaint_adds_the_extensions(checkpoint, clip, tmp_path, capsys):
 
 
 def test_serve_allow_private_urls_switch():
-    from acestep_app.commands.serve import allow_private_urls
+    from acestep_app.cli.serve import allow_private_urls
     from acestep_app.settings import Settings
 
     args = build_parser().parse_args(["serve", "--allow-private-urls"])

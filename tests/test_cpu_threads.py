@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from acestep_app import cpu_threads
-from acestep_app.cpu_threads import (
+from acestep_app.engine import cpu_threads
+from acestep_app.engine.cpu_threads import (
     cgroup_cpu_limit,
     choose_threads,
     configure_cpu_threads,

@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from acestep_app.acceleration import AccelerationOptions, accelerate_transformer
-from acestep_app.models.transformer import ACEStepTransformer2DModel, CrossAttentionCache
-from acestep_app.pipeline import AceStepPipeline
+from acestep_app.engine.acceleration import AccelerationOptions, accelerate_transformer
+from acestep_app.acestep_v1.models.transformer import ACEStepTransformer2DModel, CrossAttentionCache
+from acestep_app.acestep_v1.pipeline import AceStepPipeline
 from conftest import encode_forward_case
 
 SHORT = {"duration": 2.0, "num_inference_steps": 4, "seed": 3, "decode": False}
@@ -124,7 +124,7 @@ def _clip(seconds: float, seed: int = 0) -> torch.Tensor:
 @pytest.mark.parametrize("kind", ["flow_edit", "repaint", "extend"])
 def test_editing_tasks_with_cache_equal_without(pipeline, kind, batched):
     """Edits reuse keys/values per branch set (FlowEdit: per side too; repaint/extend: across frame counts)."""
-    from acestep_app.editing import Extend, FlowEdit, Repaint
+    from acestep_app.acestep_v1.editing import Extend, FlowEdit, Repaint
 
     clip = _clip(1.5)
     task = {

@@ -3,7 +3,7 @@
 import pytest
 from conftest import SHARED_DIR
 
-from acestep_app import parity
+from acestep_app.devtools.parity import cases as parity
 
 EDIT_CASES_DIR = SHARED_DIR / "fixtures" / "acestep-v1-tiny-edit" / "cases"
 EDIT_CASES = [path.stem for path in parity.case_files(EDIT_CASES_DIR)]
@@ -41,8 +41,8 @@ def test_editing_cases_find_the_text2music_checkpoint(tiny_checkpoint):
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from acestep_app import editing  # noqa: E402
-from acestep_app.editing import AudioToAudio, Extend, FlowEdit, Repaint, Retake  # noqa: E402
+from acestep_app.acestep_v1 import editing  # noqa: E402
+from acestep_app.acestep_v1.editing import AudioToAudio, Extend, FlowEdit, Repaint, Retake  # noqa: E402
 
 TAGS, LYRICS = "lofi, piano", "[verse]\nla la la"
 FAST = {"num_inference_steps": 3, "seed": 5}
@@ -177,7 +177,7 @@ def test_progress_counts_the_steps_that_run(pipeline):
 
 def test_every_task_runs_in_bfloat16(tiny_checkpoint, lyric_vocab):
     """The GPU dtype: the encoder, the noise mixing and the masked/FlowEdit loops keep bf16 latents."""
-    from acestep_app.pipeline import AceStepPipeline
+    from acestep_app.acestep_v1.pipeline import AceStepPipeline
 
     bf16 = AceStepPipeline.from_pretrained(tiny_checkpoint, lyric_vocab=lyric_vocab, dtype=torch.bfloat16)
     clip = _clip(1.5, sample_rate=48000)

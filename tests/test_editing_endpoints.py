@@ -16,7 +16,7 @@ import soundfile
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from acestep_app import billing
+from acestep_app.serving import billing
 from conftest import wait_until
 from hosts import fal_host, local_host, modal_host  # noqa: F401  (fixtures)
 from local_http import LocalServer, body_route, declared_huge_route, redirect_route

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import soundfile
 
-from acestep_app.billing import billable_seconds
-from acestep_app.engine import INSTRUMENTAL_LYRICS, TINY_NOTICE, Engine
-from acestep_app.pipeline import latent_frames
-from acestep_app.schema import PromptToAudioInput, TextToAudioInput
+from acestep_app.serving.billing import billable_seconds
+from acestep_app.acestep_v1.engine import INSTRUMENTAL_LYRICS, TINY_NOTICE, Engine
+from acestep_app.acestep_v1.pipeline import latent_frames
+from acestep_app.acestep_v1.schema import PromptToAudioInput, TextToAudioInput
 from acestep_app.settings import Settings
-from acestep_app.tiny import write_tiny_checkpoint
+from acestep_app.acestep_v1.tiny import write_tiny_checkpoint
 
 SHORT = {"duration": 5, "number_of_steps": 3}
 
@@ -113,8 +113,8 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path):
 
 
 def test_only_the_needed_weights_are_pulled():
-    from acestep_app.engine import needed_weight_entries
-    from acestep_app.weights import Manifest
+    from acestep_app.acestep_v1.engine import needed_weight_entries
+    from acestep_app.weights.store import Manifest
 
     assert set(needed_weight_entries(Settings())) == set(Manifest.load().names()) - {"asr"}
     for update in ({"prompt_backend": "openai"}, {"prompt_backend": "fallback"}, {"llm_dir": "/models/qwen"}):

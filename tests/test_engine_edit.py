@@ -3,15 +3,15 @@
 import numpy as np
 import pytest
 
-from acestep_app import edit_requests
-from acestep_app.audio_input import SourceAudio
-from acestep_app.billing import billable_seconds
-from acestep_app.editing import FlowEdit, latent_frames
-from acestep_app.engine import TINY_NOTICE, Engine
+from acestep_app.acestep_v1 import edit_requests
+from acestep_app.audio.source import SourceAudio
+from acestep_app.serving.billing import billable_seconds
+from acestep_app.acestep_v1.editing import FlowEdit, latent_frames
+from acestep_app.acestep_v1.engine import TINY_NOTICE, Engine
 from acestep_app.errors import InputError
-from acestep_app.schema import AudioInpaintInput, AudioOutpaintInput, AudioToAudioInput
+from acestep_app.acestep_v1.schema import AudioInpaintInput, AudioOutpaintInput, AudioToAudioInput
 from acestep_app.settings import Settings
-from acestep_app.tiny import write_tiny_checkpoint
+from acestep_app.acestep_v1.tiny import write_tiny_checkpoint
 
 FAST = {"number_of_steps": 3, "seed": 11}
 

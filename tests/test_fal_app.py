@@ -15,10 +15,10 @@ import pytest
 import soundfile
 import torch
 
-from acestep_app import billing
-from acestep_app.endpoints import ENDPOINTS
+from acestep_app.serving import billing
+from acestep_app.serving.endpoints import ENDPOINTS
 from acestep_app.errors import InputError
-from acestep_app.schema import PromptToAudioInput, PromptToAudioOutput, TextToAudioInput, TextToAudioOutput
+from acestep_app.acestep_v1.schema import PromptToAudioInput, PromptToAudioOutput, TextToAudioInput, TextToAudioOutput
 from acestep_app.settings import Settings
 from fal_harness import PROJECT_ROOT, load_module, serve
 

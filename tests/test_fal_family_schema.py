@@ -13,7 +13,7 @@ import re
 
 import pytest
 
-from acestep_app import schema
+from acestep_app.acestep_v1 import schema
 
 MODELS = {
     "AceStepInputSchema": schema.TextToAudioInput,

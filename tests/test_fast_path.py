@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from acestep_app.acceleration import AccelerationOptions, accelerate_transformer
-from acestep_app.pipeline import AceStepPipeline
+from acestep_app.engine.acceleration import AccelerationOptions, accelerate_transformer
+from acestep_app.acestep_v1.pipeline import AceStepPipeline
 from acestep_app.settings import Settings
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -94,7 +94,7 @@ def test_shape_bucketed_pipeline_matches_unbucketed(tiny_checkpoint, lyric_vocab
 
 
 def test_engine_auto_settings_pick_chunked_decode_on_gpu_only():
-    from acestep_app.engine import decode_chunking
+    from acestep_app.acestep_v1.engine import decode_chunking
 
     assert Settings().engine.decode_chunk_frames == 0  # the reference's one-pass decode by default
     auto = Settings.from_dict({"engine": {"decode_chunk_frames": "auto"}}).engine
@@ -132,7 +132,7 @@ def test_bench_compare_runs_and_reports_both_paths(tmp_path, capsys, monkeypatch
     import importlib.util
     import sys
 
-    from acestep_app.tiny import write_tiny_checkpoint
+    from acestep_app.acestep_v1.tiny import write_tiny_checkpoint
 
     spec = importlib.util.spec_from_file_location("bench_script", PROJECT_ROOT / "bench" / "bench.py")
     bench = importlib.util.module_from_spec(spec)
@@ -161,7 +161,7 @@ def _load_bench_module(name: str, monkeypatch):
 
 
 def test_bench_dit_forward_compares_cached_and_uncached(tmp_path, capsys, monkeypatch):
-    from acestep_app.tiny import write_tiny_checkpoint
+    from acestep_app.acestep_v1.tiny import write_tiny_checkpoint
 
     bench = _load_bench_module("bench", monkeypatch)
     checkpoint = write_tiny_checkpoint(tmp_path / "tiny")
@@ -172,9 +172,9 @@ def test_bench_dit_forward_compares_cached_and_uncached(tmp_path, capsys, monkey
 
 
 def test_materialise_builds_random_weights_on_the_device_and_keeps_buffers(monkeypatch):
-    from acestep_app.models.transformer import ACEStepTransformer2DModel
-    from acestep_app.models.vocoder import ADaMoSHiFiGANV1
-    from acestep_app.tiny import TRANSFORMER_CONFIG, VOCODER_CONFIG
+    from acestep_app.acestep_v1.models.transformer import ACEStepTransformer2DModel
+    from acestep_app.acestep_v1.models.vocoder import ADaMoSHiFiGANV1
+    from acestep_app.acestep_v1.tiny import TRANSFORMER_CONFIG, VOCODER_CONFIG
 
     fullsize = _load_bench_module("fullsize", monkeypatch)
     vocoder = fullsize.materialise(lambda: ADaMoSHiFiGANV1(**VOCODER_CONFIG), "cpu", torch.bfloat16)
@@ -202,7 +202,7 @@ def test_full_size_vocoder_turns_mels_into_audio(monkeypatch):
 
 
 def test_budget_lyrics_follow_the_writer_line_budget(monkeypatch):
-    from acestep_app.prompting import LyricBudget
+    from acestep_app.songwriter.writer import LyricBudget
 
     fullsize = _load_bench_module("fullsize", monkeypatch)
     lyrics = fullsize.budget_lyrics(60)

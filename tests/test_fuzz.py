@@ -37,9 +37,9 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 from schemathesis.generation.modes import GenerationMode
 
-from acestep_app import billing
-from acestep_app.jobs import JobStatus
-from acestep_app.schema import (
+from acestep_app.serving import billing
+from acestep_app.serving.jobs import JobStatus
+from acestep_app.acestep_v1.schema import (
     MAX_LYRICS_LENGTH,
     MAX_PROMPT_LENGTH,
     AudioInpaintInput,
@@ -48,7 +48,7 @@ from acestep_app.schema import (
     PromptToAudioInput,
     TextToAudioInput,
 )
-from acestep_app.server import create_app
+from acestep_app.hosts.local import create_app
 from acestep_app.settings import Settings
 from conftest import wait_until
 from engine_double import EngineDouble

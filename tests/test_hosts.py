@@ -12,7 +12,7 @@ import threading
 import pytest
 import torch
 
-from acestep_app import billing
+from acestep_app.serving import billing
 from acestep_app.errors import AudioInputError, InputError
 from conftest import wait_until
 from hosts import fal_host, local_host, modal_host  # noqa: F401  (fixtures)
@@ -73,7 +73,7 @@ def test_an_unstorable_result_gets_the_same_answer_on_every_host(hosts, monkeypa
     def disk_full(*args):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("acestep_app.service.encode_audio", disk_full)
+    monkeypatch.setattr("acestep_app.serving.service.encode_audio", disk_full)
     answers = unbilled_answers(hosts, lambda host: host.client.post("/", json=BODY, headers=host.headers))
     assert answers[0][0] == 500 and answers[0][2] == "storage_error" and "No space left" in answers[0][1]["detail"]
     assert answers == [answers[0]] * len(HOSTS), answers

@@ -7,11 +7,11 @@ import threading
 
 import pytest
 
-from acestep_app import failures
+from acestep_app.serving import failures
 from acestep_app.errors import InputError
-from acestep_app.jobs import CancelResult, JobStatus, Outcome
-from acestep_app.sqlite_store import MAX_ATTEMPTS, JobWorker
-from acestep_app.sqlite_store import SqliteJobStore as JobStore
+from acestep_app.serving.jobs import CancelResult, JobStatus, Outcome
+from acestep_app.serving.stores.sqlite import MAX_ATTEMPTS, JobWorker
+from acestep_app.serving.stores.sqlite import SqliteJobStore as JobStore
 from conftest import wait_until as wait_for
 
 
@@ -67,7 +67,7 @@ def test_terminal_transitions_write_one_usage_row(store):
     assert rows[done.request_id]["seconds"] == 12.5 and rows[done.request_id]["price_usd"] == 0.0025
     assert rows[failed.request_id]["seconds"] == 0 and rows[failed.request_id]["price_usd"] == 0
     assert rows[cancelled.request_id]["status"] == "CANCELLED" and rows[cancelled.request_id]["seconds"] == 0
-    from acestep_app.jobs import usage_totals
+    from acestep_app.serving.jobs import usage_totals
 
     totals = usage_totals(store.usage_records())
     assert totals["all"].jobs == 3 and totals["all"].completed == 1 and totals["all"].seconds == 12.5
@@ -220,7 +220,7 @@ def test_stop_puts_the_running_job_back_without_spending_an_attempt(store, worke
 def test_usage_command_prints_totals_per_endpoint(tmp_path, capsys):
     import argparse
 
-    from acestep_app.commands import usage
+    from acestep_app.cli import usage
 
     store = JobStore(tmp_path)
     for endpoint, seconds in (("prompt-to-audio", 30.0), ("prompt-to-audio", 12.5), ("text-to-audio", 60.0)):

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from acestep_app.cli import main
-from acestep_app.models import normalisation_tables, normalisation_tables_mpl
-from acestep_app.models.chinese_numbers import normalize_chinese_text, spell_cardinal, spell_digits
-from acestep_app.models.line_cleaner import (
+from acestep_app.acestep_v1.lyrics import tables as normalisation_tables
+from acestep_app.acestep_v1.lyrics import tables_mpl as normalisation_tables_mpl
+from acestep_app.acestep_v1.lyrics.chinese_numbers import normalize_chinese_text, spell_cardinal, spell_digits
+from acestep_app.acestep_v1.lyrics.line_cleaner import (
     clean_line,
     expand_abbreviations,
     expand_symbols,
@@ -249,6 +250,6 @@ def test_mpl_table_file_carries_the_mpl_notice():
 def test_notice_names_third_party_material_and_ships_in_the_package():
     notice = (PROJECT_ROOT / "NOTICE").read_text(encoding="utf-8")
     for name in ("coqui-ai/TTS", "MPL-2.0", "keithito/tacotron", "chn_text_norm", "zhon", "ACE-Step/ACE-Step-v1-3.5B",
-                 "acestep/models/lyrics_utils/vocab.json", "Qwen/Qwen3-4B-Instruct-2507", "normalisation_tables_mpl.py"):
+                 "acestep/models/lyrics_utils/vocab.json", "Qwen/Qwen3-4B-Instruct-2507", "lyrics/tables_mpl.py"):
         assert name in notice, name
     assert (PROJECT_ROOT / "acestep_app" / "data" / "NOTICE").read_text(encoding="utf-8") == notice

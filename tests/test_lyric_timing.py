@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from acestep_app.cli import main
-from acestep_app.lyric_timing import alphabetic_syllables, duration_warning, fitting_duration, strip_structure, sung_time
-from acestep_app.tiny import write_tiny_checkpoint
+from acestep_app.quality.lyric_timing import alphabetic_syllables, duration_warning, fitting_duration, strip_structure, sung_time
+from acestep_app.acestep_v1.tiny import write_tiny_checkpoint
 
 LINES = [
     "Morning light across the floor",
@@ -85,7 +85,7 @@ def test_cli_warns_once_before_generating_and_still_generates(checkpoint, tmp_pa
 
 
 def test_cli_is_quiet_when_the_lyrics_fit(checkpoint, tmp_path, capsys, monkeypatch):
-    from acestep_app.engine import Engine
+    from acestep_app.acestep_v1.engine import Engine
     from engine_double import EngineDouble
 
     monkeypatch.setattr(Engine, "load", lambda *args, **kwargs: EngineDouble())  # 60 s of tiny-model audio is slow
@@ -94,8 +94,8 @@ def test_cli_is_quiet_when_the_lyrics_fit(checkpoint, tmp_path, capsys, monkeypa
 
 
 def test_engine_logs_carry_the_warning(checkpoint):
-    from acestep_app.engine import Engine
-    from acestep_app.schema import TextToAudioInput
+    from acestep_app.acestep_v1.engine import Engine
+    from acestep_app.acestep_v1.schema import TextToAudioInput
     from acestep_app.settings import Settings
 
     engine = Engine.load(Settings(), weights_dir=checkpoint)

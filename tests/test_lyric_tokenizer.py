@@ -12,9 +12,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from acestep_app.models.chinese_numbers import normalize_chinese_text, spell_cardinal
-from acestep_app.models.line_cleaner import clean_line
-from acestep_app.models.lyric_tokenizer import (
+from acestep_app.acestep_v1.lyrics.chinese_numbers import normalize_chinese_text, spell_cardinal
+from acestep_app.acestep_v1.lyrics.line_cleaner import clean_line
+from acestep_app.acestep_v1.lyrics.tokenizer import (
     LANGUAGE_TAG_IDS,
     STRUCTURE_TAG_IDS,
     LyricTokenizer,
@@ -135,7 +135,7 @@ def test_unknown_cleaner_language_raises():
 def test_language_libraries_load_lazily(lyric_vocab):
     script = (
         "import sys\n"
-        "from acestep_app.models.lyric_tokenizer import LyricTokenizer\n"
+        "from acestep_app.acestep_v1.lyrics.tokenizer import LyricTokenizer\n"
         f"t = LyricTokenizer.from_file({str(lyric_vocab)!r})\n"
         "t.tokenize_lyrics('[verse]\\nHello world')\n"
         "print(sorted(m for m in ('pypinyin', 'cutlet', 'fugashi', 'hangul_romanize') if m in sys.modules))\n"

@@ -11,9 +11,9 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from modal._utils.function_utils import parse_gpu_config
 
-from acestep_app.jobs import JobStatus, read_usage_dir
-from acestep_app.modal_store import ModalJobStore, VolumeFiles, run_job
-from acestep_app.schema import PromptToAudioOutput, TextToAudioOutput
+from acestep_app.serving.jobs import JobStatus, read_usage_dir
+from acestep_app.serving.stores.modal import ModalJobStore, VolumeFiles, run_job
+from acestep_app.acestep_v1.schema import PromptToAudioOutput, TextToAudioOutput
 from acestep_app.settings import INFRA_ENV, REPO_INFRA_PATH, Settings
 from conftest import wait_until
 from engine_double import EngineDouble
@@ -287,7 +287,7 @@ def test_files_volume_reload_is_retried_while_files_are_open(tmp_path, monkeypat
 
 
 def test_usage_command_reads_the_modal_ledger(runtime, inference, capsys):
-    from acestep_app.commands import usage
+    from acestep_app.cli import usage
 
     job = runtime.create("text-to-audio", "owner", TEXT_INPUT)
     inference.run_job.local(job.request_id)

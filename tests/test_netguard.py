@@ -12,8 +12,8 @@ import socket
 import httpx
 import pytest
 
-from acestep_app import netguard
-from acestep_app.netguard import FetchError, ResponseTooLarge, UnsafeURLError, check_url, fetch, post
+from acestep_app.audio import netguard
+from acestep_app.audio.netguard import FetchError, ResponseTooLarge, UnsafeURLError, check_url, fetch, post
 from local_http import (
     LocalServer,
     body_route,

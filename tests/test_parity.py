@@ -1,9 +1,9 @@
-"""Every shared reference case passes through `acestep_app.parity`, the same code `acestep-app parity` runs."""
+"""Every shared reference case passes through `acestep_app.devtools.parity.cases`, the same code `acestep-app parity` runs."""
 
 import pytest
 from conftest import TINY_DIR
 
-from acestep_app import parity
+from acestep_app.devtools.parity import cases as parity
 from acestep_app.cli import main
 
 FIXTURE_CASES = [path.stem for path in parity.case_files(TINY_DIR / "cases")]

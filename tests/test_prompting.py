@@ -16,8 +16,8 @@ import torch
 
 from transformers import Qwen3ForCausalLM
 
-from acestep_app.json_skeleton import JsonField, string_end, value_piece_ok
-from acestep_app.prompting import (
+from acestep_app.songwriter.json_skeleton import JsonField, string_end, value_piece_ok
+from acestep_app.songwriter.writer import (
     EAGER,
     FallbackSongWriter,
     GenerationSpeed,
@@ -35,7 +35,7 @@ from acestep_app.prompting import (
     song_fields,
     wrap_line,
 )
-from acestep_app.tiny_llm import write_tiny_llm
+from acestep_app.songwriter.tiny_llm import write_tiny_llm
 
 PROMPT = "A lofi hiphop song with a chill vibe about a sunny day on the boardwalk, female vocals, 85 bpm."
 
@@ -160,7 +160,7 @@ def test_fallback_handles_prompts_without_words():
 
 
 def test_load_song_writer_without_weights_falls_back_with_a_startup_warning(tmp_path, caplog):
-    with caplog.at_level(logging.WARNING, logger="acestep_app.prompting"):
+    with caplog.at_level(logging.WARNING, logger="acestep_app.songwriter.writer"):
         writer = load_song_writer(tmp_path)
     assert isinstance(writer, FallbackSongWriter)
     assert "no language model weights" in caplog.text and "fallback" in caplog.text

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from acestep_app.sampling import (
+from acestep_app.acestep_v1.sampling import (
     COND,
     NULL,
     TEXT_ONLY,

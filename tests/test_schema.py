@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
-from acestep_app.schema import (
+from acestep_app.acestep_v1.schema import (
     MAX_LYRICS_LENGTH,
     MAX_PROMPT_LENGTH,
     MAX_TAGS_LENGTH,

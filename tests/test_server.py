@@ -1,7 +1,7 @@
 """The local server in-process: endpoints, fal queue protocol, billing, validation, auth, files.
 
 Most tests drive an engine double (tests/engine_double.py) so jobs can be held, failed and counted;
-``test_real_engine_*`` run the real Engine on a tiny random checkpoint (acestep_app.tiny).
+``test_real_engine_*`` run the real Engine on a tiny random checkpoint (acestep_app.acestep_v1.tiny).
 Reliability checks (issue 9) that these tests cover are counted in tests/reliability.py's summary.
 """
 
@@ -16,11 +16,11 @@ import pytest
 import soundfile
 from fastapi.testclient import TestClient
 
-from acestep_app import billing
+from acestep_app.serving import billing
 from acestep_app.errors import InputError
-from acestep_app.jobs import JobStatus
-from acestep_app.schema import PromptToAudioOutput, TextToAudioOutput
-from acestep_app.server import create_app
+from acestep_app.serving.jobs import JobStatus
+from acestep_app.acestep_v1.schema import PromptToAudioOutput, TextToAudioOutput
+from acestep_app.hosts.local import create_app
 from acestep_app.settings import Settings
 from conftest import wait_until
 from engine_double import EngineDouble
@@ -280,7 +280,7 @@ def test_every_route_but_health_needs_a_valid_key(keyed):
 
 def test_keys_are_compared_in_constant_time_against_every_key(monkeypatch):
     """Every configured key is compared with hmac.compare_digest, matched or not, first or last."""
-    from acestep_app import auth
+    from acestep_app.serving import auth
 
     compared: list[tuple[bytes, bytes]] = []
     real_compare = auth.hmac.compare_digest
@@ -340,7 +340,7 @@ def test_full_disk_on_store_fails_the_job_with_a_reason(client, monkeypatch):
     def no_space(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("acestep_app.storage.AudioStore.save", no_space)
+    monkeypatch.setattr("acestep_app.serving.storage.AudioStore.save", no_space)
     handle = submit(client, {"prompt": "x", "duration": 5})
     status = wait_status(client, handle, "COMPLETED")
     assert status["error_type"] == "storage_error" and "No space left" in status["error"]
@@ -408,7 +408,7 @@ def test_full_disk_on_the_job_database_is_a_clear_503_and_the_server_recovers(cl
     def disk_full(*args, **kwargs):
         raise sqlite3.OperationalError("database or disk is full")
 
-    monkeypatch.setattr("acestep_app.sqlite_store.SqliteJobStore.create", disk_full)
+    monkeypatch.setattr("acestep_app.serving.stores.sqlite.SqliteJobStore.create", disk_full)
     for path in ("/prompt-to-audio", f"/{APP}/prompt-to-audio"):
         response = client.post(path, json={"prompt": "x", "duration": 5})
         assert response.status_code == 503 and response.json()["error_type"] == "storage_error"
@@ -419,8 +419,8 @@ def test_full_disk_on_the_job_database_is_a_clear_503_and_the_server_recovers(cl
 
 
 def test_full_disk_when_recording_a_result_fails_the_job_with_the_reason(client, monkeypatch):
-    from acestep_app.jobs import JobStatus
-    from acestep_app.sqlite_store import SqliteJobStore
+    from acestep_app.serving.jobs import JobStatus
+    from acestep_app.serving.stores.sqlite import SqliteJobStore
 
     real_finish = SqliteJobStore.finish
 

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import soundfile
 
-from acestep_app.billing import billable_seconds
+from acestep_app.serving.billing import billable_seconds
 from acestep_app.cli import main
-from acestep_app.commands import take_path, takes_table
-from acestep_app.engine import Engine
-from acestep_app.schema import PromptToAudioInput, TextToAudioInput
+from acestep_app.cli.common import take_path, takes_table
+from acestep_app.acestep_v1.engine import Engine
+from acestep_app.acestep_v1.schema import PromptToAudioInput, TextToAudioInput
 from acestep_app.settings import Settings
-from acestep_app.takes import (
+from acestep_app.quality.takes import (
     Take,
     WhisperTranscriber,
     language_of,
@@ -23,7 +23,7 @@ from acestep_app.takes import (
     rank_takes,
     word_error_rate,
 )
-from acestep_app.tiny import write_tiny_checkpoint
+from acestep_app.acestep_v1.tiny import write_tiny_checkpoint
 from tiny_whisper import write_tiny_whisper
 
 LYRICS = "[verse]\nHello, world! Sing it loud\n[chorus]\nWe're on our way"
@@ -103,8 +103,8 @@ def test_tiny_whisper_transcribes_each_song_over_30_second_windows(whisper_dir):
     texts = transcriber.transcribe(songs, 48000, language="en")
     assert len(texts) == 2 and all(isinstance(text, str) for text in texts)
     assert transcriber.transcribe(songs[:1], 48000, language="en") == texts[:1]  # batching does not mix songs
-    assert transcriber._generate_options("en")["language"] == "en"
-    assert "language" not in transcriber._generate_options("xx")  # a language the model lacks is detected instead
+    assert transcriber.generate_options("en")["language"] == "en"
+    assert "language" not in transcriber.generate_options("xx")  # a language the model lacks is detected instead
 
 
 def test_missing_asr_weights_load_nothing(tmp_path):

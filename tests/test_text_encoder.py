@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from acestep_app.errors import WeightsError
-from acestep_app.models.text_encoder import TextEncoder
+from acestep_app.acestep_v1.models.text_encoder import TextEncoder
 
 ATOL = 1e-4
 

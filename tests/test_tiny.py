@@ -10,11 +10,11 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
-from acestep_app.models.autoencoder import MusicDCAE
-from acestep_app.models.lyric_tokenizer import LyricTokenizer
-from acestep_app.models.text_encoder import TextEncoder
-from acestep_app.models.transformer import ACEStepTransformer2DModel
-from acestep_app.tiny import TINY_MARKER, write_tiny_checkpoint
+from acestep_app.acestep_v1.models.autoencoder import MusicDCAE
+from acestep_app.acestep_v1.lyrics.tokenizer import LyricTokenizer
+from acestep_app.acestep_v1.models.text_encoder import TextEncoder
+from acestep_app.acestep_v1.models.transformer import ACEStepTransformer2DModel
+from acestep_app.acestep_v1.tiny import TINY_MARKER, write_tiny_checkpoint
 
 WEIGHTS = "diffusion_pytorch_model.safetensors"
 EXPECTED_FILES = [

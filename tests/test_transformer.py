@@ -11,7 +11,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from acestep_app.errors import WeightsError
-from acestep_app.models.transformer import ACEStepTransformer2DModel, RotaryTables, apply_rotary, erg_scale
+from acestep_app.acestep_v1.models.dit_blocks import RotaryTables, apply_rotary, erg_scale
+from acestep_app.acestep_v1.models.transformer import ACEStepTransformer2DModel
 
 WEIGHTS = "diffusion_pytorch_model.safetensors"
 

@@ -17,8 +17,8 @@ from cryptography.hazmat.primitives import serialization
 from fastapi.testclient import TestClient
 
 from acestep_app.settings import SecuritySection, Settings, WebhooksSection
-from acestep_app.webhook_verify import signed_message, verify
-from acestep_app.webhooks import (
+from acestep_app.serving.webhooks.verify import signed_message, verify
+from acestep_app.serving.webhooks.outbox import (
     PAYLOAD_ERROR,
     SIGNING_KEY_ENV,
     SIGNING_KEY_FILE,
@@ -346,7 +346,7 @@ def submit(client, url: str | None, body: dict = SONG):
 
 
 def test_local_server_webhook_payload_is_the_result_urls_answer(tmp_path):
-    from acestep_app.server import create_app
+    from acestep_app.hosts.local import create_app
 
     engine = EngineDouble(steps=1, sample_rate=100)
     app = create_app(engine, server_settings(), tmp_path, api_key=[SERVER_KEY])
@@ -392,7 +392,7 @@ def test_local_server_webhook_payload_is_the_result_urls_answer(tmp_path):
 
 @pytest.mark.parametrize("url", ["http://127.0.0.1:9/hook", "ftp://example.com/hook", "not a url"])
 def test_refused_webhook_targets_are_a_422_naming_fal_webhook(tmp_path, url):
-    from acestep_app.server import create_app
+    from acestep_app.hosts.local import create_app
 
     app = create_app(EngineDouble(steps=1, sample_rate=100), server_settings(allow_private=False), tmp_path,
                      api_key=[SERVER_KEY])
@@ -415,9 +415,9 @@ def test_modal_host_refuses_webhooks_it_cannot_deliver(modal_host):
 
 def test_a_request_that_finished_before_its_hook_ran_is_delivered_at_startup(tmp_path):
     """A kill -9 after the terminal transition but before ``on_finished``: the registration remains WAITING."""
-    from acestep_app.jobs import Outcome
-    from acestep_app.server import create_app
-    from acestep_app.sqlite_store import SqliteJobStore
+    from acestep_app.serving.jobs import Outcome
+    from acestep_app.hosts.local import create_app
+    from acestep_app.serving.stores.sqlite import SqliteJobStore
 
     with Receiver() as receiver:
         store = SqliteJobStore(tmp_path)

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 
 from acestep_app.settings import INFRA_ENV
-from acestep_app.webhook_verify import verify
+from acestep_app.serving.webhooks.verify import verify
 from conftest import wait_until, write_infra
 from server_process import ServerProcess, double_command, free_port, running, serve_command, write_self_signed_cert
 from test_fal_client import KEY, ssl_context

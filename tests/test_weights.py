@@ -18,11 +18,11 @@ import huggingface_hub
 import pytest
 from huggingface_hub.hf_api import RepoFile
 
-from acestep_app import weights
-from acestep_app.commands import weights as weights_command
+from acestep_app.weights import store as weights
+from acestep_app.cli import weights as weights_command
 from acestep_app.errors import WeightsError
 from acestep_app.settings import Settings
-from acestep_app.weights import (
+from acestep_app.weights.store import (
     PACKAGED_MANIFEST_PATH,
     REPO_MANIFEST_PATH,
     STAMP_FILE,
@@ -494,7 +494,7 @@ def test_git_blob_sha1_is_what_git_computes(tmp_path):
     git = subprocess.run(["git", "hash-object", str(tmp_path / "config.json")], capture_output=True, text=True)
     assert git.returncode == 0, git.stderr
     assert _git_blob_sha1(data) == git.stdout.strip()
-    digests = weights._hash_file(tmp_path / "config.json", git_blob=True)
+    digests = weights.hash_file(tmp_path / "config.json", git_blob=True)
     assert digests == {weights.SHA256: _sha(data), weights.GIT_BLOB_SHA1: git.stdout.strip()}
 
 
@@ -713,7 +713,7 @@ def test_command_make_tiny_calls_the_tiny_writer(tmp_path, monkeypatch, capsys):
         return Path(directory)
 
     fake_module = types.SimpleNamespace(write_tiny_checkpoint=write_tiny_checkpoint)
-    monkeypatch.setitem(sys.modules, "acestep_app.tiny", fake_module)
+    monkeypatch.setitem(sys.modules, "acestep_app.acestep_v1.tiny", fake_module)
     assert _run_command(["make-tiny", str(tmp_path / "tiny"), "--seed", "3"]) == 0
     assert calls == [(tmp_path / "tiny", 3)]
     assert "noise" in capsys.readouterr().out

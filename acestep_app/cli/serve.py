@@ -1,0 +1,89 @@
+"""``acestep-app serve``: the local fal-compatible server (see :mod:`acestep_app.hosts.local`)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+
+from acestep_app.cli.common import add_engine_options
+
+HELP = "serve the endpoint locally with fal's queue protocol (fal_client works against it)"
+
+logger = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    parser.add_argument("--weights", type=Path, default=None,
+                        help="checkpoint dir (default: [engine].weights_dir, else the pulled weights, else the tiny demo)")
+    parser.add_argument("--tiny", action="store_true", help="serve the tiny random demo checkpoint (its audio is noise)")
+    parser.add_argument("--data-dir", type=Path, default=Path("data"),
+                        help="jobs database and generated audio (default ./data)")
+    parser.add_argument("--api-key", action="append", default=None,
+                        help="require 'Authorization: Key <key>'; repeat for several isolated keys "
+                             "(default: env ACESTEP_API_KEY, else no auth)")
+    parser.add_argument("--ssl-certfile", type=Path, default=None, help="TLS certificate (PEM); fal_client needs https")
+    parser.add_argument("--ssl-keyfile", type=Path, default=None, help="TLS private key (PEM)")
+    parser.add_argument("--max-body-bytes", type=int, default=None, help="request body limit for every endpoint (413 above it; default: each endpoint's own)")
+    parser.add_argument("--allow-private-urls", action="store_true", default=None,
+                        help="let audio_url downloads and webhooks reach loopback/private addresses "
+                             "(local use; sets [security].allow_private_urls)")
+    add_engine_options(parser)
+
+
+def serve_app(app, host: str, port: int, ssl_certfile: Path | None = None, ssl_keyfile: Path | None = None) -> None:
+    """Run an ASGI app with uvicorn (blocking) until SIGINT/SIGTERM."""
+    import uvicorn
+
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        ssl_certfile=str(ssl_certfile) if ssl_certfile else None,
+        ssl_keyfile=str(ssl_keyfile) if ssl_keyfile else None,
+        proxy_headers=True,
+        log_level="info",
+    )
+    uvicorn.Server(config).run()
+
+
+def api_keys(args: argparse.Namespace) -> list[str] | None:
+    keys = args.api_key or ([os.environ["ACESTEP_API_KEY"]] if os.environ.get("ACESTEP_API_KEY") else None)
+    return keys
+
+
+def allow_private_urls(settings, allow: bool | None):
+    """``settings`` with ``[security].allow_private_urls`` switched on when ``--allow-private-urls`` is given."""
+    if not allow:
+        return settings
+    security = settings.security.model_copy(update={"allow_private_urls": True})
+    return settings.model_copy(update={"security": security})
+
+
+def run(args: argparse.Namespace) -> int:
+    from acestep_app.acestep_v1.engine import Engine
+    from acestep_app.hosts.local import create_app
+    from acestep_app.serving.stores.sqlite import SqliteJobStore
+    from acestep_app.cli.common import apply_engine_options, choose_weights
+    from acestep_app.settings import Settings
+
+    if (args.ssl_certfile is None) != (args.ssl_keyfile is None):
+        logger.error("--ssl-certfile and --ssl-keyfile go together")
+        return 2
+    settings = allow_private_urls(apply_engine_options(Settings.load(), args), args.allow_private_urls)
+    weights = choose_weights(settings, args.weights, args.tiny)
+    if weights is not None:
+        engine_settings = settings.engine.model_copy(update={"weights_dir": weights})
+        settings = settings.model_copy(update={"engine": engine_settings})
+    try:  # an unusable data dir fails now, not after minutes of loading weights
+        SqliteJobStore(args.data_dir).close()
+    except RuntimeError as error:
+        logger.error("%s", error)
+        return 1
+    engine = Engine.load(settings)
+    app = create_app(engine, settings, args.data_dir, api_key=api_keys(args), max_body_bytes=args.max_body_bytes)
+    serve_app(app, args.host, args.port, args.ssl_certfile, args.ssl_keyfile)
+    return 0

@@ -1,0 +1,80 @@
+"""``acestep-app weights pull|verify|make-tiny``: fetch, check or fake the checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+HELP = "download (pull), check (verify) or write a tiny random (make-tiny) checkpoint"
+
+logger = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="action", required=True)
+
+    pull = actions.add_parser("pull", help="download the pinned weights and check their digests")
+    pull.add_argument("--dir", type=Path, default=None, help="weights folder (default: infra.toml's cache)")
+    pull.add_argument("--quiet", action="store_true", help="no progress bars")
+    pull.add_argument("--only", action="append", default=None, metavar="ENTRY", help="manifest entry (repeatable)")
+
+    verify = actions.add_parser(
+        "verify", help="rehash the weights and name every missing or bad file (offline; Hub-pinned files are "
+        "compared with the digest recorded when pull verified them)"
+    )
+    verify.add_argument("--dir", type=Path, default=None, help="weights folder (default: infra.toml's cache)")
+    verify.add_argument("--quick", action="store_true", help="trust files verified before and unchanged since")
+    verify.add_argument("--only", action="append", default=None, metavar="ENTRY", help="manifest entry (repeatable)")
+
+    tiny = actions.add_parser("make-tiny", help="write a tiny random checkpoint in the official layout (noise audio)")
+    tiny.add_argument("dir", type=Path, help="folder to write")
+    tiny.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.action == "make-tiny":
+        return _make_tiny(args)
+
+    from acestep_app.weights import store as weights
+    from acestep_app.acestep_v1.engine import OPTIONAL_WEIGHT_ENTRIES, needed_weight_entries
+    from acestep_app.errors import WeightsError
+    from acestep_app.settings import Settings, SettingsError
+
+    try:
+        manifest = weights.Manifest.load()
+        settings = Settings.load()
+        if args.dir is None:
+            weights.check_pin(settings, manifest)
+            folder = weights.weights_cache_dir(settings)
+        else:
+            folder = args.dir
+        # by default what infra.toml needs: the LLM for the local prompt writer, the ASR model for takes > 1
+        needed = needed_weight_entries(settings)
+        only = args.only or [name for name in manifest.names() if name in needed or name not in OPTIONAL_WEIGHT_ENTRIES]
+        if args.action == "pull":
+            weights.pull(folder, progress=not args.quiet, only=only, manifest=manifest)
+            print(f"weights ready in {folder}")
+        else:
+            weights.verify(folder, manifest, only=only, quick=args.quick, progress=True)
+            print(f"weights in {folder} match the manifest ({_describe(manifest.files(only))})")
+    except (WeightsError, SettingsError) as error:
+        logger.error("%s", error)
+        return 1
+    return 0
+
+
+def _describe(files: list) -> str:
+    from_hub = sum(1 for f in files if f.hub_pin is not None)
+    if not from_hub:
+        return f"{len(files)} files"
+    # verify never asks the network: these files are compared with what pull verified against the Hub
+    return f"{len(files)} files; {from_hub} checked against digests recorded from the Hub when pulled"
+
+
+def _make_tiny(args: argparse.Namespace) -> int:
+    from acestep_app.acestep_v1.tiny import write_tiny_checkpoint
+
+    path = write_tiny_checkpoint(args.dir, seed=args.seed)
+    print(f"tiny random checkpoint written to {path} (its audio is noise; for tests and local runs)")
+    return 0

@@ -1,0 +1,142 @@
+"""The local fal-compatible server: the shared routes (:mod:`acestep_app.hosts.web`) over SQLite and one worker.
+
+Jobs live in ``<data dir>/jobs.sqlite3`` (:mod:`acestep_app.serving.stores.sqlite`), their audio in
+``<data dir>/files``. One worker thread runs them in submission order on the Engine. Synchronous
+calls wait for their job without a limit (there is no proxy in front to cut them off). Queue submits
+with ``?fal_webhook=`` get fal's signed webhook (:mod:`acestep_app.serving.webhooks.queue_hooks`), delivered from
+``<data dir>/webhooks.sqlite3`` by a thread that starts and stops with the app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from acestep_app.serving import endpoints
+from acestep_app.serving.auth import Keys
+from acestep_app.serving.jobs import Job, JobStatus, Outcome
+from acestep_app.serving.queue import FinishedHook, QueueService
+from acestep_app.serving.webhooks.queue_hooks import QueueWebhooks
+from acestep_app.serving.service import execute, file_saver
+from acestep_app.serving.stores.sqlite import JobContext, JobWorker, SqliteJobStore
+from acestep_app.serving.storage import AudioStore
+from acestep_app.hosts.web import Host, create_web_app
+from acestep_app.serving.webhooks.outbox import Webhooks
+
+logger = logging.getLogger(__name__)
+
+
+class EngineJobHandler:
+    """A stored job -> the endpoint's Engine call -> a stored WAV -> its outcome."""
+
+    def __init__(self, engine, audio: AudioStore, settings):
+        self.engine = engine
+        self.audio = audio
+        self.settings = settings
+
+    def __call__(self, job: Job, context: JobContext) -> Outcome:
+        endpoint = endpoints.by_name(job.endpoint)
+
+        def on_progress(progress) -> None:
+            context.check()
+            context.log(progress.message or f"step {progress.step}/{progress.total}")
+
+        return execute(endpoint, self.engine, endpoint.input_model.model_validate(job.input), self.settings,
+                       file_saver(self.audio, job.request_id), on_progress=on_progress, log=context.log,
+                       check=context.check)
+
+
+class WorkerRunner:
+    """The local runner: jobs wait in SQLite until the worker thread takes them."""
+
+    def __init__(self, worker: JobWorker):
+        self.worker = worker
+
+    def dispatch(self, job: Job) -> None:
+        self.worker.notify()
+
+    def wait(self, job: Job, timeout: float) -> None:
+        with self.worker.finished:  # checked under the lock the worker notifies with: no lost wake-up
+            current = self.worker.store.get(job.request_id)
+            if timeout > 0 and current is not None and not current.status.is_terminal:
+                self.worker.finished.wait(timeout)
+
+    def cancel(self, job: Job) -> None:
+        self.worker.notify()
+
+
+def create_app(engine, settings, data_dir: str | Path, api_key: str | Sequence[str] | None = None, *,
+               max_body_bytes: int | None = None, on_finished: FinishedHook | None = None,
+               on_submitted=None, routers=()) -> FastAPI:
+    """The local server as an ASGI app (serve it with uvicorn, or test it in-process).
+
+    The job database, files and webhook outbox live under ``data_dir``; an unusable data dir fails
+    here, not later. The worker and webhook threads start and stop with the app's lifespan; queued
+    jobs of an earlier process resume then, jobs it was running are re-queued once (then failed with
+    a reason), and its undelivered webhooks are sent. ``on_finished(job)`` runs once per job when it
+    ends (after its webhook is queued), ``on_submitted(job, base_url)`` after each queue submit (after
+    its webhook is registered), and ``routers`` are extra routes.
+    """
+    data_dir = Path(data_dir)
+    store = SqliteJobStore(data_dir)
+    try:
+        audio = AudioStore(data_dir / "files")
+    except OSError as error:
+        raise RuntimeError(f"cannot write generated audio under {data_dir}: {error}") from error
+    keys = Keys(api_key)
+    webhooks = QueueWebhooks(Webhooks(data_dir, settings.webhooks, allow_private=settings.security.allow_private_urls),
+                             store, keys)
+
+    def finished(job: Job) -> None:
+        webhooks.on_finished(job)
+        if on_finished is not None:
+            on_finished(job)
+
+    def submitted(job: Job, base_url: str) -> None:
+        webhooks.register(job, base_url)
+        if on_submitted is not None:
+            on_submitted(job, base_url)
+
+    worker = JobWorker(store, EngineJobHandler(engine, audio, settings))
+    queue = QueueService(store, WorkerRunner(worker), finished)
+    worker.finish = queue.finish
+
+    def health() -> dict:
+        return {"status": "ok", "engine": engine.describe(),
+                "queue": {"in_queue": store.count(JobStatus.IN_QUEUE), "in_progress": store.count(JobStatus.IN_PROGRESS)}}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        requeued, failed = store.recover(queue.finish)
+        if requeued or failed:
+            logger.warning("recovered interrupted jobs: %d re-queued, %d failed", requeued, failed)
+        await asyncio.to_thread(webhooks.start)
+        worker.start()
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(worker.stop)
+            await asyncio.to_thread(webhooks.stop)
+
+    host = Host(queue, keys, settings, audio.open, health, sync_wait=None, max_body_bytes=max_body_bytes,
+                on_submitted=submitted, routers=[webhooks.router(), *routers], accepts_webhooks=True)
+    app = create_web_app(host, version=_version(), lifespan=lifespan)
+    app.state.store = store
+    app.state.worker = worker
+    app.state.engine = engine
+    app.state.webhooks = webhooks
+    return app
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("acestep-app")
+    except Exception:
+        return "0+unknown"

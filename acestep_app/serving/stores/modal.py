@@ -1,0 +1,193 @@
+"""The Modal app's job store: one ``modal.Dict`` shared by the web and GPU containers, and a files Volume.
+
+No key is ever read-modified-written by two containers, so no update can lose another's fields:
+
+=====================  ==============================  =========================================
+key                    written by                      holds
+=====================  ==============================  =========================================
+``<id>:job``           web, once (submit)              endpoint, owner, input, webhook, created
+``<id>:call``          web, once (dispatch)            the Modal function call id
+``<id>:run``           the GPU container running it    started_at, attempts, logs
+``<id>:outcome``       first writer wins               the terminal outcome (``put(skip_if_exists)``)
+=====================  ==============================  =========================================
+
+A cancel and a finished generation race for ``<id>:outcome``; whichever is first is the outcome, and
+only it writes the usage record (``usage/<id>.json`` on the files Volume). So a cancelled request is
+never billed, whichever container finishes last. This module does not import ``modal``: the Modal
+app hands it the Dict and the Volume's commit/reload (tests hand it in-memory ones).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from acestep_app.serving import endpoints
+
+from acestep_app.serving import failures
+from acestep_app.serving.jobs import CancelResult, Job, JobStatus, Outcome, UsageRecord, log_entry, read_usage_dir
+from acestep_app.serving.queue import FinishedHook, finish_job
+from acestep_app.serving.service import execute, file_saver
+from acestep_app.serving.storage import AudioStore, StoredFile
+
+logger = logging.getLogger(__name__)
+
+USAGE_DIR = "usage"
+AUDIO_DIR = "audio"
+
+
+class ModalJobStore:
+    """:class:`acestep_app.serving.jobs.JobStore` over a ``modal.Dict`` (``get``, ``put(..., skip_if_exists)``)."""
+
+    def __init__(self, registry, files_root: str | Path, commit: Callable[[], None] = lambda: None):
+        self.registry = registry
+        self.files_root = Path(files_root)
+        self.commit = commit
+
+    def create(self, endpoint: str, owner: str, input: dict[str, Any], webhook_url: str | None = None) -> Job:
+        request_id = str(uuid.uuid4())
+        submission = {"endpoint": endpoint, "owner": owner, "input": input, "webhook_url": webhook_url,
+                      "created_at": time.time(), "logs": [log_entry("Request queued.")]}
+        self.registry.put(f"{request_id}:job", submission, skip_if_exists=True)
+        return self._job(request_id, submission, None, None)
+
+    def set_call(self, request_id: str, call_id: str) -> None:
+        self.registry.put(f"{request_id}:call", call_id, skip_if_exists=True)
+
+    def call_id(self, request_id: str) -> str | None:
+        return self.registry.get(f"{request_id}:call")
+
+    def get(self, request_id: str, owner: str | None = None) -> Job | None:
+        submission = self.registry.get(f"{request_id}:job")
+        if submission is None or (owner is not None and submission["owner"] != owner):
+            return None
+        return self._job(request_id, submission, self.registry.get(f"{request_id}:run"),
+                         self.registry.get(f"{request_id}:outcome"))
+
+    def queue_position(self, job: Job) -> int:
+        return 0  # Modal does not expose the depth of a function's input queue
+
+    def start(self, request_id: str) -> Job | None:
+        job = self.get(request_id)
+        if job is None or job.status.is_terminal:
+            return None
+        run = {"started_at": time.time(), "attempts": job.attempts + 1,
+               "logs": [*self._run_logs(request_id), log_entry("Request started.")]}
+        self.registry.put(f"{request_id}:run", run)
+        return self.get(request_id)
+
+    def append_log(self, request_id: str, entry: dict[str, str]) -> None:
+        run = self.registry.get(f"{request_id}:run") or {"started_at": time.time(), "attempts": 1, "logs": []}
+        self.registry.put(f"{request_id}:run", {**run, "logs": [*run["logs"], entry]})
+
+    def is_cancel_requested(self, request_id: str) -> bool:
+        return self.registry.get(f"{request_id}:outcome") is not None
+
+    def request_cancel(self, request_id: str) -> CancelResult | None:
+        job = self.get(request_id)
+        if job is None:
+            return None
+        if job.status.is_terminal or not self.finish(job, Outcome.failed(failures.cancelled())):
+            return CancelResult.ALREADY_COMPLETED
+        return CancelResult.CANCELLED
+
+    def finish(self, job: Job, outcome: Outcome) -> bool:
+        now = time.time()
+        failure = outcome.failure
+        record = {"status": outcome.status.value, "result": outcome.result, "billable_seconds": outcome.billable_seconds,
+                  "price_usd": outcome.price_usd, "finished_at": now, "log": outcome.log_entry(),
+                  "error": failure.detail if failure else None, "error_type": failure.error_type if failure else None,
+                  "error_status": failure.status_code if failure else None}
+        if not self.registry.put(f"{job.request_id}:outcome", record, skip_if_exists=True):
+            return False
+        usage_dir = self.files_root / USAGE_DIR
+        usage_dir.mkdir(parents=True, exist_ok=True)
+        partial = usage_dir / f"{job.request_id}.json.partial"
+        partial.write_text(UsageRecord.of(job, outcome, now).to_json(), encoding="utf-8")
+        partial.replace(usage_dir / f"{job.request_id}.json")
+        self.commit()
+        return True
+
+    def usage_records(self) -> list[UsageRecord]:
+        return read_usage_dir(self.files_root / USAGE_DIR)
+
+    def _run_logs(self, request_id: str) -> list[dict[str, str]]:
+        run = self.registry.get(f"{request_id}:run")
+        return list(run["logs"]) if run else []
+
+    def _job(self, request_id: str, submission: dict, run: dict | None, outcome: dict | None) -> Job:
+        status = JobStatus(outcome["status"]) if outcome else JobStatus.IN_PROGRESS if run else JobStatus.IN_QUEUE
+        logs = [*submission["logs"], *(run["logs"] if run else []), *([outcome["log"]] if outcome else [])]
+        outcome = outcome or {}
+        return Job(
+            request_id=request_id, endpoint=submission["endpoint"], owner=submission["owner"], status=status,
+            input=submission["input"], webhook_url=submission["webhook_url"], result=outcome.get("result"),
+            error=outcome.get("error"), error_type=outcome.get("error_type"), error_status=outcome.get("error_status"),
+            logs=logs, attempts=run["attempts"] if run else 0, billable_seconds=outcome.get("billable_seconds", 0.0),
+            price_usd=outcome.get("price_usd", 0.0), created_at=submission["created_at"],
+            started_at=run["started_at"] if run else None, finished_at=outcome.get("finished_at"),
+        )
+
+
+def run_job(store: ModalJobStore, engine, settings, request_id: str, on_finished: FinishedHook | None = None) -> str:
+    """The GPU container's work for one request: start it, run it, record the outcome (first writer wins)."""
+    job = store.start(request_id)
+    if job is None:
+        return "skipped"  # cancelled (or finished) before it started
+    endpoint = endpoints.by_name(job.endpoint)
+
+    def log(message: str) -> None:
+        store.append_log(request_id, log_entry(message))
+
+    def check() -> None:
+        if store.is_cancel_requested(request_id):
+            raise failures.JobCancelled(request_id)
+
+    def on_progress(progress) -> None:
+        check()
+        log(progress.message)
+
+    audio = AudioStore(store.files_root / AUDIO_DIR)
+    outcome = execute(endpoint, engine, endpoint.input_model.model_validate(job.input), settings,
+                      file_saver(audio, request_id), on_progress=on_progress, log=log, check=check)
+    store.commit()  # the audio is on the Volume before the outcome says so
+    finish_job(store, job, outcome, on_finished)
+    return outcome.status.value
+
+
+class VolumeFiles:
+    """Generated audio read from the files Volume in the web container.
+
+    A file another container wrote appears after ``reload``; Modal refuses a reload while files of
+    the Volume are open (a download in flight), so reloads are serialised and retried with backoff.
+    """
+
+    ATTEMPTS = 5
+    FIRST_DELAY = 0.2  # seconds; doubled after each refused reload
+
+    def __init__(self, root: str | Path, reload: Callable[[], None]):
+        self.audio = AudioStore(Path(root) / AUDIO_DIR)
+        self.reload = reload
+        self._lock = threading.Lock()
+
+    def open(self, file_name: str) -> StoredFile | None:
+        stored = self.audio.open(file_name)
+        if stored is None and self.refresh():
+            stored = self.audio.open(file_name)
+        return stored
+
+    def refresh(self) -> bool:
+        with self._lock:
+            for attempt in range(self.ATTEMPTS):
+                try:
+                    self.reload()
+                    return True
+                except Exception as error:  # e.g. "there are open files preventing the operation"
+                    logger.warning("files Volume reload failed (attempt %d): %s", attempt + 1, error)
+                    time.sleep(self.FIRST_DELAY * 2**attempt)
+        return False
