@@ -171,7 +171,7 @@ def stereo_tensor(waveform: np.ndarray, sample_rate: int, target_rate: int, seco
     """``(2, N)`` float32 audio at ``target_rate`` as a torch tensor, cut or zero-padded to ``seconds``."""
     import torch
 
-    from ..models.resample import resample
+    from ..audio.resample import resample
 
     tensor = torch.from_numpy(np.ascontiguousarray(waveform, dtype=np.float32))
     tensor = resample(tensor, int(sample_rate), int(target_rate))

@@ -19,7 +19,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
-from ..schema import File
+from ..acestep_v1.schema import File  # fal's File model; moves to serving/schema.py with the family interface
 
 MAX_PROMPT_LENGTH = 5_000
 MAX_LYRICS_LENGTH = 10_000  # a 10-minute song; the lyric encoder reads 2048 tokens
