@@ -191,7 +191,7 @@ def test_materialise_builds_random_weights_on_the_device_and_keeps_buffers(monke
 
 def test_full_size_vocoder_turns_mels_into_audio(monkeypatch):
     """The bench's official-size vocoder runs end to end (on the meta device: shapes only, no compute)."""
-    from acestep_app.models.vocoder import ADaMoSHiFiGANV1
+    from acestep_app.acestep_v1.models.vocoder import ADaMoSHiFiGANV1
 
     fullsize = _load_bench_module("fullsize", monkeypatch)
     frames = 87
