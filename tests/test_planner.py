@@ -310,3 +310,17 @@ def test_unconstrained_decoding_uses_only_what_parses(planner):
 def test_inspire_writes_for_the_requested_duration(planner):
     sketch = planner.inspire("a waltz", instrumental=False, seed=2, duration=95.5, lyrics_tokens=10)
     assert sketch.metadata["duration"] == 95
+
+
+def test_the_documented_toy_bench_runs_both_caches():
+    """docs/acestep-15-planner.md's bench command, on the toy LM (same code path as the full-size run)."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "bench/planner.py", "--size", "toy", "--codes", "2"], cwd=root,
+                            capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| dynamic cache") or line.startswith("| static cache")]
+    assert len(rows) == 2 and "H100 estimate" in result.stdout
