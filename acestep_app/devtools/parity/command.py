@@ -2,7 +2,8 @@
 
 PATH is a folder of reference cases (``<case>.json`` + ``.safetensors``, fixture format; see
 :mod:`acestep_app.devtools.parity.cases`) or a lyric-vector ``.json`` file
-(:mod:`acestep_app.devtools.parity.lyrics`). Each runner prints one line per case, then
+(:mod:`acestep_app.devtools.parity.lyrics`) or an ACE-Step 1.5 planner-vector ``.json`` file
+(:mod:`acestep_app.devtools.parity.planner`). Each runner prints one line per case, then
 ``N passed, M failed``; the exit status is 0 only when every case passed.
 """
 
@@ -16,7 +17,7 @@ HELP = "run reference parity cases or vectors against this install"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "cases_dir", type=Path, help="folder of <case>.json (+ .safetensors) files, or a vector .json file"
+        "cases_dir", type=Path, help="folder of <case>.json (+ .safetensors) files, or a lyric- or planner-vector .json file"
     )
     parser.add_argument(
         "--checkpoint", type=Path, help="checkpoint folder (default: CASES_DIR/../checkpoint, else a sibling fixture's)"
