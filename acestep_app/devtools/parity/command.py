@@ -31,11 +31,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from acestep_app.devtools.parity.cases import run_cases
-    from acestep_app.devtools.parity.lyrics import (
-        is_lyric_vector_file,
-        run_lyric_vectors,
-    )
+    from acestep_app.devtools.parity.lyrics import is_lyric_vector_file, run_lyric_vectors
+    from acestep_app.devtools.parity.planner import is_planner_vector_file, run_planner_vectors
 
+    if is_planner_vector_file(args.cases_dir):
+        return run_planner_vectors(args)
     if is_lyric_vector_file(args.cases_dir):
         return run_lyric_vectors(args)
     return run_cases(args)
