@@ -209,8 +209,10 @@ class Planner:
         self.speed = speed or GenerationSpeed()
         self.max_model_len = max_model_len
         self.caption_tokens = caption_tokens
+        if tokenizer.pad_token is None:  # the guidance batch is left-padded
+            tokenizer.pad_token = tokenizer.eos_token
         self.vocabulary: Vocabulary = Vocabulary(tokenizer, model.get_output_embeddings().weight.shape[0], max_duration)
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.pad_id = tokenizer.pad_token_id
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, device: str = "auto", dtype: str = "auto", **kwargs: Any) -> Planner:
