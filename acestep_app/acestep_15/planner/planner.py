@@ -80,6 +80,8 @@ class PlanRequest:
         lyrics: the lyrics, as the LM and the DiT read them ("" for none, "[Instrumental]" for none sung).
         bpm, keyscale, timesignature, duration, language: the user's metadata; given values are
             forced into the chain of thought.
+        default_language: the DiT's language when neither the user nor the LM gives one (phase 1
+            skipped, or ``use_cot_language=False``); not forced into the chain of thought.
         negative_prompt: the caption of the LM's unconditional prompt ("NO USER INPUT" = none).
         use_cot_metas: run phase 1 for missing metadata (False: no chain of thought is written).
         use_cot_caption / use_cot_language: the LM writes (and the DiT gets) a caption / a language.
@@ -95,6 +97,7 @@ class PlanRequest:
     timesignature: str | None = None
     duration: float | None = None
     language: str | None = None
+    default_language: str | None = None
     negative_prompt: str = NO_USER_INPUT
     use_cot_metas: bool = True
     use_cot_caption: bool = True
@@ -302,6 +305,7 @@ class Planner:
         if language is None and request.use_cot_language and cot.get("language"):
             language = cot["language"]
             decided.append("language")
+        language = language or request.default_language
         if codes:
             decided.append("audio_codes")
         shown = ", ".join(f"{key} {caption if key == 'caption' else cot.get(key)!r}" for key in decided if key != "audio_codes")
