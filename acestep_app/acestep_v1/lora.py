@@ -99,11 +99,8 @@ class MergedAdapters:
             return 0.0
         started = time.perf_counter()
         self.restore()
-        modules = dict(self.transformer.named_modules())
         try:
-            with torch.no_grad():
-                for name, terms in plan.terms.items():
-                    self._merge(name, modules[name], terms)
+            self._merge_all(plan, keep_originals=True)
         except BaseException:
             self.restore()
             raise
@@ -113,6 +110,16 @@ class MergedAdapters:
         seconds = time.perf_counter() - started
         logger.debug("LoRA switch to %s in %.3fs (%d layers)", plan.key or "none", seconds, len(plan.terms))
         return seconds
+
+    def merge_for_good(self, plan: MergePlan) -> None:
+        """Merge ``plan`` without keeping the originals (deploy-time adapters: they define the base model)."""
+        self._merge_all(plan, keep_originals=False)
+
+    def _merge_all(self, plan: MergePlan, keep_originals: bool) -> None:
+        modules = dict(self.transformer.named_modules())
+        with torch.no_grad():
+            for name, terms in plan.terms.items():
+                self._merge(name, modules[name], terms, keep_originals)
 
     def restore(self) -> None:
         """Put every changed layer back exactly as it was loaded."""
@@ -125,10 +132,11 @@ class MergedAdapters:
         self._originals.clear()
         self.key = ()
 
-    def _merge(self, name: str, module: nn.Linear, terms) -> None:
+    def _merge(self, name: str, module: nn.Linear, terms, keep_original: bool) -> None:
         weight = module.weight
         has_bias = any(bias is not None for _, _, bias, _ in terms)
-        self._originals[name] = (weight.detach().clone(), module.bias.detach().clone() if has_bias else None)
+        if keep_original:
+            self._originals[name] = (weight.detach().clone(), module.bias.detach().clone() if has_bias else None)
         merged = weight.float()
         for up, down, _, factor in terms:
             up, down = (t.to(device=weight.device, dtype=torch.float32) for t in (up, down))
@@ -140,3 +148,59 @@ class MergedAdapters:
                 if up_bias is not None:
                     bias = bias + factor * up_bias.to(device=bias.device, dtype=torch.float32)
             module.bias.copy_(bias.to(module.bias.dtype))
+
+
+FAMILY = "acestep-v1"  # the `model` of [[lora.adapters]] entries meant for this family
+
+
+class LoraSupport:
+    """The v1 engine's adapters: infra.toml's merged for good at load, a request's merged while it runs.
+
+    ``plan(request)`` fetches and checks the request's ``loras`` (raising :class:`LoraError` for the
+    entry at fault before any model work); ``use(plan)`` switches the merged set under the engine's lock.
+    """
+
+    def __init__(self, merged: MergedAdapters, library, settings, deploy: list[str]):
+        self.merged = merged
+        self.library = library
+        self.settings = settings
+        self.deploy = deploy
+
+    @classmethod
+    def load(cls, transformer: nn.Module, settings) -> LoraSupport:
+        from acestep_app.errors import WeightsError
+        from acestep_app.lora.library import AdapterLibrary
+
+        library = AdapterLibrary(settings)
+        entries = [entry for entry in settings.lora.adapters if entry.model == FAMILY]
+        uses, described = [], []
+        for entry in entries:
+            try:
+                adapter = library.load(entry.path, trusted=True)
+                plan_merge(transformer, [AdapterUse(adapter, entry.scale)], settings.lora.scaling)
+            except LoraError as error:
+                raise WeightsError(f"[[lora.adapters]] path = {entry.path!r}: {error.message}") from None
+            uses.append(AdapterUse(adapter, entry.scale))
+            described.append(f"{entry.path} @ {entry.scale:g}: {adapter.describe()}")
+        MergedAdapters(transformer).merge_for_good(plan_merge(transformer, uses, settings.lora.scaling))
+        for line in described:
+            logger.info("LoRA merged into the model: %s", line)
+        return cls(MergedAdapters(transformer), library, settings, described)
+
+    def plan(self, request, logs: list[str]) -> MergePlan:
+        from acestep_app.lora.schema import request_loras
+
+        uses = [AdapterUse(self.library.load(lora.path, index=index), lora.scale, index)
+                for index, lora in enumerate(request_loras(request))]
+        plan = plan_merge(self.merged.transformer, uses, self.settings.lora.scaling)
+        for use in uses:
+            logs.append(f"LoRA loras[{use.index}] @ {use.scale:g}: {use.adapter.describe()}")
+        return plan
+
+    def use(self, plan: MergePlan) -> float:
+        return self.merged.use(plan)
+
+    def describe(self) -> dict:
+        active = [f"{sha[:12]} @ {scale:g}" for sha, scale in self.merged.key[1:]]
+        return {"deploy": self.deploy, "per_request": self.settings.lora.per_request,
+                "scaling": self.settings.lora.scaling, "active": active}
