@@ -34,6 +34,14 @@ def tiny_checkpoint() -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny15_checkpoint(tmp_path_factory) -> Path:
+    """A tiny random ACE-Step 1.5 checkpoint: official layout at the root, diffusers layout in ``diffusers/``."""
+    from acestep_app.acestep_15.tiny import write_tiny_checkpoint
+
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("acestep15") / "tiny")
+
+
+@pytest.fixture(scope="session")
 def cases_dir() -> Path:
     """Reference input/output cases for the tiny checkpoint (see its README)."""
     return _require(TINY_DIR / "cases")

@@ -189,6 +189,18 @@ def test_materialise_builds_random_weights_on_the_device_and_keeps_buffers(monke
     assert torch.isfinite(transformer.transformer_blocks[0].attn.to_q.bias).all()
 
 
+def test_full_size_vocoder_turns_mels_into_audio(monkeypatch):
+    """The bench's official-size vocoder runs end to end (on the meta device: shapes only, no compute)."""
+    from acestep_app.acestep_v1.models.vocoder import ADaMoSHiFiGANV1
+
+    fullsize = _load_bench_module("fullsize", monkeypatch)
+    frames = 87
+    with torch.device("meta"):
+        vocoder = ADaMoSHiFiGANV1(**fullsize.VOCODER_CONFIG)
+        audio = vocoder(torch.empty(1, fullsize.VOCODER_CONFIG["input_channels"], frames))
+    assert audio.shape == (1, 1, frames * 512)  # hop length 512: the product of the upsample rates
+
+
 def test_budget_lyrics_follow_the_writer_line_budget(monkeypatch):
     from acestep_app.songwriter.writer import LyricBudget
 
