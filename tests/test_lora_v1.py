@@ -175,3 +175,51 @@ def test_a_merge_that_fails_part_way_restores_every_layer(tiny_checkpoint):
     base = ACEStepTransformer2DModel.from_pretrained(tiny_checkpoint / "ace_step_transformer")
     assert all(torch.equal(p, q) for p, q in zip(transformer.parameters(), base.parameters()))
     assert merged.key == () and any(not torch.equal(with_b[n], p) for n, p in transformer.named_parameters())
+
+
+@pytest.fixture(scope="module")
+def cli_infra(tiny_checkpoint, lyric_vocab, tmp_path_factory):
+    from conftest import write_infra
+
+    engine = {"weights_dir": str(tiny_checkpoint), "lyric_vocab": str(lyric_vocab), "device": "cpu",
+              "prompt_backend": "fallback", "threads": 1}
+    return write_infra(tmp_path_factory.mktemp("cli") / "infra.toml", engine=engine)
+
+
+@pytest.mark.parametrize(("text", "parsed"), [
+    ("me/lora", ("me/lora", 1.0)), ("me/lora:0.5", ("me/lora", 0.5)), ("./x:-1", ("./x", -1.0)),
+    ("https://h/x.safetensors", ("https://h/x.safetensors", 1.0)), ("https://h/x.safetensors:2", ("https://h/x.safetensors", 2.0)),
+    ("rapmachine:0.7", ("rapmachine", 0.7)),
+])
+def test_the_lora_option_reads_a_trailing_scale(text, parsed):
+    from acestep_app.cli.common import lora_option
+
+    assert lora_option(text) == parsed
+
+
+def test_generate_with_lora_equals_the_per_request_adapter(cli_infra, engine_factory, adapter_server, tmp_path):
+    import soundfile
+
+    argv = ["generate", "--tags", "funk, pop", "--lyrics", "[verse]\nla la la", "--duration", "5", "--steps", "3",
+            "--seed", "11", "--infra", str(cli_infra), "-o"]
+    assert main([*argv, str(tmp_path / "lora.wav"), "--lora", f"{ADAPTER_A}:1", "--lora", f"{ADAPTER_B}:-1"]) == 0
+    ours, _ = soundfile.read(tmp_path / "lora.wav", dtype="float32", always_2d=True)
+    expected = engine_factory().generate(request(adapter_server, A, B)).waveform
+    assert np.array_equal(ours.T, expected)  # float32 WAV round-trips exactly
+
+
+def test_editing_commands_take_lora_and_a_bad_one_stops_them(cli_infra, tmp_path, capsys):
+    import soundfile
+
+    from test_cli_editing import write_clip
+
+    clip = write_clip(tmp_path / "song.wav")
+    argv = ["inpaint", str(clip), "--tags", "funk", "--start", "0.5", "--end", "1.5", "--steps", "3", "--seed", "7",
+            "--infra", str(cli_infra), "-o"]
+    assert main([*argv, str(tmp_path / "plain.wav")]) == 0
+    assert main([*argv, str(tmp_path / "lora.wav"), "--lora", str(ADAPTER_A)]) == 0
+    plain, lora = (soundfile.read(tmp_path / f"{name}.wav", dtype="float32")[0] for name in ("plain", "lora"))
+    assert plain.shape == lora.shape and not np.array_equal(plain, lora)
+    write_adapter(tmp_path / "misfit", adapter_tensors({"speaker_embedder": (31, 512)}))
+    assert main([*argv, str(tmp_path / "x.wav"), "--lora", str(tmp_path / "misfit")]) == 1
+    assert not (tmp_path / "x.wav").exists()
