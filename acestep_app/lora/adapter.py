@@ -98,7 +98,7 @@ class LoraAdapter:
     sha256: str
     layers: dict[str, LoraLayer]
     config: AdapterConfig
-    weights_file: str  # the safetensors file name it came from
+    path: Path  # the safetensors file it was read from
 
     @property
     def nbytes(self) -> int:
@@ -149,9 +149,8 @@ def load_adapter(weights: Path, sha256: str, config: AdapterConfig | None = None
     except (SafetensorError, OSError, ValueError, RuntimeError) as error:
         raise AdapterFormatError(f"not a valid safetensors file ({error})") from None
     header_config = _metadata_config(metadata)
-    adapter = LoraAdapter(sha256=sha256, layers=parse_layers(tensors), config=header_config or config or AdapterConfig(),
-                          weights_file=weights.name)
-    return adapter
+    return LoraAdapter(sha256=sha256, layers=parse_layers(tensors), config=header_config or config or AdapterConfig(),
+                       path=weights)
 
 
 def _metadata_config(metadata: dict) -> AdapterConfig | None:
