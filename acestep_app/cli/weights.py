@@ -54,8 +54,7 @@ def run(args: argparse.Namespace) -> int:
             folder = args.dir
         # by default what infra.toml needs: the LLM for the local prompt writer, the ASR model for takes > 1
         needed = needed_weight_entries(settings)
-        optional = {*OPTIONAL_WEIGHT_ENTRIES, *manifest.lora_names()}
-        only = args.only or [name for name in manifest.names() if name in needed or name not in optional]
+        only = args.only or [name for name in manifest.names() if name in needed or name not in OPTIONAL_WEIGHT_ENTRIES]
         only = [*only, *_lora_entries(manifest, args.lora or [])]
         if args.action == "pull":
             weights.pull(folder, progress=not args.quiet, only=only, manifest=manifest)

@@ -131,19 +131,21 @@ class Manifest:
         return manifest
 
     def names(self) -> list[str]:
-        return [*self.hub, *self.url]
+        """The weight entries (the optional ``[lora.<name>]`` adapters are :meth:`lora_names`)."""
+        return [*(name for name, entry in self.hub.items() if not entry.lora), *self.url]
 
     def lora_names(self) -> list[str]:
         return [name for name, entry in self.hub.items() if entry.lora]
 
     def files(self, only: Collection[str] | None = None) -> list[WeightFile]:
-        """Every file of the entries named in ``only`` (default: all entries)."""
+        """Every file of the entries named in ``only`` (default: every weight entry, no LoRA)."""
         if only is not None:
-            unknown = set(only) - set(self.names())
+            unknown = set(only) - {*self.names(), *self.lora_names()}
             if unknown:
-                raise WeightsError(f"unknown manifest entries {sorted(unknown)}; known: {self.names()}")
+                raise WeightsError(f"unknown manifest entries {sorted(unknown)}; known: {self.names() + self.lora_names()}")
+        wanted = set(self.names() if only is None else only)
         files = [f for entry in self.hub.values() for f in entry.files] + [entry.file for entry in self.url.values()]
-        return [f for f in files if only is None or f.entry in only]
+        return [f for f in files if f.entry in wanted]
 
 
 def _file(
