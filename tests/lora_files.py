@@ -44,3 +44,28 @@ def write_adapter(folder: Path, tensors: dict, config: dict | None = None, metad
 def model_adapter(folder: Path, transformer, rank: int = 2, seed: int = 0, targets=V1_TARGETS) -> Path:
     """A random adapter that fits ``transformer``, written to ``folder``."""
     return write_adapter(folder, adapter_tensors(linear_shapes(transformer, targets), rank, seed))
+
+
+OFFICIAL_15_NAMES = {"to_q": "q_proj", "to_k": "k_proj", "to_v": "v_proj", "to_out.0": "o_proj"}
+
+
+def official_15_adapter(folder: Path, transformer, rank: int = 4, alpha: float = 8, seed: int = 0,
+                        use_rslora: bool = False) -> Path:
+    """A PEFT adapter folder as the ACE-Step 1.5 trainer writes it: ``base_model.model.`` keys with the
+    official ``q/k/v/o_proj`` names on the decoder's attention, and its ``adapter_config.json``."""
+    shapes = linear_shapes(transformer, tuple(OFFICIAL_15_NAMES))
+    tensors = {}
+    for key, value in adapter_tensors(shapes, rank, seed).items():
+        module, _, part = key.partition(".lora_")
+        for ours, official in OFFICIAL_15_NAMES.items():
+            if module.endswith("." + ours):
+                module = module[: -len(ours)] + official
+        tensors[f"base_model.model.{module}.lora_{part}"] = value
+    from safetensors.torch import save_file
+
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, folder / "adapter_model.safetensors", metadata={"format": "pt"})
+    config = {"peft_type": "LORA", "r": rank, "lora_alpha": alpha, "use_rslora": use_rslora,
+              "target_modules": sorted(OFFICIAL_15_NAMES.values()), "lora_dropout": 0.0, "bias": "none"}
+    (folder / "adapter_config.json").write_text(json.dumps(config))
+    return folder

@@ -163,6 +163,8 @@ def _metadata_config(metadata: dict) -> AdapterConfig | None:
         raise AdapterFormatError(f"the header's {METADATA_KEY} is not valid JSON ({error})") from None
     if not isinstance(data, dict):
         raise AdapterFormatError(f"the header's {METADATA_KEY} is not a JSON object")
+    if any(key.startswith("transformer.") for key in data):  # a pipeline-level file: the config per component
+        data = {key.removeprefix("transformer."): value for key, value in data.items() if key.startswith("transformer.")}
     return AdapterConfig.from_dict(data, "safetensors metadata")
 
 
