@@ -301,3 +301,14 @@ def test_settings_reject_unknown_lora_keys():
     with pytest.raises(SettingsError, match=r"\[lora\] scaling"):
         Settings.from_toml('[lora]\nscaling = "peft"\n')
     assert Settings.from_toml('[[lora.adapters]]\npath = "a/b"\nscale = 1\n').lora.adapters[0].scale == 1.0
+
+
+def test_the_same_content_from_two_sources_is_stored_once(tmp_path):
+    """Two URLs (and two processes' libraries over one cache) with the same bytes share one blob."""
+    write_adapter(tmp_path / "src", adapter_tensors(SHAPES))
+    data = (tmp_path / "src" / "pytorch_lora_weights.safetensors").read_bytes()
+    with LocalServer({"/one.safetensors": body_route(data), "/two.safetensors": body_route(data)}) as server:
+        first = AdapterLibrary(settings_for(tmp_path)).load(server.url("/one.safetensors"))
+        second = AdapterLibrary(settings_for(tmp_path)).load(server.url("/two.safetensors"))
+    assert first.sha256 == second.sha256 and set(second.layers) == set(SHAPES)
+    assert [blob.name for blob in (tmp_path / "cache" / "blobs").iterdir()] == [first.sha256]

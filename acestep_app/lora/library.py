@@ -237,8 +237,8 @@ class AdapterLibrary:
         except OSError:
             if not blob.is_dir():
                 raise
-            os.utime(blob)
-        return AdapterFiles(blob / weights.name, None if config is None else blob / config.name, key)
+            os.utime(blob)  # the same content came from another source (its file may have another name)
+        return AdapterFiles(find_weights_file(blob), read_config_path(blob), key)
 
     def _evict(self, keep: str) -> None:
         """Drop least recently used blobs until the store fits ``[lora].disk_cache_bytes`` (``keep`` stays)."""

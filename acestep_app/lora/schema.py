@@ -9,6 +9,7 @@ local paths are for infra.toml only. ``scale`` defaults to 1; at most :data:`MAX
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -48,8 +49,10 @@ class LoraWeight(BaseModel):
         return handler(data)
 
 
+@functools.cache
 def with_loras(model: type[BaseModel]) -> type[BaseModel]:
-    """``model`` with an optional ``loras`` field appended (its title and other fields unchanged)."""
+    """``model`` with an optional ``loras`` field appended (its title and other fields unchanged); one class
+    per model, so every host publishes the same schema object."""
     field = Field(
         default_factory=list, max_length=MAX_LORAS,
         description=f"LoRA adapters to apply to this request (at most {MAX_LORAS}); their weights are merged "
