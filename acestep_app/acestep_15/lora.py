@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -107,7 +108,9 @@ class PipelineAdapters:
             self._loaded.move_to_end(name)
             return name
         state_dict, adapter = self.check(use)
-        self.pipeline.load_lora_weights(state_dict, adapter_name=name)
+        with warnings.catch_warnings():  # several adapters in one model is the point here
+            warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
+            self.pipeline.load_lora_weights(state_dict, adapter_name=name)
         try:
             self._loaded[name] = self._correction(adapter, name, use.index)
         except LoraError:
