@@ -112,3 +112,31 @@ def test_adapters_that_do_not_fit_are_refused_before_loading(tiny15_checkpoint, 
         loaded.use([AdapterUse(parsed(adapters["v1"]), 1.0, index=2)])
     assert caught.value.detail()["loc"] == ["body", "loras", 2, "path"]
     assert not fresh.get_list_adapters().get("transformer")
+
+
+def test_engine_support_applies_deploy_time_adapters_and_checks_request_ones_first(tiny15_checkpoint, adapters,
+                                                                                  tmp_path):
+    """What the 1.5 engine holds: infra.toml's adapters active on every request; a request's checked up front."""
+    from types import SimpleNamespace
+
+    from acestep_app.acestep_15.lora import LoraSupport
+    from acestep_app.lora.schema import LoraWeight
+    from acestep_app.settings import Settings
+    from local_http import LocalServer, body_route
+
+    settings = Settings.from_dict({
+        "lora": {"per_request": True, "cache_dir": str(tmp_path / "cache"),
+                 "adapters": [{"path": str(adapters["official"]), "scale": 0.6, "model": "acestep-1.5"},
+                              {"path": str(adapters["v1"]), "model": "acestep-v1"}]},  # another family's: ignored
+        "security": {"allow_private_urls": True}})
+    fresh = checkpoint.load_pipeline(tiny15_checkpoint)
+    support = LoraSupport.load(fresh, settings)
+    np.testing.assert_allclose(render(fresh), reference_render(tiny15_checkpoint, adapters["official"], 0.6 * 8 / 4),
+                               rtol=0, atol=ATOL)
+    with LocalServer({"/v1.safetensors": body_route(find_weights_file(adapters["v1"]).read_bytes())}) as server:
+        request = SimpleNamespace(loras=[LoraWeight(path=server.url("/v1.safetensors"))])
+        with pytest.raises(LoraError, match="does not fit the ACE-Step 1.5 DiT") as caught:
+            support.plan(request, [])
+    assert caught.value.index == 0 and len(fresh.get_list_adapters()["transformer"]) == 1
+    [deployed] = support.describe()["deploy"]
+    assert deployed.endswith(" @ 0.6") and support.describe()["active"] == [deployed]

@@ -47,6 +47,11 @@ class AdapterUse:
     index: int | None = None
 
 
+def adapter_name(adapter: LoraAdapter) -> str:
+    """The PEFT adapter name of an adapter's content (PEFT names may not hold dots)."""
+    return f"lora_{adapter.sha256[:24]}"
+
+
 class PipelineAdapters:
     """The adapters an ``AceStepPipeline`` holds as PEFT layers, and which are active with which weight."""
 
@@ -102,8 +107,11 @@ class PipelineAdapters:
         self._evict(keep=set(weights))
         return time.perf_counter() - started
 
+    def is_loaded(self, adapter: LoraAdapter) -> bool:
+        return adapter_name(adapter) in self._loaded
+
     def _load(self, use: AdapterUse) -> str:
-        name = f"lora_{use.adapter.sha256[:24]}"
+        name = adapter_name(use.adapter)
         if name in self._loaded:
             self._loaded.move_to_end(name)
             return name
@@ -136,3 +144,57 @@ class PipelineAdapters:
             self.pipeline.delete_adapters(name)
             del self._loaded[name]
             logger.info("LoRA %s unloaded from the 1.5 DiT (more than %d loaded)", name, self.max_loaded)
+
+
+class LoraSupport:
+    """The 1.5 engine's adapters: infra.toml's active on every request, a request's ``loras`` on top.
+
+    Same contract as the v1 family's: ``plan(request, logs)`` fetches and checks the request's adapters before
+    the engine lock (:class:`LoraError` names the entry); ``use(plan)`` activates them under it.
+    """
+
+    def __init__(self, adapters: PipelineAdapters, library, settings, deploy: list[AdapterUse]):
+        self.adapters = adapters
+        self.library = library
+        self.settings = settings
+        self.deploy = deploy
+
+    @classmethod
+    def load(cls, pipeline, settings) -> LoraSupport:
+        from acestep_app.errors import WeightsError
+        from acestep_app.lora.library import AdapterLibrary
+
+        library = AdapterLibrary(settings)
+        adapters = PipelineAdapters(pipeline)
+        deploy = []
+        for entry in (entry for entry in settings.lora.adapters if entry.model == FAMILY):
+            try:
+                use = AdapterUse(library.load(entry.path, trusted=True), entry.scale)
+                adapters.check(use)
+            except LoraError as error:
+                raise WeightsError(f"[[lora.adapters]] path = {entry.path!r}: {error.message}") from None
+            deploy.append(use)
+            logger.info("LoRA on the ACE-Step 1.5 DiT for every request: %s @ %g", entry.path, entry.scale)
+        support = cls(adapters, library, settings, deploy)
+        support.use([])
+        return support
+
+    def plan(self, request, logs: list[str]) -> list[AdapterUse]:
+        from acestep_app.lora.schema import request_loras
+
+        uses = []
+        for index, lora in enumerate(request_loras(request)):
+            use = AdapterUse(self.library.load(lora.path, index=index), lora.scale, index)
+            if not self.adapters.is_loaded(use.adapter):
+                self.adapters.check(use)
+            logs.append(f"LoRA loras[{index}] @ {lora.scale:g}: {use.adapter.describe()}")
+            uses.append(use)
+        return uses
+
+    def use(self, uses: Sequence[AdapterUse]) -> float:
+        return self.adapters.use([*self.deploy, *uses])
+
+    def describe(self) -> dict:
+        return {"deploy": [f"{use.adapter.sha256[:12]} @ {use.scale:g}" for use in self.deploy],
+                "per_request": self.settings.lora.per_request,
+                "active": [f"{sha[:12]} @ {scale:g}" for sha, scale in self.adapters.key]}
