@@ -327,3 +327,11 @@ def test_the_documented_toy_bench_runs_both_caches():
     assert result.returncode == 0, result.stderr[-2000:]
     rows = [line for line in result.stdout.splitlines() if line.startswith("| dynamic cache") or line.startswith("| static cache")]
     assert len(rows) == 2 and "H100 estimate" in result.stdout
+
+
+def test_warmup_runs_both_phases(planner, caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="acestep_app.acestep_15.planner.planner"):
+        planner.warmup()
+    assert "chain of thought" in caplog.text and "audio codes" in caplog.text
