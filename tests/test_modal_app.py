@@ -246,11 +246,29 @@ def test_registry_keys_have_one_writer_each_so_no_update_is_lost(tmp_path):
     job = store.create("text-to-audio", "owner", {"tags": "x", "duration": 5}, webhook_url="https://example.com/hook")
     store.set_call(job.request_id, "fc-1")
     run(job.request_id)
-    assert sorted(key.split(":")[1] for key in store.registry.keys()) == ["call", "job", "outcome", "run"]
+    keys = store.registry.keys()
+    assert sorted(key.split(":")[1] for key in keys if key.startswith(job.request_id)) == ["call", "job", "outcome", "run"]
+    # the owner's history: a slot claimed once (put if absent), and a hint that only speeds up the next claim
+    assert sorted(key for key in keys if not key.startswith(job.request_id)) == ["owner:history", "owner:history:0"]
     done = store.get(job.request_id)
     assert (done.owner, done.webhook_url, done.input["tags"], store.call_id(job.request_id)) == (
         "owner", "https://example.com/hook", "x", "fc-1")
     assert done.status is JobStatus.COMPLETED and len([e for e in done.logs if e["message"].startswith("denoising")]) == 2
+
+
+def test_history_lists_an_owners_requests_newest_first_even_when_containers_race(tmp_path):
+    shared = InMemoryDict()
+    web_a, web_b = ModalJobStore(shared, tmp_path / "files"), ModalJobStore(shared, tmp_path / "files")
+    first = web_a.create("text-to-audio", "alice", {"tags": "a"})
+    shared.put("alice:history", 0)  # a container whose hint fell behind (it wrote before another's claim)
+    second = web_b.create("prompt-to-audio", "alice", {"prompt": "b"})
+    third = web_a.create("text-to-audio", "alice", {"tags": "c"})
+    other = web_b.create("text-to-audio", "bob", {"tags": "d"})
+    assert [job.request_id for job in web_b.recent("alice", 10)] == [third.request_id, second.request_id,
+                                                                     first.request_id]
+    assert [job.request_id for job in web_a.recent("alice", 2)] == [third.request_id, second.request_id]
+    assert [job.request_id for job in web_a.recent("bob", 10)] == [other.request_id]
+    assert web_a.recent("carol", 10) == []
 
 
 def test_a_lost_generation_call_fails_the_request_unbilled(tmp_path):

@@ -9,6 +9,8 @@ key                    written by                      holds
 ``<id>:call``          web, once (dispatch)            the Modal function call id
 ``<id>:run``           the GPU container running it    started_at, attempts, logs
 ``<id>:outcome``       first writer wins               the terminal outcome (``put(skip_if_exists)``)
+``<owner>:history:<n>``  web, once (submit)            the owner's n-th request id (``put(skip_if_exists)``)
+``<owner>:history``    web (submit)                    a hint: a slot at or before the owner's next free one
 =====================  ==============================  =========================================
 
 A cancel and a finished generation race for ``<id>:outcome``; whichever is first is the outcome, and
@@ -61,7 +63,27 @@ class ModalJobStore:
         submission = {"endpoint": endpoint, "owner": owner, "input": input, "webhook_url": webhook_url,
                       "created_at": time.time(), "logs": [log_entry("Request queued.")]}
         self.registry.put(f"{request_id}:job", submission, skip_if_exists=True)
+        self._add_to_history(owner, request_id)
         return self._job(request_id, submission, None, None)
+
+    def _add_to_history(self, owner: str, request_id: str) -> None:
+        """Claim the owner's next history slot; two containers submitting at once each claim their own."""
+        slot = self.registry.get(f"{owner}:history") or 0
+        while not self.registry.put(f"{owner}:history:{slot}", request_id, skip_if_exists=True):
+            slot += 1
+        self.registry.put(f"{owner}:history", slot + 1)  # may fall behind under a race: readers scan forward
+
+    def recent(self, owner: str, limit: int) -> list[Job]:
+        end = self.registry.get(f"{owner}:history") or 0
+        while self.registry.get(f"{owner}:history:{end}") is not None:
+            end += 1
+        jobs = []
+        for slot in range(end - 1, max(-1, end - 1 - limit), -1):
+            request_id = self.registry.get(f"{owner}:history:{slot}")
+            job = self.get(request_id, owner) if request_id else None
+            if job is not None:
+                jobs.append(job)
+        return jobs
 
     def set_call(self, request_id: str, call_id: str) -> None:
         self.registry.put(f"{request_id}:call", call_id, skip_if_exists=True)
