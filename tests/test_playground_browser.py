@@ -10,15 +10,27 @@ from __future__ import annotations
 
 import io
 import json
+import threading
+from enum import StrEnum
+from types import SimpleNamespace
 
 import httpx
 import numpy as np
 import pytest
 import soundfile
+from pydantic import BaseModel, Field
 
 from acestep_app.engine.family import get_family
-from acestep_app.settings import INFRA_ENV
+from acestep_app.hosts.routes import Host
+from acestep_app.hosts.web import create_web_app
+from acestep_app.serving.auth import Keys
+from acestep_app.serving.endpoints import Endpoint, EndpointRegistry
+from acestep_app.serving.queue import QueueService
+from acestep_app.serving.schema import RequestModel
+from acestep_app.serving.stores.sqlite import SqliteJobStore
+from acestep_app.settings import INFRA_ENV, Settings
 from browser import browser, console_errors, screenshot, screenshot_dir
+from conftest import wait_until
 from server_process import free_port, running, serve_command
 
 KEY = "playground-key"
@@ -115,6 +127,10 @@ def history_rows(driver) -> list[str]:
     from selenium.webdriver.common.by import By
 
     return [row.text for row in driver.find_elements(By.CSS_SELECTOR, "#history-rows tr")]
+
+
+def test_serve_prints_the_playground_url(server):
+    assert f"Playground: {server.base_url}/playground\n" in server.log_path.read_text()
 
 
 def test_every_endpoint_has_a_form_of_labelled_inputs_named_after_its_schema(page):
@@ -238,3 +254,96 @@ def test_a_running_request_is_cancelled_from_the_page(page, server, shots):
     until(page, lambda d: any("CANCELLED" in row for row in history_rows(d)))
     screenshot(page, shots / "playground-cancel.png")
     assert console_errors(page) == []
+
+
+# -- a family that lands later: its schema alone makes its form ---------------------------------------
+
+
+class Adapter(BaseModel):
+    path: str = Field(description="Adapter file.")
+    scale: float = Field(1.0, ge=0, le=2)
+
+
+class Mode(StrEnum):
+    calm = "calm"
+    loud = "loud"
+
+
+class LaterInput(RequestModel):
+    prompt: str = Field(description="What to make.")
+    loras: list[Adapter] = Field(default_factory=list, description="Adapters to apply.")
+    tags: list[str] = Field(default_factory=list)
+    mode: Mode = Mode.calm
+    strength: float | None = Field(None, gt=0, lt=1)
+    seed: int | None = None
+
+
+class RecordingRunner:
+    """Keeps every dispatched job queued (nothing runs it): the page shows its queue position."""
+
+    def __init__(self):
+        self.jobs = []
+
+    def dispatch(self, job):
+        self.jobs.append(job)
+
+    def wait(self, job, timeout):
+        pass
+
+    def cancel(self, job):
+        pass
+
+
+@pytest.fixture(scope="module")
+def later_server(tmp_path_factory):
+    import uvicorn
+
+    later = SimpleNamespace(name="later-family", app_name="later-app", title="A family that lands later",
+                            endpoints=(Endpoint("later-endpoint", "make", LaterInput, LaterInput, run=None,
+                                                summary="Make", description="Makes.", family="later-family"),))
+    runner = RecordingRunner()
+    queue = QueueService(SqliteJobStore(tmp_path_factory.mktemp("later")), runner)
+    host = Host(queue, Keys([KEY]), Settings(), EndpointRegistry([V1, later]), open_file=lambda name: None,
+                health=lambda: {"status": "ok"})
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_web_app(host), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_until(lambda: server.started, timeout=30)
+    yield SimpleNamespace(base_url=f"http://127.0.0.1:{port}", runner=runner)
+    server.should_exit = True
+    thread.join(10)
+
+
+def test_a_later_familys_form_handles_lists_of_objects_and_64_bit_seeds(later_server, driver):
+    from selenium.webdriver.common.by import By
+
+    driver.get(f"{later_server.base_url}/playground")
+    driver.execute_script("sessionStorage.clear()")
+    driver.refresh()
+    driver.find_element(By.NAME, "api_key").send_keys(KEY)
+    until(driver, lambda d: d.find_elements(By.LINK_TEXT, "later-endpoint"))
+    headings = driver.find_elements(By.CSS_SELECTOR, "#endpoints h2")
+    assert [h.get_attribute("textContent") for h in headings] == ["acestep-v1", "later-family"]
+    console_errors(driver)
+    form = open_form(driver, "later-endpoint")
+    loras = form.find_element(By.NAME, "loras")
+    assert loras.tag_name == "textarea"
+    assert "path (string, required), scale (number 0 to 2)" in form.find_element(By.ID, "form-later-endpoint-loras-help").text
+    assert [o.text for o in form.find_elements(By.CSS_SELECTOR, "[name=mode] option")] == ["calm", "loud"]
+    fill(form, {"prompt": "x", "loras": '[{"path": "a", ', "tags": "one\ntwo", "strength": "1",
+                "seed": "9223372036854775807"})
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    until(driver, lambda d: form.find_element(By.ID, "form-later-endpoint-loras-error").text)
+    assert form.find_element(By.ID, "form-later-endpoint-loras-error").text.startswith("Not valid JSON")
+    assert form.find_element(By.ID, "form-later-endpoint-strength-error").text == "Must be less than 1."
+    assert later_server.runner.jobs == []  # nothing was sent
+    fill(form, {"loras": '[{"path": "a.safetensors", "scale": 0.5}]', "strength": "0.25"})
+    form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    until(driver, lambda d: later_server.runner.jobs)
+    (job,) = later_server.runner.jobs
+    assert job.endpoint == "later-endpoint"
+    assert job.input == {"prompt": "x", "loras": [{"path": "a.safetensors", "scale": 0.5}], "tags": ["one", "two"],
+                         "mode": "calm", "strength": 0.25, "seed": 9223372036854775807}  # every digit of the seed
+    until(driver, lambda d: status_text(d) == "In queue (position 0)")
+    assert console_errors(driver) == []

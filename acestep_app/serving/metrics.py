@@ -105,10 +105,12 @@ class Metrics:
         endpoints: names of the endpoints served.
         queue_depth: ``() -> {"queued": n, "running": m}``, read at each scrape (None: not exported).
         gpu_memory: ``() -> [(device, in use, peak)]``, read at each scrape (default: this process's CUDA).
+        before_scrape: called first at each scrape (e.g. to take in jobs other processes finished).
     """
 
     def __init__(self, endpoints: Iterable[str], *, queue_depth: QueueDepth | None = None,
-                 gpu_memory: GpuMemory | None = cuda_memory):
+                 gpu_memory: GpuMemory | None = cuda_memory, before_scrape: Callable[[], None] | None = None):
+        self.before_scrape = before_scrape
         self.registry = CollectorRegistry()
         self.endpoints = tuple(endpoints)
         registry = self.registry
@@ -173,6 +175,23 @@ class Metrics:
         if final:
             self.webhook_deliveries.labels("delivered" if result == "delivered" else "failed").inc()
 
+    def queue(self, store, runner, on_finished: Callable[[Job], None] | None = None):
+        """A :class:`~acestep_app.serving.queue.QueueService` whose submits and terminal transitions are counted
+        (``on_finished`` runs after the count)."""
+        from acestep_app.serving.queue import QueueService
+
+        def finished(job: Job) -> None:
+            self.job_finished(job)
+            if on_finished is not None:
+                on_finished(job)
+
+        return QueueService(store, runner, finished, on_submitted=self.job_submitted)
+
     def exposition(self) -> bytes:
         """The registry in Prometheus' text format."""
+        if self.before_scrape is not None:
+            try:
+                self.before_scrape()
+            except Exception:  # the counters served are then those of the last successful refresh
+                logger.exception("metrics: refreshing before the scrape failed")
         return generate_latest(self.registry)

@@ -26,6 +26,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,7 @@ from acestep_app.serving.jobs import (
     log_entry,
     read_usage_dir,
 )
+from acestep_app.serving.metrics import Metrics
 from acestep_app.serving.queue import FinishedHook, finish_job
 from acestep_app.serving.service import execute, file_saver
 from acestep_app.serving.storage import AudioStore, StoredFile
@@ -161,6 +163,34 @@ class ModalJobStore:
             price_usd=outcome.get("price_usd", 0.0), created_at=submission["created_at"],
             started_at=run["started_at"] if run else None, finished_at=outcome.get("finished_at"),
         )
+
+
+def web_metrics(registry: EndpointRegistry, events=None, stats: Callable[[], Any] | None = None) -> Metrics:
+    """The web container's metrics. The jobs GPU containers finished arrive on ``events`` (a ``modal.Queue``
+    they put :func:`finished_event` on), taken in at each scrape; ``stats()`` is Modal's current stats of the
+    generation function (its backlog and running inputs are the queue depth). No GPU in this container."""
+    depth = None if stats is None else lambda: {"queued": (now := stats()).backlog, "running": now.num_running_inputs}
+    metrics = Metrics([endpoint.name for endpoint in registry.endpoints], queue_depth=depth, gpu_memory=None,
+                      before_scrape=None if events is None else lambda: drain_events(events, metrics.job_finished))
+    return metrics
+
+
+def finished_event(job: Job) -> Job:
+    """A finished job as the GPU container reports it to the web container's metrics: no input, no logs
+    (an input may carry a whole song as a ``data:`` URI)."""
+    return replace(job, input={}, logs=[])
+
+
+def drain_events(events, on_finished: FinishedHook, batch: int = 1000) -> int:
+    """Hand every waiting event of a ``modal.Queue`` (``get_many(n, block=False)``) to ``on_finished``."""
+    taken = 0
+    while True:
+        jobs = events.get_many(batch, block=False)
+        for job in jobs:
+            on_finished(job)
+        taken += len(jobs)
+        if len(jobs) < batch:
+            return taken
 
 
 def run_job(store: ModalJobStore, engine, registry: EndpointRegistry, settings, request_id: str,
