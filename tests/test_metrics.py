@@ -158,3 +158,25 @@ def test_unusual_methods_do_not_grow_the_label_set(tmp_path):
         samples = scrape(client)
     methods = {dict(labels)["method"] for name, labels in samples if name == "acestep_http_responses_total"}
     assert methods == {"OTHER", "GET"}
+
+
+def test_the_grafana_dashboard_queries_only_metrics_the_app_exports():
+    import json
+    import re
+    from pathlib import Path
+
+    dashboard = json.loads((Path(__file__).resolve().parents[1] / "docs" / "grafana" / "acestep-dashboard.json")
+                           .read_text(encoding="utf-8"))
+    metrics = Metrics(["prompt-to-audio"], queue_depth=lambda: {"queued": 0}, gpu_memory=lambda: [("cuda:0", 1, 2)])
+    metrics.queue_wait.labels("prompt-to-audio").observe(1.0)  # histograms show their series once observed
+    metrics.run_time.labels("prompt-to-audio").observe(1.0)
+    metrics.failures.labels("prompt-to-audio", "generation_failed").inc()
+    metrics.http_response("GET", 200)
+    exported = {name for name, _ in parse(metrics.exposition().decode())}
+    queried = {name for panel in dashboard["panels"] for target in panel["targets"]
+               for name in re.findall(r"acestep_\w+", target["expr"])}
+    assert queried and queried <= exported, queried - exported
+    assert {"acestep_requests_total", "acestep_queue_depth", "acestep_queue_wait_seconds_bucket",
+            "acestep_run_seconds_bucket", "acestep_billed_audio_seconds_total", "acestep_failures_total",
+            "acestep_webhook_attempts_total", "acestep_webhook_retries_total", "acestep_gpu_memory_in_use_bytes",
+            "acestep_gpu_memory_peak_bytes"} <= queried
