@@ -43,7 +43,8 @@ def test_the_page_and_its_assets_are_open_and_load_nothing_from_elsewhere(client
     assert page.headers["referrer-policy"] == "no-referrer"  # signed file links never leave in a Referer
     assert 'name="api_key"' in page.text and 'data-key-required="true"' in page.text
     texts = [page.text]
-    for name, kind in (("playground.js", "text/javascript"), ("playground.css", "text/css")):
+    for name, kind in (("playground.js", "text/javascript"), ("forms.js", "text/javascript"),
+                       ("playground.css", "text/css")):
         asset = client.get(f"/playground/assets/{name}")
         assert asset.status_code == 200 and asset.headers["content-type"].startswith(kind)
         texts.append(asset.text)

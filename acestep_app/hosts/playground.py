@@ -2,7 +2,8 @@
 
 * ``GET /playground``: the page (open; it asks for the API key and keeps it in ``sessionStorage``).
   Plain HTML, JS and CSS shipped as package data (``hosts/static/``): no build step, no CDN.
-* ``GET /playground/assets/<name>``: its script and style sheet.
+* ``GET /playground/assets/<name>``: its scripts (ES modules: ``playground.js`` imports ``forms.js``)
+  and style sheet.
 * ``GET /playground/endpoints``: the served families and their endpoints with the input JSON schema
   each form is generated from (behind the key, as ``/openapi.json``).
 * ``GET /requests?limit=N``: the caller's latest requests, newest first (behind the key; each key
@@ -27,7 +28,8 @@ from acestep_app.serving import auth, protocol
 from acestep_app.serving.endpoints import EndpointRegistry
 from acestep_app.serving.jobs import Job
 
-ASSETS = {"playground.js": "text/javascript; charset=utf-8", "playground.css": "text/css; charset=utf-8"}
+ASSETS = {"playground.js": "text/javascript; charset=utf-8", "forms.js": "text/javascript; charset=utf-8",
+          "playground.css": "text/css; charset=utf-8"}
 PAGE = "playground.html"
 OWNER = "fal-ai"  # the owner in the paths the page submits to (any owner is served)
 HISTORY_LIMIT = 100
