@@ -119,7 +119,7 @@ class AceStep:
     def load(self) -> None:
         self.settings = Settings.load()
         self.engine = ACESTEP_V1.load_engine(self.settings)
-        self.registry = EndpointRegistry([ACESTEP_V1])
+        self.registry = EndpointRegistry([ACESTEP_V1], self.settings)
         self.store = job_store()
         self.events = metrics_events()
         if not modal.is_local():
@@ -164,7 +164,7 @@ def build_web(store: ModalJobStore, runner, api_keys: list[str], files: VolumeFi
               on_finished=None, events=None, stats=None):
     if not api_keys:
         raise RuntimeError(f"no API key: put {API_KEY_ENV} in the modal.Secret '{settings.modal.api_key_secret}'")
-    registry = EndpointRegistry([ACESTEP_V1])
+    registry = EndpointRegistry([ACESTEP_V1], settings)
     metrics = web_metrics(registry, events, stats)  # `/metrics`: see acestep_app.serving.stores.modal
     host = Host(metrics.queue(store, runner, on_finished), Keys(api_keys, schemes=("key", "bearer")), settings,
                 registry, files.open, health=lambda: {"status": "ok"}, sync_wait=SYNC_WAIT_SECONDS, metrics=metrics)

@@ -15,7 +15,7 @@ from acestep_app.engine.family import get_family
 from acestep_app.hosts.local import create_app
 from acestep_app.hosts.playground import catalog
 from acestep_app.serving.endpoints import Endpoint, EndpointRegistry
-from acestep_app.settings import Settings
+from acestep_app.settings import LoraSection, Settings
 from engine_double import EngineDouble
 from hosts import modal_host  # noqa: F401  (fixture)
 
@@ -85,6 +85,14 @@ def test_a_family_that_lands_later_appears_with_no_playground_change():
     (endpoint,) = families[1]["endpoints"]
     assert (endpoint["name"], endpoint["submit_path"]) == ("later-endpoint", "/fal-ai/later-app/make")
     assert endpoint["input_schema"]["required"] == ["prompt"]
+
+
+def test_the_catalog_shows_the_endpoints_as_served_with_loras_when_per_request(tmp_path):
+    settings = Settings(lora=LoraSection(per_request=True))
+    with TestClient(create_app(EngineDouble(), settings, tmp_path, api_key=[KEY_A])) as client:
+        endpoints = client.get("/playground/endpoints", headers=auth(KEY_A)).json()["families"][0]["endpoints"]
+    loras = endpoints[0]["input_schema"]["properties"]["loras"]
+    assert loras["type"] == "array" and loras["maxItems"] >= 1
 
 
 def test_history_lists_the_keys_own_requests_newest_first(client):

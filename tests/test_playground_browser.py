@@ -271,7 +271,7 @@ class Mode(StrEnum):
 
 class LaterInput(RequestModel):
     prompt: str = Field(description="What to make.")
-    loras: list[Adapter] = Field(default_factory=list, description="Adapters to apply.")
+    loras: list[Adapter] = Field(default_factory=list, max_length=3, description="Adapters to apply.")
     tags: list[str] = Field(default_factory=list)
     mode: Mode = Mode.calm
     strength: float | None = Field(None, gt=0, lt=1)

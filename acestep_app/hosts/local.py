@@ -108,7 +108,7 @@ def create_app(engines, settings, data_dir: str | Path, api_key: str | Sequence[
         raise RuntimeError(f"cannot write generated audio under {data_dir}: {error}") from error
     keys = Keys(api_key)
     engines = engines_by_family(engines)
-    registry = EndpointRegistry([get_family(name) for name in engines])
+    registry = EndpointRegistry([get_family(name) for name in engines], settings)
     metrics = Metrics([endpoint.name for endpoint in registry.endpoints],
                       queue_depth=lambda: {"queued": store.count(JobStatus.IN_QUEUE),
                                            "running": store.count(JobStatus.IN_PROGRESS)})

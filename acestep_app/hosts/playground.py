@@ -57,7 +57,7 @@ def catalog(registry: EndpointRegistry) -> dict[str, Any]:
                       "submit_path": f"/{app_id}{endpoint.path}".rstrip("/"),
                       "summary": endpoint.summary, "description": endpoint.description,
                       "input_schema": endpoint.input_model.model_json_schema()}
-                     for endpoint in family.endpoints]
+                     for endpoint in registry.endpoints_of(family)]  # as served: with `loras` when per-request
         families.append({"name": family.name, "app_id": app_id, "title": family.title, "endpoints": endpoints})
     return {"families": families}
 
@@ -79,7 +79,7 @@ def history_item(job: Job, app_ids: dict[str, str], base_url: str) -> dict[str, 
 def playground_router(registry: EndpointRegistry) -> APIRouter:
     router = APIRouter(include_in_schema=False)
     app_ids = {endpoint.name: f"{OWNER}/{family.app_name}"
-               for family in registry.families for endpoint in family.endpoints}
+               for family in registry.families for endpoint in registry.endpoints_of(family)}
     endpoints = catalog(registry)
     page_html = asset(PAGE)  # read once: a package missing its assets fails at startup, not on a visit
     assets = {name: asset(name) for name in ASSETS}

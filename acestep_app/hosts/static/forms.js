@@ -215,6 +215,13 @@ function checkText(field, text) {
   return null;
 }
 
+function checkItems(field, items) {
+  const { minItems, maxItems } = field.schema;
+  if (minItems !== undefined && items.length < minItems) return `At least ${minItems} items.`;
+  if (maxItems !== undefined && items.length > maxItems) return `At most ${maxItems} items.`;
+  return null;
+}
+
 function readAsDataUri(file) {
   return new Promise((resolve, reject) => {
     const reader = new FileReader();
@@ -250,18 +257,22 @@ async function readField(field) {
   }
   if (kind === "lines") {
     const lines = control.value.split("\n").map((line) => line.trim()).filter(Boolean);
-    return lines.length || field.required ? { json: JSON.stringify(lines) } : { omit: true };
+    if (!lines.length && !field.required) return { omit: true };
+    const error = checkItems(field, lines);
+    return error ? { error } : { json: JSON.stringify(lines) };
   }
   if (kind === "json") {
     const text = control.value.trim();
     if (text === "") return missing;
+    let value;
     try {
-      const value = JSON.parse(text);
-      if (schema.type === "array" && !Array.isArray(value)) return { error: "Enter a JSON list: [ … ]." };
+      value = JSON.parse(text);
     } catch (error) {
       return { error: `Not valid JSON: ${error.message}` };
     }
-    return { json: text };
+    if (schema.type === "array" && !Array.isArray(value)) return { error: "Enter a JSON list: [ … ]." };
+    const error = schema.type === "array" ? checkItems(field, value) : null;
+    return error ? { error } : { json: text };
   }
   const text = control.value;
   if (text === "" && !hasDefault(field)) return missing;
