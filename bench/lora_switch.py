@@ -10,6 +10,7 @@ and that the weights after B -> none are bit-identical to the base model's.
 
     python bench/lora_switch.py                                    # CPU, mid-size, 30 s song
     python bench/lora_switch.py --config full --device cuda --dtype bfloat16 --duration 60
+    python bench/lora_switch.py --config full --layers 2 --dtype bfloat16 --duration 10   # full width, small host
 """
 
 from __future__ import annotations
@@ -89,12 +90,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--duration", type=float, default=30.0)
     parser.add_argument("--steps", type=int, default=27)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--layers", type=int, help="DiT blocks (default: the config's 24). A switch and a forward both "
+                        "grow with the blocks, so their ratio holds for 24: a few full-width blocks fit a small host")
     args = parser.parse_args(argv)
 
     from acestep_app.acestep_v1.models.transformer import ACEStepTransformer2DModel
 
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
-    transformer = materialise(lambda: ACEStepTransformer2DModel(**configs(args.config)["transformer"]), device, dtype)
+    config = {**configs(args.config)["transformer"], **({"num_layers": args.layers} if args.layers else {})}
+    transformer = materialise(lambda: ACEStepTransformer2DModel(**config), device, dtype)
     base = weights_digest(transformer)
     adapter_a = random_adapter(transformer, args.rank, seed=1)
     adapter_b = random_adapter(transformer, max(1, args.rank // 4), seed=2)
@@ -114,7 +118,8 @@ def main(argv: list[str] | None = None) -> None:
     forward = dit_forward_seconds(transformer, args.duration, device, dtype, args.repeats)
     sampling = forward * args.steps
     params = sum(p.numel() for p in transformer.parameters())
-    print(f"ACE-Step v1 DiT ({args.config}, {params / 1e9:.2f} B parameters) on {device} in {args.dtype}; "
+    print(f"ACE-Step v1 DiT ({args.config}, {config['num_layers']} blocks, {params / 1e9:.2f} B parameters) on {device} "
+          f"in {args.dtype}; "
           f"adapter A: {len(adapter_a.layers)} layers at rank {args.rank} "
           f"({adapter_a.nbytes / 2**20:.0f} MiB float32), B: rank {max(1, args.rank // 4)}")
     print(f"  one guided DiT forward (batch 3, {args.duration:g} s of audio): {forward:.3f} s; "

@@ -223,3 +223,21 @@ def test_editing_commands_take_lora_and_a_bad_one_stops_them(cli_infra, tmp_path
     write_adapter(tmp_path / "misfit", adapter_tensors({"speaker_embedder": (31, 512)}))
     assert main([*argv, str(tmp_path / "x.wav"), "--lora", str(tmp_path / "misfit")]) == 1
     assert not (tmp_path / "x.wav").exists()
+
+
+def test_the_switch_bench_runs_and_restores_the_base_weights():
+    """bench/lora_switch.py on a one-block mid-size DiT (the documented commands run the same code)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "bench/lora_switch.py", "--layers", "1", "--rank", "8", "--duration", "1",
+                           "--steps", "2", "--repeats", "1"], cwd=root, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert [line.split()[1:4] for line in lines if line.strip().startswith("switch")] == [
+        ["none", "->", "A"], ["A", "->", "B"], ["B", "->", "none"], ["A", "->", "A"]]
+    assert "weights after B -> none bit-identical to the base model: True" in done.stdout
