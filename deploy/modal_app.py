@@ -115,7 +115,7 @@ class AceStep:
     def load(self) -> None:
         self.settings = Settings.load()
         self.engine = ACESTEP_V1.load_engine(self.settings)
-        self.registry = EndpointRegistry([ACESTEP_V1])
+        self.registry = EndpointRegistry([ACESTEP_V1], self.settings)
         self.store = job_store()
         if not modal.is_local():
             weights_volume.commit()  # keep weights a first start had to pull
@@ -159,7 +159,8 @@ def build_web(store: ModalJobStore, runner, api_keys: list[str], files: VolumeFi
     if not api_keys:
         raise RuntimeError(f"no API key: put {API_KEY_ENV} in the modal.Secret '{settings.modal.api_key_secret}'")
     queue = QueueService(store, runner, on_finished)
-    host = Host(queue, Keys(api_keys, schemes=("key", "bearer")), settings, EndpointRegistry([ACESTEP_V1]), files.open,
+    registry = EndpointRegistry([ACESTEP_V1], settings)
+    host = Host(queue, Keys(api_keys, schemes=("key", "bearer")), settings, registry, files.open,
                 health=lambda: {"status": "ok"}, sync_wait=SYNC_WAIT_SECONDS)
     return create_web_app(host, title="ACE-Step (acestep-app on Modal)")
 
