@@ -103,6 +103,14 @@ def tiny_weights(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_planner_lm(tmp_path_factory) -> Path:
+    """A tiny random ACE-Step 1.5 5 Hz LM (Qwen3 with audio-code tokens), written once."""
+    from acestep_app.acestep_15.planner.tiny import write_tiny_planner_lm
+
+    return write_tiny_planner_lm(tmp_path_factory.mktemp("tiny-planner-lm"))
+
+
+@pytest.fixture(scope="session")
 def tiny_infra(tiny_weights, tmp_path_factory) -> Path:
     """An infra.toml that loads ``tiny_weights`` on the CPU with the fallback prompt writer."""
     engine = {"weights_dir": str(tiny_weights), "device": "cpu", "prompt_backend": "fallback"}

@@ -15,8 +15,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from acestep_app.errors import WeightsError
 from acestep_app.devtools.parity.lyrics import is_lyric_vector_file, run_lyric_vectors
+from acestep_app.devtools.parity.planner import is_planner_vector_file, run_planner_vectors
+from acestep_app.errors import WeightsError
 
 HELP = "run reference parity cases (fixture format) against this install"
 
@@ -330,7 +331,7 @@ def default_checkpoint(cases_dir: Path) -> Path:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "cases_dir", type=Path, help="folder of <case>.json (+ .safetensors) files, or a lyric-vector .json file"
+        "cases_dir", type=Path, help="folder of <case>.json (+ .safetensors) files, or a lyric- or planner-vector .json file"
     )
     parser.add_argument(
         "--checkpoint", type=Path, help="checkpoint folder (default: CASES_DIR/../checkpoint, else a sibling fixture's)"
@@ -344,6 +345,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cases_dir: Path = args.cases_dir
+    if is_planner_vector_file(cases_dir):
+        return run_planner_vectors(args)
     if is_lyric_vector_file(cases_dir):
         return run_lyric_vectors(args)
     files = [path for path in case_files(cases_dir) if not args.only or args.only in path.stem]
