@@ -133,18 +133,47 @@ def measure_v1(durations: list[float]) -> dict:
 # -- ACE-Step 1.5 --------------------------------------------------------------------------------
 
 
-def build_acestep15(dtype=torch.float32) -> dict:
-    """Official-size 1.5 modules with random weights: DiT, condition encoder, Qwen3-Embedding-0.6B, Oobleck."""
+MID_CONFIGS = {  # the official depths at a quarter of the widths (DiT 4 heads of 128): for CPUs
+    "transformer": {"hidden_size": 512, "intermediate_size": 1536, "num_attention_heads": 4, "num_key_value_heads": 2},
+    "condition_encoder": {"hidden_size": 512, "intermediate_size": 1536, "text_hidden_dim": 256,
+                          "num_attention_heads": 4, "num_key_value_heads": 2},
+    "text_encoder": {**QWEN3_EMBEDDING_CONFIG, "hidden_size": 256, "intermediate_size": 768, "num_attention_heads": 4,
+                     "num_key_value_heads": 2, "head_dim": 64},
+    "vae": {**OOBLECK_CONFIG, "encoder_hidden_size": 128, "decoder_channels": 32},
+}  # fmt: skip
+
+
+def build_acestep15(dtype=torch.float32, device: str = "cpu", config: str = "full") -> dict:
+    """1.5 modules with random weights: DiT, condition encoder, Qwen3-Embedding-0.6B, Oobleck at the
+    official sizes (``full``) or at ``MID_CONFIGS`` (``mid``)."""
     from diffusers import AceStepTransformer1DModel, AutoencoderOobleck
     from diffusers.pipelines.ace_step.modeling_ace_step import AceStepConditionEncoder
     from transformers import Qwen3Config, Qwen3Model
 
+    sizes = MID_CONFIGS if config == "mid" else {"transformer": {}, "condition_encoder": {},
+                                                  "text_encoder": QWEN3_EMBEDDING_CONFIG, "vae": OOBLECK_CONFIG}
     return {
-        "transformer": materialise(lambda: AceStepTransformer1DModel(), "cpu", dtype, seed=0),
-        "condition_encoder": materialise(lambda: AceStepConditionEncoder(), "cpu", dtype, seed=1),
-        "text_encoder": materialise(lambda: Qwen3Model(Qwen3Config(**QWEN3_EMBEDDING_CONFIG)), "cpu", dtype, seed=2),
-        "vae": materialise(lambda: AutoencoderOobleck(**OOBLECK_CONFIG), "cpu", dtype, seed=3),
+        "transformer": materialise(lambda: AceStepTransformer1DModel(**sizes["transformer"]), device, dtype, seed=0),
+        "condition_encoder": materialise(lambda: AceStepConditionEncoder(**sizes["condition_encoder"]), device, dtype,
+                                         seed=1),
+        "text_encoder": materialise(lambda: Qwen3Model(Qwen3Config(**sizes["text_encoder"])), device, dtype, seed=2),
+        "vae": materialise(lambda: AutoencoderOobleck(**sizes["vae"]), device, dtype, seed=3),
     }
+
+
+def build_acestep15_pipeline(config: str, device: str, dtype, *, turbo: bool):
+    """diffusers' ``AceStepPipeline`` over :func:`build_acestep15`'s modules; a small BPE tokenizer stands in
+    for Qwen's (token counts differ; the text encoder still runs at its real width and depth)."""
+    from diffusers import AceStepPipeline, FlowMatchEulerDiscreteScheduler
+
+    from acestep_app.acestep_15.tiny import build_tokenizer
+
+    modules = build_acestep15(dtype, device, config)
+    modules["transformer"].register_to_config(is_turbo=turbo)
+    pipeline = AceStepPipeline(tokenizer=build_tokenizer(), scheduler=FlowMatchEulerDiscreteScheduler(
+        num_train_timesteps=1, shift=1.0), **modules)
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline
 
 
 def encode_acestep15(modules: dict, duration: float) -> torch.Tensor:
