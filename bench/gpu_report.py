@@ -9,7 +9,10 @@ weights straight on the device (``bench/fullsize.py``). One run measures:
   reference loop, the fast path (batched guidance + bf16 on a GPU) and the fast path with
   torch.compile, per duration, with the peak memory of each request,
 * ACE-Step 1.5 on diffusers' ``AceStepPipeline`` (``bench/families.py``): turbo at 8 steps and sft at
-  50 APG-guided steps, per duration, with peak memory (run after the writer rows, within the budget),
+  50 APG-guided steps, per duration, with peak memory,
+* the ACE-Step 1.5 planner (its 1.7B LM's shape on a GPU, a toy one on a CPU): tokens/s of the audio-code
+  phase as served, dynamic against static KV cache (compiled on CUDA), and its share of a 60 s 1.5
+  request when a 1.5 row measured one,
 * the song writer (Qwen3-4B's shape on a GPU, a toy Qwen3 on a CPU): tokens/s with a dynamic
   KV cache (transformers' eager defaults) and, on CUDA, a static one (compiled by transformers, as
   the writer runs it there); the shipped writer's own tokens/s on that LM (the last row to run);
@@ -126,9 +129,11 @@ def rtf_rows(args, label: str, dtype: torch.dtype, path: PathConfig, compile_opt
 ACESTEP15_VARIANTS = (("turbo", 8, True), ("sft", 50, False))  # (name, steps, guidance distilled)
 
 
-def acestep15_rows(args, deadline: float, memory: PeakMemory) -> list[Row]:
+def acestep15_rows(args, deadline: float, memory: PeakMemory, results: dict) -> list[Row]:
     """ACE-Step 1.5 on diffusers' pipeline (``bench/families.py`` builds it): turbo at 8 steps, sft at 50 APG
-    steps, one warm-up (2 steps) and one timed request per duration, budget-length lyrics."""
+    steps, one warm-up (2 steps) and one timed request per duration, budget-length lyrics. The turbo
+    request's seconds at 60 s (from the longest duration's real-time factor if 60 s is not measured) go to
+    ``results["acestep15_request_seconds_60"]`` for the planner's share."""
     from families import build_acestep15_pipeline
 
     rows: list[Row] = []
@@ -155,6 +160,8 @@ def acestep15_rows(args, deadline: float, memory: PeakMemory) -> list[Row]:
             seconds = time.perf_counter() - started
             audio_seconds = audio.shape[-1] / pipeline.sample_rate
             log(f"1.5 {name} {duration:g} s: {audio_seconds / seconds:.2f}x real time ({seconds:.2f} s)")
+            if turbo:
+                results["acestep15_request_seconds_60"] = SHARE_DURATION * seconds / audio_seconds
             rows.append(Row("RTF", setting, f"{duration:g} s", f"{audio_seconds / seconds:.2f}x real time "
                             f"({seconds:.2f} s for {audio_seconds:.1f} s of audio; {steps} forwards)", f"{mib(peak)} MiB"))
         del pipeline
@@ -257,6 +264,54 @@ def _time_generate(model, prompt, new_tokens: int, cache: str, memory: PeakMemor
     return warm, seconds, output.shape[1] - prompt.shape[1], peak
 
 
+def planner_rows(args, deadline: float, memory: PeakMemory, results: dict) -> list[Row]:
+    """The 1.5 planner's decoding speed as it serves a request (phase 2: guided batch of 2, constrained to
+    codes), transformers' dynamic KV cache against the static one (compiled on CUDA, the planner's
+    default there), and its share of a 60 s 1.5 request when a 1.5 row measured one
+    (``results["acestep15_request_seconds_60"]``)."""
+    import planner as planner_bench
+
+    from acestep_app.acestep_15.planner import Planner
+    from acestep_app.acestep_15.planner.tiny import build_planner_tokenizer
+    from acestep_app.acestep_15.planner.values import CODEBOOK_SIZE
+    from acestep_app.songwriter.writer import GenerationSpeed
+
+    title = "1.5 planner tokens/s"
+    cuda = str(args.device).startswith("cuda")
+    codes = 300 if cuda else 24  # a 60 s song's codes on a GPU; a few dozen on a CPU
+    setting = f"{args.planner} LM shape, random weights, {str(args.writer_dtype).removeprefix('torch.')}, " \
+              f"guided (batch 2), constrained"
+    if time.perf_counter() > deadline:
+        return [Row(title, setting, "", "skipped: time budget")]
+    tokenizer = build_planner_tokenizer(CODEBOOK_SIZE)
+    model = planner_bench.build_lm(args.planner, args.device, args.writer_dtype, tokenizer)
+    static = "static KV cache" + (", compiled" if cuda else "")
+    planners = {
+        "dynamic KV cache": Planner(model, tokenizer, speed=GenerationSpeed(cache="dynamic", compile=False)),
+        static: Planner(model, tokenizer, speed=GenerationSpeed(cache="static")),
+    }
+    memory.reset()
+    measured = planner_bench.measure(planners, codes, repeats=1)
+    peak = memory.peak()
+    del planners, model
+    _free()
+    rows = [Row(title, f"{setting}, {label}", f"{codes} codes", f"{result['tokens_per_s']:.1f} tokens/s "
+                f"({result['step_s'] * 1e3:.1f} ms a step; prefill + 1 code {result['prefill_s']:.2f} s)", f"{mib(peak)} MiB")
+            for label, result in measured.items()]
+    best = min(measured.values(), key=lambda result: result["step_s"])
+    planner_seconds = best["prefill_s"] + (planner_bench.PHASE1_TOKENS + SHARE_DURATION * 5) * best["step_s"]
+    request_seconds = results.get("acestep15_request_seconds_60")
+    share_title = "1.5 planner share of a 60 s 1.5 request"
+    if request_seconds is None:
+        rows.append(Row(share_title, "planner (faster cache) + 1.5 turbo render", "60 s",
+                        f"planner {planner_seconds:.2f} s; render not measured (no 1.5 row)"))
+    else:
+        share = planner_seconds / (planner_seconds + request_seconds)
+        rows.append(Row(share_title, "planner (faster cache) + 1.5 turbo render", "60 s",
+                        f"{share:.0%} ({planner_seconds:.2f} s of {planner_seconds + request_seconds:.2f} s)"))
+    return rows
+
+
 def _share_row(args, writer_seconds: float, results: dict) -> Row:
     """The writer's share of a 60 s request on the fast path (measured at 60 s, else at the longest
     measured duration's real-time factor)."""
@@ -348,6 +403,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=STEPS)
     parser.add_argument("--writer", choices=("full", "tiny"), default=None,
                         help="song writer LLM: Qwen3-4B's shape (default on GPU) or a toy Qwen3 (default on CPU)")
+    parser.add_argument("--planner", choices=("0.6B", "1.7B", "4B", "toy"), default=None,
+                        help="1.5 planner LM: an official size (default 1.7B on GPU) or a toy one (default on CPU)")
     parser.add_argument("--cuda-graphs", action="store_true",
                         help="compile row: the engine's compile (CUDA graphs; long first compiles per shape)")
     parser.add_argument("--budget-s", type=float, default=None,
@@ -357,6 +414,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     on_gpu = str(args.device).startswith("cuda")
     args.durations = args.durations or ([30.0, 60.0, 240.0] if args.config == "full" else [5.0, 10.0, 20.0])
     args.writer = args.writer or ("full" if on_gpu else "tiny")
+    args.planner = args.planner or ("1.7B" if on_gpu else "toy")
     args.budget_s = args.budget_s if args.budget_s is not None else (360.0 if on_gpu else 1200.0)
     args.fast_dtype = torch.bfloat16 if on_gpu else torch.float32
     args.writer_dtype = torch.bfloat16 if on_gpu else torch.float32
@@ -397,10 +455,11 @@ def main(argv: list[str] | None = None) -> int:
         compiled_rows = rtf_rows(args, "fast + compile", args.fast_dtype, fast, CompileChoice(args.cuda_graphs),
                                  deadline, memory, results)
         writer.insert(-1, shipped_writer_row(args, deadline, memory))
-        acestep15 = acestep15_rows(args, deadline, memory)
+        acestep15 = acestep15_rows(args, deadline, memory, results)
+        planner = planner_rows(args, deadline, memory, results)
     finally:
         memory.close()
-    rows += sequential_rows + fast_rows + compiled_rows + acestep15 + writer
+    rows += sequential_rows + fast_rows + compiled_rows + acestep15 + writer + planner
     total = time.perf_counter() - started
     rows.append(Row("setup", f"{name}, torch {torch.__version__}, {args.config} config "
                     f"(DiT {results.get('dit_parameters', 0) / 1e9:.2f} B parameters), fal defaults "

@@ -2,10 +2,10 @@
 side by side in one run, random weights (speed does not depend on weight values).
 
 The LM is Qwen3-0.6B / 1.7B (default) / 4B's shape with the audio-code vocabulary appended
-(151,669 text and special tokens + 64,000 codes = 215,669 rows: the layout third-party code uses; the
-real config is not readable offline), built on the meta device and materialised with random values
-on the target device (``fullsize.materialise``). The tokenizer is the tiny planner tokenizer with the
-full 64,000-code block, so the constraints mask a real-size code vocabulary.
+(217,204 embedding rows: see ``LM_VOCAB_ROWS``), or a toy of the same architecture, built on the meta
+device and materialised with random values on the target device (``fullsize.materialise``). The
+tokenizer is the tiny planner tokenizer with the full 64,000-code block, so the constraints mask a
+real-size code vocabulary.
 
 What is timed is the planner's phase 2 as it runs in production: ``Planner.plan`` with every
 metadata field given (phase 1 skipped), classifier-free guidance on (the conditional and the
@@ -21,8 +21,9 @@ The last lines estimate an H100 from memory bandwidth (a decode step reads every
 bfloat16) and the planner's share of a 60 s 1.5 request (phase 1 plus 300 codes; the DiT side from
 ``--dit-seconds``, the 1.5 turbo request's DiT + VAE time on that GPU).
 
-    OMP_NUM_THREADS=2 .venv/bin/python bench/planner.py --size 1.7B --codes 24      # CPU, ~3 min, 7.4 GB RAM
-    .venv/bin/python bench/planner.py --device cuda --codes 300 --compile            # a GPU
+    OMP_NUM_THREADS=2 .venv/bin/python bench/planner.py --size 1.7B --codes 24   # CPU: minutes, 7.4 GB RAM
+    .venv/bin/python bench/planner.py --size toy --codes 8                       # seconds
+    .venv/bin/python bench/planner.py --device cuda --codes 300 --compile         # a GPU
 """
 
 from __future__ import annotations
@@ -46,14 +47,20 @@ from acestep_app.acestep_15.planner.tiny import build_planner_tokenizer  # noqa:
 from acestep_app.acestep_15.planner.values import CODEBOOK_SIZE  # noqa: E402
 from acestep_app.songwriter.writer import GenerationSpeed  # noqa: E402
 
-QWEN3_TEXT_TOKENS = 151669  # Qwen3's vocabulary up to </think>; the codes follow it
-_SHARED = {"vocab_size": QWEN3_TEXT_TOKENS + CODEBOOK_SIZE, "head_dim": 128, "num_key_value_heads": 8,
+# The LM's embedding rows: 217,204, read off the published size of the 1.7B and 0.6B weight files (bf16,
+# tied embedding) once the Qwen3 layers are subtracted; Qwen3's 151,669 tokens up to </think> plus the
+# 64,000 codes (215,669) padded up. The real config.json is not readable offline.
+LM_VOCAB_ROWS = 217204
+_SHARED = {"vocab_size": LM_VOCAB_ROWS, "head_dim": 128, "num_key_value_heads": 8,
            "max_position_embeddings": 40960, "rope_theta": 1000000.0, "rms_norm_eps": 1e-6,
            "tie_word_embeddings": True, "hidden_act": "silu"}  # fmt: skip
 LM_CONFIGS = {  # the Qwen3 base models the official LMs are fine-tuned from
     "0.6B": {**_SHARED, "hidden_size": 1024, "intermediate_size": 3072, "num_hidden_layers": 28, "num_attention_heads": 16},
     "1.7B": {**_SHARED, "hidden_size": 2048, "intermediate_size": 6144, "num_hidden_layers": 28, "num_attention_heads": 16},
     "4B": {**_SHARED, "hidden_size": 2560, "intermediate_size": 9728, "num_hidden_layers": 36, "num_attention_heads": 32},
+    # same architecture and vocabulary, toy widths: runs in seconds (the docs' command is tested on it)
+    "toy": {**_SHARED, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2,
+            "num_key_value_heads": 1, "head_dim": 32},
 }
 H100_SXM_BYTES_PER_S = 3.35e12
 BANDWIDTH_EFFICIENCY = 0.6  # share of peak HBM bandwidth a bf16 decode step reaches (typical for batch-2 GEMV)

@@ -9,6 +9,7 @@ Every run is seeded (fixed seeds), so each test is deterministic.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -242,3 +243,84 @@ def test_parity_command_reports_a_wrong_vector(shared_dir, tmp_path, capsys):
     path.write_text(json.dumps(data))
     assert main(["parity", str(path)]) == 1
     assert capsys.readouterr().out.strip().splitlines()[-1] == "0 passed, 1 failed"
+
+
+def test_planner_settings_pick_the_lm_folder_and_its_manifest_entry(tmp_path, tiny_planner_lm):
+    import shutil
+
+    from acestep_app.acestep_15.planner.config import LM_CHECKPOINTS, PlannerSettings, load_planner
+
+    for size, checkpoint in LM_CHECKPOINTS.items():
+        settings = PlannerSettings(planner=size)
+        assert settings.lm_folder(tmp_path) == tmp_path / checkpoint.folder
+        assert settings.weight_entries() == [checkpoint.entry]
+    assert PlannerSettings(planner_dir=str(tmp_path / "mine")).lm_folder(tmp_path) == tmp_path / "mine"
+    assert PlannerSettings(planner="none").weight_entries() == [] and load_planner(PlannerSettings(planner="none"), tmp_path) is None
+    assert load_planner(PlannerSettings(), tmp_path) is None  # no LM in the weights dir: text-only, logged
+    shutil.copytree(tiny_planner_lm, tmp_path / LM_CHECKPOINTS["1.7B"].folder)
+    planner = load_planner(PlannerSettings(planner_max_duration=12), tmp_path, device="cpu")
+    assert planner is not None and planner.name == "acestep-5Hz-lm-1.7B"
+    assert trie_values(planner, "duration") == ["10", "11", "12"]  # planner_max_duration bounds the LM's choice
+
+
+def trie_values(planner: Planner, field: str) -> list[str]:
+    """Every value a field's trie spells, as text."""
+    values, stack = [], [((), planner.vocabulary.trie(field)[0])]
+    while stack:
+        tokens, node = stack.pop()
+        if not node:
+            values.append(planner.tokenizer.decode(list(tokens)).strip())
+        stack.extend((tokens + (token,), child) for token, child in node.items())
+    return sorted(values)
+
+
+def test_value_tries_spell_exactly_the_official_sets(planner):
+    assert trie_values(planner, "keyscale") == sorted(KEYSCALES)
+    assert trie_values(planner, "language") == sorted(LANGUAGES)
+    assert trie_values(planner, "timesignature") == ["2", "3", "4", "6"]
+    assert trie_values(planner, "bpm") == sorted(str(v) for v in range(BPM_RANGE[0], BPM_RANGE[1] + 1))
+
+
+def test_endpoint_requests_map_onto_plans_and_plans_onto_the_dits_conditions(planner):
+    from acestep_app.acestep_15.planner.requests import conditions, plan_request, planner_report, sampling_config
+    from acestep_app.acestep_15.schema import TextToMusicInput
+
+    quiet = TextToMusicInput(prompt="Lo-fi beat", lyrics="[Verse]\nla", duration=3, bpm=80, lm_cfg_scale=3.0)
+    request = plan_request(quiet)
+    assert (request.caption, request.bpm, request.duration, request.language) == ("Lo-fi beat", 80, 3, None)
+    assert sampling_config(quiet).cfg_scale == 3.0
+    assert plan_request(TextToMusicInput(prompt="x", vocal_language="ko")).language == "ko"  # sent: forced
+    plan = planner.plan(request, seed=3, sampling=sampling_config(quiet))
+    dit = conditions(plan)
+    assert dit.audio_codes == plan.audio_codes and dit.duration == 3.0 and dit.bpm == 80
+    assert dit.vocal_language == plan.cot["language"] and dit.prompt == plan.cot["caption"]
+    report = planner_report(plan)
+    assert set(report["planned"]) == {"prompt", "key_scale", "time_signature", "vocal_language", "audio_codes"}
+    assert report["audio_code_count"] == 15
+
+
+def test_unconstrained_decoding_uses_only_what_parses(planner):
+    plan = planner.plan(PlanRequest(caption="x", duration=2, bpm=90, keyscale="C major", timesignature="4",
+                                    constrained=False), seed=0, sampling=SamplingConfig(cfg_scale=1.0))
+    assert plan.tokens["phase2"] > 0  # the random LM writes freely: codes, text, the end...
+    assert CODE.sub("", plan.audio_codes) == ""  # ...and only its code tokens reach the DiT
+    assert plan.duration == (plan.code_count / 5 if plan.code_count else 2)
+
+
+def test_inspire_writes_for_the_requested_duration(planner):
+    sketch = planner.inspire("a waltz", instrumental=False, seed=2, duration=95.5, lyrics_tokens=10)
+    assert sketch.metadata["duration"] == 95
+
+
+def test_the_documented_toy_bench_runs_both_caches():
+    """docs/acestep-15-planner.md's bench command, on the toy LM (same code path as the full-size run)."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "bench/planner.py", "--size", "toy", "--codes", "2"], cwd=root,
+                            capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| dynamic cache") or line.startswith("| static cache")]
+    assert len(rows) == 2 and "H100 estimate" in result.stdout

@@ -83,6 +83,8 @@ class PlanRequest:
         negative_prompt: the caption of the LM's unconditional prompt ("NO USER INPUT" = none).
         use_cot_metas: run phase 1 for missing metadata (False: no chain of thought is written).
         use_cot_caption / use_cot_language: the LM writes (and the DiT gets) a caption / a language.
+        constrained: hold the output to the formats (``constraints.py``); off, the LM writes freely and
+            only what parses is used (the official ``use_constrained_decoding=False``).
         thinking: run phase 2 (the audio codes).
     """
 
@@ -97,6 +99,7 @@ class PlanRequest:
     use_cot_metas: bool = True
     use_cot_caption: bool = True
     use_cot_language: bool = True
+    constrained: bool = True
     thinking: bool = True
 
     def given(self) -> dict[str, Any]:
@@ -247,7 +250,8 @@ class Planner:
         if request.needs_phase1:
             fields = [f for f in PLAN_FIELDS if (f != "caption" or request.use_cot_caption)
                       and (f != "language" or request.use_cot_language or "language" in given)]
-            script = cot_script(self.vocabulary, fields, given, caption_tokens=self.caption_tokens)
+            script = cot_script(self.vocabulary, fields, given, caption_tokens=self.caption_tokens) \
+                if request.constrained else None
             prompt = prompts.render(self.tokenizer, prompts.phase1_messages(request.caption, request.lyrics),
                                     add_generation_prompt=True)
             uncond = prompts.render(self.tokenizer, prompts.phase1_uncond_messages(request.lyrics, request.negative_prompt),
@@ -270,8 +274,9 @@ class Planner:
                 self.tokenizer, prompts.phase2_uncond_messages(request.caption, request.lyrics, request.negative_prompt),
                 add_generation_prompt=False,
             )
-            out = self.generate(prompt, uncond if sampling.guided else None, codes_script(self.vocabulary, target),
-                                sampling, generator, max_new_tokens=prompts.max_new_tokens(duration, self.max_model_len))
+            script = codes_script(self.vocabulary, target) if request.constrained else None
+            out = self.generate(prompt, uncond if sampling.guided else None, script, sampling, generator,
+                                max_new_tokens=prompts.max_new_tokens(duration, self.max_model_len))
             codes = audio_codes(out.text)
             tokens["phase2"], seconds["phase2"] = out.tokens, out.seconds
             logs.append(f"planner: {self.name} wrote {codes.count('<|')} audio codes ({codes.count('<|') / CODES_PER_SECOND:g} s) "
@@ -310,13 +315,17 @@ class Planner:
     # -- the helper modes ------------------------------------------------------------------------
 
     def inspire(self, query: str, *, instrumental: bool, seed: int, language: str | None = None,
-                sampling: SamplingConfig | None = None, lyrics_tokens: int | None = None) -> Sketch:
+                duration: float | None = None, sampling: SamplingConfig | None = None,
+                lyrics_tokens: int | None = None) -> Sketch:
         """An idea -> metadata (with genres) and lyrics ("[Instrumental]" for instrumental requests).
 
-        ``language`` (not "unknown") is forced into the chain of thought; ``lyrics_tokens`` bounds
-        the lyrics (default: only the context's limit, as the official mode)."""
+        ``language`` (not "unknown") and ``duration`` are forced into the chain of thought, so the
+        lyrics are written for them; ``lyrics_tokens`` bounds the lyrics (default: only the
+        context's limit, as the official mode)."""
         messages = prompts.inspire_messages(query, instrumental)
-        given = {"language": language} if language and language != "unknown" else {}
+        given: dict[str, Any] = {"language": language} if language and language != "unknown" else {}
+        if duration is not None:
+            given["duration"] = int(duration)
         sketch = self._sketch(messages, given, seed, sampling, lyrics_tokens)
         if instrumental and not sketch.lyrics:
             return Sketch(sketch.metadata, INSTRUMENTAL_LYRICS, sketch.text, sketch.tokens, sketch.seconds)
@@ -348,9 +357,10 @@ class Planner:
 
     # -- generation ------------------------------------------------------------------------------
 
-    def generate(self, prompt: str, uncond: str | None, script: Script, sampling: SamplingConfig, generator,
+    def generate(self, prompt: str, uncond: str | None, script: Script | None, sampling: SamplingConfig, generator,
                  *, max_new_tokens: int) -> Generated:
-        """One constrained, guided ``generate`` of one sequence; returns its text (special tokens kept)."""
+        """One guided ``generate`` of one sequence, constrained by ``script`` (None: free); returns
+        its text (special tokens kept)."""
         import torch
         from transformers import GenerationConfig, LogitsProcessorList
 
@@ -360,10 +370,11 @@ class Planner:
         batch = self.tokenizer(texts, add_special_tokens=False, padding=True, padding_side="left", return_tensors="pt")
         input_ids = batch["input_ids"].to(self.model.device)
         attention_mask = batch["attention_mask"].to(self.model.device)
-        bound = script.max_tokens
+        bound = script.max_tokens if script is not None else None
         new_tokens = max_new_tokens if bound is None else min(max_new_tokens, bound)
         config = GenerationConfig(
-            do_sample=False, max_new_tokens=new_tokens, eos_token_id=self.vocabulary.eos_id, pad_token_id=self.pad_id,
+            do_sample=False, max_new_tokens=new_tokens, eos_token_id=sorted({self.vocabulary.eos_id, self.pad_id}),
+            pad_token_id=self.pad_id,
             **self._cache_options(input_ids.shape[1] + new_tokens),
         )
         sampler = GuidedSampler([script], sampling, generator)
@@ -373,8 +384,9 @@ class Planner:
                                          logits_processor=LogitsProcessorList([sampler]))
         seconds = time.perf_counter() - started
         written = output[0, input_ids.shape[1]:].tolist()
-        if self.vocabulary.eos_id in written:
-            written = written[: written.index(self.vocabulary.eos_id) + 1]
+        ends = [index for index, token in enumerate(written) if token in (self.vocabulary.eos_id, self.pad_id)]
+        if ends:  # the end of sequence (or pad, which the official decoder also stops on), then padding
+            written = written[: ends[0] + 1]
         text = self.tokenizer.decode(written, skip_special_tokens=False, clean_up_tokenization_spaces=False)
         return Generated(text, len(written), seconds)
 
