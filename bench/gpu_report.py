@@ -160,7 +160,8 @@ def acestep15_rows(args, deadline: float, memory: PeakMemory, results: dict) -> 
             seconds = time.perf_counter() - started
             audio_seconds = audio.shape[-1] / pipeline.sample_rate
             log(f"1.5 {name} {duration:g} s: {audio_seconds / seconds:.2f}x real time ({seconds:.2f} s)")
-            if turbo:
+            if turbo and results.get("acestep15_basis") != SHARE_DURATION:  # a measured 60 s wins
+                results["acestep15_basis"] = duration
                 results["acestep15_request_seconds_60"] = SHARE_DURATION * seconds / audio_seconds
             rows.append(Row("RTF", setting, f"{duration:g} s", f"{audio_seconds / seconds:.2f}x real time "
                             f"({seconds:.2f} s for {audio_seconds:.1f} s of audio; {steps} forwards)", f"{mib(peak)} MiB"))
