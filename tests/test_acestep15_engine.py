@@ -28,8 +28,8 @@ def _settings(tmp_path, **sections) -> Settings:
 
 @pytest.fixture(scope="module")
 def engine(tiny15_checkpoint, tmp_path_factory):
-    """No planner (``lm = ""``): what a deployment without the 5 Hz LM serves."""
-    settings = _settings(tmp_path_factory.mktemp("cache"), models={"acestep-1.5": {"lm": ""}})
+    """No planner (``planner = "none"``): what a deployment without the 5 Hz LM serves."""
+    settings = _settings(tmp_path_factory.mktemp("cache"), models={"acestep-1.5": {"planner": "none"}})
     return AceStep15Engine.load(settings, weights_dir=tiny15_checkpoint)
 
 
@@ -83,6 +83,7 @@ def test_thinking_hands_the_planners_metadata_and_codes_to_the_dit(tiny15_checkp
                                seed=8, bpm=100)
     generation = engine.text_to_music(request)
     assert engine.describe()["planner"] and generation.extra["bpm"] == 100  # given metadata is kept
+    assert "bpm" not in generation.extra["planned"] and generation.extra["audio_code_count"] == 10
     # the DiT renders the codes' length: 5 codes per second, 25 latents per second, 1920 samples each
     assert generation.duration == pytest.approx(2.0, abs=0.2)
     again = engine.text_to_music(request)

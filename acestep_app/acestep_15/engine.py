@@ -71,6 +71,7 @@ class AceStep15Engine:
         from acestep_app.settings import Settings
 
         from .checkpoint import load_pipeline
+        from .planner.config import load_planner
 
         settings = settings or Settings.load()
         config = family_settings(settings)
@@ -87,7 +88,7 @@ class AceStep15Engine:
         is_tiny = (root / TINY_MARKER).exists() or pipeline.transformer.config.hidden_size < OFFICIAL_DIT_WIDTH
         song_writer = load_song_writer(settings.engine.llm_dir or _llm_dir(settings), settings.engine.prompt_backend,
                                        device=device)
-        planner = _load_planner(root, config, device)
+        planner = load_planner(config, root, device=device)
         transcriber = None
         if settings.quality.takes > 1:
             transcriber = load_transcriber(settings.quality.asr_dir or _asr_dir(settings), device=device, dtype=dtype)
@@ -109,6 +110,7 @@ class AceStep15Engine:
             "dtype": str(self.pipeline.transformer.dtype).removeprefix("torch."),
             "is_tiny": self.is_tiny,
             "planner": getattr(self.planner, "name", None),
+            "prompt_lyrics": self.config.prompt_lyrics if self.planner is not None else "songwriter",
             "song_writer": getattr(self.song_writer, "description", type(self.song_writer).__name__),
             "cover": self.pipeline.audio_tokenizer is not None,
             "takes": self.settings.quality.takes,
@@ -127,7 +129,8 @@ class AceStep15Engine:
         with self._lock:
             started = time.perf_counter()
             lyrics = self._lyrics(request, seed, logs)
-            conditions = self._conditions(request, lyrics, seed, logs)
+            planned: dict[str, Any] = {}
+            conditions = self._conditions(request, lyrics, seed, logs, planned)
             timings = {"prompt": time.perf_counter() - started}
             self._warn_about_duration(conditions, logs)
             arguments = {**conditions.pipeline_arguments(), **self._sampling(request)}
@@ -140,9 +143,11 @@ class AceStep15Engine:
         chosen = sampled.takes[winner]
         billed = sampled.takes if self.settings.quality.bill_takes == "generated" else [chosen]
         seconds = sum(take.waveform.shape[-1] for take in billed)
-        return self._generation(chosen.waveform, chosen.seed, conditions, {**timings, **sampled.timings},
-                                sampled.num_forwards, logs, billable_samples=seconds,
-                                takes=sampled.takes if len(sampled.takes) > 1 else [])
+        generation = self._generation(chosen.waveform, chosen.seed, conditions, {**timings, **sampled.timings},
+                                      sampled.num_forwards, logs, billable_samples=seconds,
+                                      takes=sampled.takes if len(sampled.takes) > 1 else [])
+        generation.extra.update(planned)
+        return generation
 
     def repaint(self, request: RepaintInput, source: SourceAudio, on_progress: ProgressCallback | None = None
                 ) -> Generation:
@@ -203,36 +208,36 @@ class AceStep15Engine:
         return sampling_arguments(request, is_turbo=self.renderer.is_turbo)
 
     def _lyrics(self, request: TextToMusicInput, seed: int, logs: list[str]) -> str:
-        """The request's lyrics; none given: the song writer's for the prompt (the planner writes no lyrics)."""
+        """The request's lyrics; none given: the planner's inspire mode (``prompt_lyrics = "planner"``, where a
+        planner is loaded), else, or when it writes none, the song writer's."""
         if request.lyrics.strip():
             return request.lyrics
+        if self.planner is not None and self.config.prompt_lyrics == "planner":
+            from .planner.requests import prompt_lyrics, sampling_config
+
+            sketch = prompt_lyrics(self.planner, request, seed=seed, sampling=sampling_config(request))
+            if sketch.lyrics.strip():
+                logs.append(f"lyrics written by the planner's inspire mode ({sketch.tokens} tokens, "
+                            f"{sketch.seconds:.2f}s)")
+                return sketch.lyrics
+            logs.append("the planner wrote no lyrics: the song writer writes them")
         song = self.song_writer.write(request.prompt, instrumental=False, duration=request.duration, seed=seed)
         logs.extend(song.logs)
         return INSTRUMENTAL if song.lyrics.strip() == SONG_WRITER_INSTRUMENTAL else song.lyrics
 
-    def _conditions(self, request: TextToMusicInput, lyrics: str, seed: int, logs: list[str]) -> Conditions:
-        given = _given_conditions(request, lyrics, request.duration)
+    def _conditions(self, request: TextToMusicInput, lyrics: str, seed: int, logs: list[str],
+                    extra: dict) -> Conditions:
         if not request.thinking:
-            return given
+            return _given_conditions(request, lyrics, request.duration)
         if self.planner is None:
             raise InputError("thinking", "needs the 5 Hz LM planner, which this deployment has not loaded; "
-                             "send thinking: false (or configure [models.\"acestep-1.5\"].lm)")
-        from .planner import PlanRequest, SamplingConfig
+                             "send thinking: false (or set [models.\"acestep-1.5\"].planner)")
+        from .planner.requests import conditions, plan_request, planner_report, sampling_config
 
-        stated = request.model_fields_set
-        plan = self.planner.plan(
-            PlanRequest(caption=request.prompt, lyrics=lyrics, bpm=request.bpm, keyscale=request.key_scale,
-                        timesignature=request.time_signature, duration=request.duration,
-                        language=request.vocal_language if "vocal_language" in stated else None,
-                        negative_prompt=request.lm_negative_prompt),
-            seed=seed,
-            sampling=SamplingConfig(temperature=request.lm_temperature, top_p=request.lm_top_p,
-                                    cfg_scale=request.lm_cfg_scale),
-        )
+        plan = self.planner.plan(plan_request(request, lyrics=lyrics), seed=seed, sampling=sampling_config(request))
         logs.extend(plan.logs)
-        return Conditions(prompt=plan.caption, lyrics=plan.lyrics, duration=plan.duration,
-                          vocal_language=plan.language or request.vocal_language, bpm=plan.bpm,
-                          key_scale=plan.keyscale, time_signature=plan.timesignature, audio_codes=plan.audio_codes)
+        extra.update(planner_report(plan))
+        return conditions(plan)
 
     def _warn_about_duration(self, conditions: Conditions, logs: list[str]) -> None:
         warning = duration_warning(conditions.lyrics, conditions.duration or MAX_DURATION, max_duration=MAX_DURATION)
@@ -287,18 +292,6 @@ def _dit_folder(root: Path, folder: str) -> str | None:
         raise WeightsError(f"{root / folder} is missing: the configured variant's DiT folder (pull it with "
                            f"`acestep-app weights pull`, or set [models.\"{FAMILY_NAME}\"].variant)")
     return folder
-
-
-def _load_planner(root: Path, config: AceStep15Settings, device: str):
-    if not config.lm:
-        return None
-    path = root / config.lm
-    if not (path / "config.json").is_file():
-        logger.warning("no planner LM at %s: requests with thinking: true are refused", path)
-        return None
-    from .planner import Planner
-
-    return Planner.from_pretrained(path, device=device)
 
 
 def _llm_dir(settings: Settings) -> Path:

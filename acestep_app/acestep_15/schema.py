@@ -260,6 +260,12 @@ class MusicOutput(BaseModel):
     time_signature: str | None = Field(default=None, description="The beats per bar the DiT was given, if any.",
                                        examples=["4"])
     vocal_language: str = Field(description="The language of the lyrics the DiT was given.", examples=["en"])
+    planned: list[str] | None = Field(default=None, description="With thinking: the fields above the planner "
+                                      "decided (the others are the request's).", examples=[["bpm", "key_scale"]])
+    audio_code_count: int | None = Field(default=None, description="With thinking: the semantic codes the planner "
+                                         "wrote (5 per second).", examples=[300])
+    planner_seconds: float | None = Field(default=None, description="With thinking: the planner's time in seconds.",
+                                          examples=[1.2])
 
 
 def with_defaults(model: type[BaseModel], **defaults) -> type[BaseModel]:

@@ -4,8 +4,9 @@
     variant = "turbo"              # turbo | turbo-shift1 | turbo-shift3 | sft | base | xl-turbo
     weights_dir = ""               # "" = the pulled official layout (<weights cache>/acestep-1.5); or a
                                    # folder in either layout (official, or diffusers' model_index.json)
-    lm = "acestep-5Hz-lm-1.7B"     # the planner's LM folder under the weights dir ("" = no planner)
     price_per_second_usd = 0.0003  # fal's price for fal-ai/ace-step-1.5
+    planner = "1.7B"               # the 5 Hz LM: 0.6B | 1.7B | 4B | none (and the other planner keys,
+                                   # planner/config.py: planner_dir, planner_cache, prompt_lyrics, ...)
 
 Device, dtype, CPU threads, the song writer and takes come from the shared sections ([engine], [quality]).
 """
@@ -15,8 +16,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
+from .planner.config import PlannerSettings
 from .variants import DEFAULT_VARIANT, VARIANTS
 
 if TYPE_CHECKING:
@@ -24,18 +26,17 @@ if TYPE_CHECKING:
 
 FAMILY_NAME = "acestep-1.5"
 WEIGHTS_SUBDIR = "acestep-1.5"  # the manifest entries' target under the weights cache
-DEFAULT_LM = "acestep-5Hz-lm-1.7B"
-LM_ENTRIES = {DEFAULT_LM: "acestep15_lm"}
 
 VariantName = Literal[tuple(VARIANTS)]  # type: ignore[valid-type]
 
 
-class AceStep15Settings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class AceStep15Settings(PlannerSettings):
+    """The family's keys plus the planner's (:class:`~acestep_app.acestep_15.planner.config.PlannerSettings`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
 
     variant: VariantName = DEFAULT_VARIANT
     weights_dir: str = ""
-    lm: str = DEFAULT_LM
     price_per_second_usd: float = Field(default=0.0003, ge=0)
 
 
@@ -61,10 +62,7 @@ def weight_entries(settings: Settings) -> list[str]:
     config = family_settings(settings)
     if config.weights_dir:
         return []
-    entries = ["acestep15", variant(config.variant).weight_entry]
-    if config.lm in LM_ENTRIES:
-        entries.append(LM_ENTRIES[config.lm])
-    return list(dict.fromkeys(entries))
+    return list(dict.fromkeys(["acestep15", variant(config.variant).weight_entry, *config.weight_entries()]))
 
 
 def weights_root(settings: Settings, config: AceStep15Settings | None = None) -> Path:

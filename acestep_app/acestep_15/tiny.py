@@ -32,8 +32,8 @@ from .checkpoint import (
     VAE_FOLDER,
     join_official_state_dict,
 )
+from .planner.config import DEFAULT_LM, LM_CHECKPOINTS
 from .planner.tiny import write_tiny_planner_lm
-from .settings import DEFAULT_LM
 
 TINY_MARKER = "TINY_CHECKPOINT.txt"
 DIFFUSERS_FOLDER = "diffusers"
@@ -104,7 +104,7 @@ def write_tiny_checkpoint(directory: str | Path, seed: int = 0) -> Path:
         pipeline = build_tiny_pipeline(torch.Generator().manual_seed(seed))
     write_diffusers_layout(pipeline, root / DIFFUSERS_FOLDER)
     write_official_layout(pipeline, root)
-    write_tiny_planner_lm(root / DEFAULT_LM, seed=seed)
+    write_tiny_planner_lm(root / LM_CHECKPOINTS[DEFAULT_LM].folder, seed=seed)
     return root
 
 
