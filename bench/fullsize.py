@@ -167,7 +167,7 @@ def build_writer_llm(config: str, device: torch.device | str, dtype: torch.dtype
 
 def budget_lyrics(duration: float) -> str:
     """Lyrics as long as the song writer's line budget for ``duration`` allows (realistic lyric token counts)."""
-    from acestep_app.songwriter.writer import LINES_PER_SECTION, LyricBudget
+    from acestep_app.songwriter.song import LINES_PER_SECTION, LyricBudget
 
     line = "walking down the empty street tonight under neon light"
     lines = LyricBudget(duration).max_lines

@@ -181,7 +181,7 @@ def writer_rows(args, deadline: float, memory: PeakMemory, results: dict) -> lis
     """Tokens/s of the writer's LM decoding a 60 s song's token budget: transformers' eager defaults
     (dynamic KV cache) and, on CUDA, the writer's fast setting (static KV cache, which transformers
     compiles). The writer's share of a 60 s request uses the faster one."""
-    from acestep_app.songwriter.writer import LyricBudget
+    from acestep_app.songwriter.song import LyricBudget
 
     size = "Qwen3-4B shape" if args.writer == "full" else "toy Qwen3"
     new_tokens = LyricBudget(SHARE_DURATION).max_new_tokens + WRITER_JSON_TOKENS
@@ -223,7 +223,7 @@ def shipped_writer_row(args, deadline: float, memory: PeakMemory) -> Row:
     from prompting import load_prompts, measure_writer
     from transformers import AutoTokenizer
 
-    from acestep_app.songwriter.writer import TransformersSongWriter
+    from acestep_app.songwriter.local_llm import TransformersSongWriter
     from acestep_app.songwriter.tiny_llm import write_tiny_llm
 
     title, setting = "song writer tokens/s", "the shipped writer (JSON skeleton, default cache) on the same LM"
@@ -379,7 +379,7 @@ class CompileChoice:
         return "torch.compile of the DiT blocks (regional, 128-frame buckets)"
 
     def apply(self, transformer) -> None:
-        from acestep_app.engine.acceleration import AccelerationOptions, accelerate_transformer
+        from acestep_app.acestep_v1.acceleration import AccelerationOptions, accelerate_transformer
 
         accelerate_transformer(transformer, AccelerationOptions(compile=True, cuda_graphs=self.cuda_graphs))
 
@@ -435,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cold_start_child:
         cold_start_child(args)
         return 0
-    from acestep_app.engine.acceleration import configure_torch
+    from acestep_app.engine.devices import configure_torch
 
     started = time.perf_counter()
     deadline = started + args.budget_s

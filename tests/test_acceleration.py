@@ -7,14 +7,14 @@ import pytest
 import torch
 from torch._dynamo.testing import CompileCounterWithBackend
 
-from acestep_app.engine.acceleration import (
+from acestep_app.acestep_v1.acceleration import (
     AccelerationOptions,
     accelerate_transformer,
     prefetch_files,
-    resolve_dtype,
     sdpa_backend,
 )
 from acestep_app.acestep_v1.models.dit_blocks import GLUMBConv
+from acestep_app.engine.devices import resolve_dtype
 from acestep_app.acestep_v1.models.transformer import ACEStepTransformer2DModel, group_norm_over_frames
 from conftest import encode_forward_case
 

@@ -64,7 +64,7 @@ def test_without_weights_the_tiny_demo_is_written_and_announced(tmp_path, monkey
     out = tmp_path / "demo.wav"
     with caplog.at_level("WARNING"):
         assert main(["generate", "a song", "--duration", "5", "--steps", "3", "-o", str(out)]) == 0
-    assert (tmp_path / "tiny" / TINY_MARKER).is_file()
+    assert (tmp_path / "tiny" / "acestep-v1" / TINY_MARKER).is_file()
     assert DEMO_NOTICE in caplog.text
     assert soundfile.info(str(out)).samplerate == 48000
 
@@ -75,7 +75,7 @@ def test_serve_without_weights_uses_the_demo(tmp_path, monkeypatch):
 
     monkeypatch.setenv("ACESTEP_WEIGHTS_DIR", str(tmp_path / "weights"))
     settings = Settings()
-    assert choose_weights(settings, None, tiny=False) == str(tmp_path / "tiny")
+    assert choose_weights(settings, None, tiny=False) == str(tmp_path / "tiny" / "acestep-v1")
     assert choose_weights(settings, "/models/ace", tiny=False) == "/models/ace"
     (tmp_path / "weights" / "ace_step_transformer").mkdir(parents=True)
     assert choose_weights(settings, None, tiny=False) is None  # the pulled weights, via the settings

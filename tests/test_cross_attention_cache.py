@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from acestep_app.engine.acceleration import AccelerationOptions, accelerate_transformer
+from acestep_app.acestep_v1.acceleration import AccelerationOptions, accelerate_transformer
 from acestep_app.acestep_v1.models.transformer import ACEStepTransformer2DModel, CrossAttentionCache
 from acestep_app.acestep_v1.pipeline import AceStepPipeline
 from conftest import encode_forward_case

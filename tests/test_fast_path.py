@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from acestep_app.engine.acceleration import AccelerationOptions, accelerate_transformer
+from acestep_app.acestep_v1.acceleration import AccelerationOptions, accelerate_transformer
 from acestep_app.acestep_v1.pipeline import AceStepPipeline
 from acestep_app.settings import Settings
 
@@ -202,7 +202,7 @@ def test_full_size_vocoder_turns_mels_into_audio(monkeypatch):
 
 
 def test_budget_lyrics_follow_the_writer_line_budget(monkeypatch):
-    from acestep_app.songwriter.writer import LyricBudget
+    from acestep_app.songwriter.song import LyricBudget
 
     fullsize = _load_bench_module("fullsize", monkeypatch)
     lyrics = fullsize.budget_lyrics(60)

@@ -12,6 +12,8 @@ from fastapi.testclient import TestClient
 from modal._utils.function_utils import parse_gpu_config
 
 from acestep_app.serving.jobs import JobStatus, read_usage_dir
+from acestep_app.engine.family import get_family
+from acestep_app.serving.endpoints import EndpointRegistry
 from acestep_app.serving.stores.modal import ModalJobStore, VolumeFiles, run_job
 from acestep_app.acestep_v1.schema import PromptToAudioOutput, TextToAudioOutput
 from acestep_app.settings import INFRA_ENV, REPO_INFRA_PATH, Settings
@@ -24,6 +26,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*executing locally and will not
 modal_app = load_modal_app()
 KEY, OTHER_KEY = "test-key", "other-key"
 AUTH = {"Authorization": f"Key {KEY}"}
+V1_ENDPOINTS = EndpointRegistry([get_family("acestep-v1")])
 # GPU types Modal documents for `gpu=` (modal.com/docs/guide/gpu); modal 1.6's client only upper-cases
 # the string and splits an optional ":count" (modal/_utils/function_utils.py parse_gpu_config).
 MODAL_GPU_TYPES = {"T4", "L4", "A10", "A10G", "L40S", "A100", "A100-40GB", "A100-80GB", "RTX-PRO-6000",
@@ -194,7 +197,7 @@ def test_cancel_a_queued_request(runtime, inference):
 def double_store(tmp_path, on_finished=None):
     store = ModalJobStore(InMemoryDict(), tmp_path / "files")
     engine = EngineDouble(steps=2, sample_rate=100)
-    return store, engine, (lambda request_id: run_job(store, engine, Settings(), request_id, on_finished))
+    return store, engine, (lambda request_id: run_job(store, engine, V1_ENDPOINTS, Settings(), request_id, on_finished))
 
 
 def test_sync_call_past_the_wait_limit_redirects_to_a_wait_url_that_curl_l_follows(tmp_path, monkeypatch):
