@@ -275,7 +275,7 @@ def planner_rows(args, deadline: float, memory: PeakMemory, results: dict) -> li
     from acestep_app.acestep_15.planner import Planner
     from acestep_app.acestep_15.planner.tiny import build_planner_tokenizer
     from acestep_app.acestep_15.planner.values import CODEBOOK_SIZE
-    from acestep_app.songwriter.writer import GenerationSpeed
+    from acestep_app.songwriter.local_llm import GenerationSpeed
 
     title = "1.5 planner tokens/s"
     cuda = str(args.device).startswith("cuda")

@@ -45,7 +45,7 @@ from fullsize import materialise, parameter_count  # noqa: E402
 from acestep_app.acestep_15.planner import Planner, PlanRequest, SamplingConfig  # noqa: E402
 from acestep_app.acestep_15.planner.tiny import build_planner_tokenizer  # noqa: E402
 from acestep_app.acestep_15.planner.values import CODEBOOK_SIZE  # noqa: E402
-from acestep_app.songwriter.writer import GenerationSpeed  # noqa: E402
+from acestep_app.songwriter.local_llm import GenerationSpeed  # noqa: E402
 
 # The LM's embedding rows: 217,204, read off the published size of the 1.7B and 0.6B weight files (bf16,
 # tied embedding) once the Qwen3 layers are subtracted; Qwen3's 151,669 tokens up to </think> plus the

@@ -82,7 +82,7 @@ def load_planner(settings: PlannerSettings, root: str | Path, *, device: str = "
     Args:
         root: the 1.5 checkpoint root (official layout), where the LM folders sit beside the DiT's.
     """
-    from acestep_app.songwriter.writer import GenerationSpeed
+    from acestep_app.songwriter.local_llm import GenerationSpeed
 
     from .planner import Planner
 

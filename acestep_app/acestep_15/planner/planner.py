@@ -37,7 +37,7 @@ from .values import (
 )
 
 if TYPE_CHECKING:
-    from acestep_app.songwriter.writer import GenerationSpeed
+    from acestep_app.songwriter.local_llm import GenerationSpeed
     from .constraints import Script, Vocabulary
 
 logger = logging.getLogger(__name__)
@@ -200,7 +200,7 @@ class Planner:
 
     def __init__(self, model, tokenizer, *, name: str = "lm", speed: GenerationSpeed | None = None,
                  max_model_len: int = MAX_MODEL_LEN, max_duration: int = 600, caption_tokens: int = 512):
-        from acestep_app.songwriter.writer import GenerationSpeed
+        from acestep_app.songwriter.local_llm import GenerationSpeed
         from .constraints import Vocabulary
 
         self.model = model

@@ -41,7 +41,7 @@ def build_planner_tokenizer(codebook_size: int = TINY_CODEBOOK_SIZE):
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from acestep_app.songwriter.writer import CHATML_TEMPLATE
+    from acestep_app.songwriter.local_llm import CHATML_TEMPLATE
 
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
