@@ -185,7 +185,7 @@ class AceStep15Engine:
         with self._lock:
             rendered = self.renderer(seed=[seed], callback=_step_reporter(on_progress), global_seed=True,
                                      strength=strength, **arguments)
-        waveform = rendered.waveforms[0]
+        waveform = rendered.waveforms[0].numpy()
         logs.append(f"{what}: {waveform.shape[-1] / rendered.sample_rate:.3f}s of audio with "
                     f"{rendered.num_forwards} transformer forwards in {rendered.timings['render']:.2f}s")
         return self._generation(waveform, seed, conditions, rendered.timings, rendered.num_forwards, logs,
