@@ -7,6 +7,8 @@ request that omits them gets.
 
 from __future__ import annotations
 
+import functools
+
 from pydantic import BaseModel
 
 from acestep_app.serving.endpoints import Endpoint, RunContext
@@ -43,6 +45,16 @@ def editing_body_limit(settings: Settings) -> int:
     return settings.audio_input.max_request_bytes
 
 
+def configured_endpoints(settings: Settings) -> tuple[Endpoint, ...]:
+    """The endpoints as a deployment with ``settings`` serves them: its variant's steps and shift, and
+    ``thinking`` on by default where a planner is configured."""
+    from .settings import family_settings
+
+    config = family_settings(settings)
+    return endpoints_for(variant(config.variant), thinking=config.planner != "none")
+
+
+@functools.cache
 def endpoints_for(chosen: Variant, *, thinking: bool = False) -> tuple[Endpoint, ...]:
     """The family's endpoints with the request defaults of ``chosen`` (and ``thinking`` on or off)."""
     sampling = {"num_inference_steps": chosen.num_inference_steps, "shift": chosen.shift}

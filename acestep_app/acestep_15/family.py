@@ -3,7 +3,7 @@ on diffusers' ``AceStepPipeline``."""
 
 from acestep_app.engine.family import ModelFamily
 
-from .endpoints import ENDPOINTS
+from .endpoints import ENDPOINTS, configured_endpoints
 from .settings import FAMILY_NAME, AceStep15Settings, price_per_second, weight_entries, weights_available
 
 FAMILY = ModelFamily(
@@ -17,4 +17,5 @@ FAMILY = ModelFamily(
     weights_available=weights_available,
     settings_model=AceStep15Settings,
     price_per_second=price_per_second,
+    endpoints_for=configured_endpoints,
 )
