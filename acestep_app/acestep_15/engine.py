@@ -64,6 +64,7 @@ class AceStep15Engine:
     def load(cls, settings: Settings | None = None, weights_dir: str | Path | None = None) -> AceStep15Engine:
         import torch
 
+        from acestep_app.engine.cpu_threads import SMALL_MODEL_PARAMETERS, configure_cpu_threads
         from acestep_app.engine.devices import resolve_device, resolve_dtype
         from acestep_app.quality.takes import load_transcriber
         from acestep_app.songwriter.writer import load_song_writer
@@ -78,10 +79,13 @@ class AceStep15Engine:
         variant = find_variant(config.variant)
         root = Path(weights_dir) if weights_dir is not None else weights_root(settings, config)
         device = resolve_device(settings.engine.device)
-        dtype = resolve_dtype(settings.engine.dtype, device)
+        dtype = resolve_dtype(settings.engine.dtype, device)  # torch's default numerics flags, as diffusers runs
         started = time.perf_counter()
         pipeline = load_pipeline(root, dit_folder=_dit_folder(root, variant.dit_folder), torch_dtype=dtype).to(device)
         pipeline.set_progress_bar_config(disable=True)
+        if device == "cpu":
+            parameters = sum(parameter.numel() for parameter in pipeline.transformer.parameters())
+            configure_cpu_threads(settings.engine.threads, small_model=parameters < SMALL_MODEL_PARAMETERS)
         if pipeline.is_turbo == variant.guided:
             logger.warning("[models.\"%s\"].variant is %s but the checkpoint at %s is %sa turbo DiT",
                            FAMILY_NAME, variant.name, root, "" if pipeline.is_turbo else "not ")

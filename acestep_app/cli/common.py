@@ -134,9 +134,7 @@ def write_result(path: Path, output_format, generation, *, as_json: bool, skip_l
     body = {
         "audio": {"path": str(path), "content_type": output_format.content_type,
                   "sample_rate": generation.sample_rate},
-        "seed": generation.seed,
-        "tags": generation.tags,
-        "lyrics": generation.lyrics,
+        **generation.output_fields(),
         "billable_seconds": generation.billable_seconds,
     }
     if generation.takes:
