@@ -69,6 +69,25 @@ def test_resample_matches_torchaudio_default(case):
     _close(resample(case["wav_44100"], 44100, 44100), case["wav_44100"], tol=0)
 
 
+def test_code_that_follows_torchaudio_carries_its_bsd_licence():
+    import inspect
+    from pathlib import Path
+
+    from acestep_app.acestep_v1.models import vocoder
+    from acestep_app.audio import resample as resample_module
+
+    root = Path(__file__).resolve().parents[1]
+    notice = (root / "NOTICE").read_text(encoding="utf-8")
+    assert (root / "acestep_app" / "data" / "NOTICE").read_text(encoding="utf-8") == notice
+    licence = ("Copyright (c) 2017 Facebook Inc. (Soumith Chintala)", "BSD 2-Clause License",
+               "Redistributions in binary form must reproduce the above copyright notice")
+    for module in (resample_module, vocoder):
+        header = inspect.getsource(module).split('"""')[0]
+        assert all(line in header for line in licence), module.__name__
+        assert all(line in notice for line in licence)
+    assert "torchaudio" in notice and "audio/resample.py" in notice and "models/vocoder.py" in notice
+
+
 def test_output_lengths_follow_frame_flooring():
     assert resampled_length(645 * SAMPLES_PER_LATENT, 44100, 48000) == 2_875_560  # 60 s request
     assert resampled_length(2583 * SAMPLES_PER_LATENT, 44100, 48000) == 11_515_612  # 240 s request

@@ -98,6 +98,9 @@ def test_all_metadata_given_skips_phase_1(planner):
     assert plan.cot == {"bpm": 70, "caption": None, "duration": 3, "keyscale": "C major", "language": None,
                         "timesignature": "3"}
     assert plan.code_count == 15 and plan.caption == "Ambient" and plan.from_planner == ("audio_codes",)
+    assert plan.language is None  # nobody named one...
+    defaulted = planner.plan(PlanRequest(**{**request.__dict__, "default_language": "en", "thinking": False}), seed=0)
+    assert defaulted.language == "en" and "language" not in defaulted.from_planner  # ...unless a default is given
 
 
 def test_thinking_off_writes_no_codes_and_no_cot_metas_writes_no_chain_of_thought(planner):
