@@ -88,7 +88,11 @@ def write_infra(path: Path, **sections: dict) -> Path:
     lines = []
     for section, values in data.items():
         lines.append(f"[{section}]")
-        lines.extend(f"{key} = {toml_value(value)}" for key, value in values.items())
+        lines.extend(f"{key} = {toml_value(value)}" for key, value in values.items() if not isinstance(value, dict))
+        for key, table in values.items():  # [models."<family>"] tables
+            if isinstance(table, dict):
+                lines.append(f'[{section}."{key}"]')
+                lines.extend(f"{name} = {toml_value(value)}" for name, value in table.items())
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     assert Settings.load(path).model_dump() == data
     return path

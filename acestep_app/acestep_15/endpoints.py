@@ -59,12 +59,12 @@ def endpoints_for(chosen: Variant, *, thinking: bool = False) -> tuple[Endpoint,
     """The family's endpoints with the request defaults of ``chosen`` (and ``thinking`` on or off)."""
     sampling = {"num_inference_steps": chosen.num_inference_steps, "shift": chosen.shift}
     return (
-        Endpoint("text-to-music-1.5", "", with_defaults(TextToMusicInput, thinking=thinking, **sampling), MusicOutput,
+        Endpoint("text-to-music-v15", "", with_defaults(TextToMusicInput, thinking=thinking, **sampling), MusicOutput,
                  text_to_music, "Text to music", "Generate a song from a prompt, with or without lyrics."),
-        Endpoint("repaint-1.5", "repaint", with_defaults(RepaintInput, **sampling), MusicOutput, repaint,
+        Endpoint("repaint-v15", "repaint", with_defaults(RepaintInput, **sampling), MusicOutput, repaint,
                  "Repaint", "Regenerate a time span of a song from a prompt and lyrics, keeping the rest.",
                  max_body_bytes=editing_body_limit),
-        Endpoint("cover-1.5", "cover", with_defaults(CoverInput, **sampling), MusicOutput, cover,
+        Endpoint("cover-v15", "cover", with_defaults(CoverInput, **sampling), MusicOutput, cover,
                  "Cover", "Re-make a song in a new style, keeping its structure and melody; optionally in the "
                  "timbre of a reference recording.", max_body_bytes=editing_body_limit),
     )
