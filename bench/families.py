@@ -18,6 +18,7 @@ a caching attention processor, the speed-up per forward, and whether outputs sta
 
     OMP_NUM_THREADS=2 .venv/bin/python bench/families.py                         # both, 30 and 60 s
     OMP_NUM_THREADS=2 .venv/bin/python bench/families.py --family acestep-1.5 --durations 10
+    .venv/bin/python bench/families.py --family acestep-1.5 --size tiny --durations 2   # the bench's own check
 """
 
 from __future__ import annotations
@@ -183,7 +184,7 @@ def encode_acestep15(modules: dict, duration: float) -> torch.Tensor:
                                    f"# Caption\n{CAPTION}\n\n# Metas\n- bpm: N/A\n- timesignature: N/A\n"
                                    f"- keyscale: N/A\n- duration: {int(duration)} seconds\n") / CHARS_PER_QWEN_TOKEN)
     lyric_tokens = math.ceil(len(f"# Languages\nen\n\n# Lyric\n{budget_lyrics(duration)}") / CHARS_PER_QWEN_TOKEN)
-    vocab = QWEN3_EMBEDDING_CONFIG["vocab_size"]
+    vocab = modules["text_encoder"].config.vocab_size
     text_ids, lyric_ids = torch.randint(vocab, (1, caption_tokens)), torch.randint(vocab, (1, lyric_tokens))
     text = modules["text_encoder"](input_ids=text_ids).last_hidden_state
     lyrics = modules["text_encoder"].get_input_embeddings()(lyric_ids)
@@ -235,9 +236,18 @@ class _Stored:
         return keys  # stored normed
 
 
-def measure_acestep15(durations: list[float], repeats: int) -> dict:
-    modules, build_seconds = timed(build_acestep15)
+def tiny_acestep15() -> dict:
+    """The tiny 1.5 checkpoint's modules (``acestep_15/tiny.py``): the bench's own test size."""
+    from acestep_app.acestep_15.tiny import build_tiny_pipeline
+
+    pipeline = build_tiny_pipeline(torch.Generator().manual_seed(0))
+    return {name: getattr(pipeline, name) for name in ("transformer", "condition_encoder", "text_encoder", "vae")}
+
+
+def measure_acestep15(durations: list[float], repeats: int, size: str = "full") -> dict:
+    modules, build_seconds = timed(tiny_acestep15) if size == "tiny" else timed(build_acestep15)
     transformer = modules["transformer"]
+    acoustic = transformer.config.audio_acoustic_hidden_dim
     processors = dict(transformer.attn_processors)
     rows = {}
     for duration in durations:
@@ -245,10 +255,10 @@ def measure_acestep15(durations: list[float], repeats: int) -> dict:
         frames = math.ceil(duration * 25)
 
         def forward(batch, length=frames):
-            return transformer(hidden_states=torch.randn(batch, length, 64, generator=torch.Generator().manual_seed(0)),
+            return transformer(hidden_states=torch.randn(batch, length, acoustic, generator=torch.Generator().manual_seed(0)),
                                timestep=torch.full((batch,), 0.5), timestep_r=torch.full((batch,), 0.5),
                                encoder_hidden_states=states.expand(batch, -1, -1),
-                               context_latents=torch.zeros(batch, length, 128), return_dict=False)[0]
+                               context_latents=torch.zeros(batch, length, 2 * acoustic), return_dict=False)[0]
 
         for batch in (1, 2):  # warm-up: first-call allocations stay out of the timings
             timed(forward, batch, 16)
@@ -266,7 +276,7 @@ def measure_acestep15(durations: list[float], repeats: int) -> dict:
         (one_output, one), (_, two), (cached_output, cached) = (
             min(runs[kind], key=lambda run: run[1].cpu) for kind in ("batch 1", "batch 2", "cached"))
         _, projection = timed(transformer.condition_embedder, states)
-        _, decode = timed(lambda: modules["vae"].decode(torch.randn(1, 64, frames)).sample)
+        _, decode = timed(lambda: modules["vae"].decode(torch.randn(1, acoustic, frames)).sample)
         rows[duration] = {
             "encoder_tokens": states.shape[1], "frames": frames, "encode": encode.json(),
             "forward batch 1": one.json(), "forward batch 2": two.json(), "decode": decode.json(),
@@ -307,7 +317,7 @@ def table(results: dict, durations: list[float], threads: int) -> str:
 
 
 def run_child(family: str, args: argparse.Namespace) -> dict:
-    command = [sys.executable, str(Path(__file__).resolve()), "--family", family, "--child",
+    command = [sys.executable, str(Path(__file__).resolve()), "--family", family, "--child", "--size", args.size,
                "--threads", str(args.threads), "--repeats", str(args.repeats),
                "--durations", *[str(d) for d in args.durations]]
     finished = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -325,11 +335,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--durations", type=float, nargs="+", default=[30.0, 60.0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3, help="1.5 forwards per kind, interleaved (least CPU kept)")
+    parser.add_argument("--size", choices=("full", "tiny"), default="full",
+                        help="official sizes, or the tiny 1.5 checkpoint's (a quick check of the bench itself)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.size == "tiny" and args.family != "acestep-1.5":
+        parser.error("--size tiny measures --family acestep-1.5 only")
     torch.set_num_threads(args.threads)
     if args.child:
-        result = measure_v1(args.durations) if args.family == "v1" else measure_acestep15(args.durations, args.repeats)
+        if args.family == "v1":
+            result = measure_v1(args.durations)
+        else:
+            result = measure_acestep15(args.durations, args.repeats, args.size)
         result["rss"] = peak_rss_gib()
         print(RESULT_PREFIX + json.dumps(result), flush=True)
         return 0
