@@ -71,7 +71,7 @@ def test_rank_takes_returns_the_lowest_wer_and_the_first_of_ties():
     takes = [Take(seed, np.zeros((2, 10), np.float32)) for seed in (11, 22, 33, 44)]
     heard = ["hello", "hello world sing it loud we're on our way", "hello world sing", "hello world sing it loud"]
     winner, logs = rank_takes(takes, LYRICS, ScriptedTranscriber(heard), 48000)
-    assert winner == 1 and takes[1].score == 0.0 and takes[0].score == pytest.approx(8 / 9)
+    assert winner == 1 and takes[1].score == 0.0 and takes[0].score == pytest.approx(8 / 9)  # float64 division
     assert [take.transcript for take in takes] == heard
     assert all(f"seed {take.seed}, lyric WER {take.score:.3f}" in logs[index] for index, take in enumerate(takes))
     assert "returned take 2 of 4 (seed 22" in logs[-1]
@@ -139,7 +139,7 @@ def test_the_best_scoring_take_is_returned_and_its_seed_reproduces_it(engine):
     takes = generation.takes
     assert len(takes) == 4 and len({take.seed for take in takes}) == 4
     assert generation.seed == takes[2].seed and generation.waveform is takes[2].waveform
-    assert [take.score for take in takes] == pytest.approx([1.0, 8 / 9, 0.0, 8 / 9])
+    assert [take.score for take in takes] == pytest.approx([1.0, 8 / 9, 0.0, 8 / 9])  # float64 division
     assert engine.transcriber.calls == [(4, 48000, language_of(LYRICS))]
     assert generation.billable_seconds == billable_seconds(generation.waveform.shape[-1], 48000)  # the returned take
     for take in takes:
