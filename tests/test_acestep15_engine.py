@@ -139,3 +139,20 @@ def test_describe_names_the_variant_and_the_checkpoint(engine, tiny15_checkpoint
     described = engine.describe()
     assert described["variant"] == "turbo" and described["is_turbo"] and described["is_tiny"]
     assert described["weights_dir"] == str(tiny15_checkpoint) and described["cover"] and described["planner"] is None
+
+
+def test_the_pulled_entries_follow_the_variant_and_the_planner():
+    from acestep_app.acestep_15.settings import weight_entries
+    from acestep_app.weights.store import Manifest
+
+    def entries(**models) -> list[str]:
+        return weight_entries(Settings.from_dict({"models": {"acestep-1.5": models}}))
+
+    assert entries() == ["acestep15", "acestep15_lm"]  # the turbo DiT is in the shared snapshot
+    assert entries(variant="sft", planner="4B") == ["acestep15", "acestep15_sft", "acestep15_lm_4b"]
+    assert entries(variant="xl-turbo", planner="none") == ["acestep15", "acestep15_xl_turbo"]
+    assert entries(weights_dir="/models/acestep-1.5") == []
+    names = set(Manifest.load().names())
+    for variant in ("turbo", "turbo-shift1", "turbo-shift3", "sft", "base", "xl-turbo"):
+        for planner in ("0.6B", "1.7B", "4B"):
+            assert set(entries(variant=variant, planner=planner)) <= names
