@@ -110,7 +110,7 @@ class FamilyApp(fal.App, keep_alive=SETTINGS.fal.keep_alive):
         return fal_host.serve(endpoint, self.engine, self.runner_settings, request, response, self.file_repository)
 
 
-@fal_host.with_endpoints(ACESTEP_V1)
+@fal_host.with_endpoints(ACESTEP_V1, SETTINGS)
 class AceStep(FamilyApp):
     """ACE-Step v1 text-to-music and editing (``fal-ai/ace-step``)."""
 
@@ -118,7 +118,7 @@ class AceStep(FamilyApp):
     family = ACESTEP_V1
 
 
-@fal_host.with_endpoints(ACESTEP_15)
+@fal_host.with_endpoints(ACESTEP_15, SETTINGS)
 class AceStep15(FamilyApp):
     """ACE-Step 1.5 text to music, repaint and cover (``fal-ai/ace-step-1.5``)."""
 

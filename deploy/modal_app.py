@@ -35,8 +35,7 @@ from acestep_app.settings import INFRA_ENV, REPO_INFRA_PATH, Settings
 
 SETTINGS = Settings.load()
 FAMILIES = served_families(SETTINGS)  # [app].families: the families this app deploys, the primary first
-SERVED = [family.name for family in FAMILIES]
-REGISTRY = EndpointRegistry(FAMILIES)
+REGISTRY = EndpointRegistry(FAMILIES, SETTINGS)
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONTAINER_ROOT = Path("/root")
 WEIGHTS_DIR = "/weights"  # weights volume mount; pulled checkpoint in /weights/acestep
@@ -106,7 +105,7 @@ class FamilyServer:
     @modal.enter(snap=False)
     def load(self) -> None:
         self.settings = Settings.load()
-        self.registry = EndpointRegistry([get_family(self.family_name).for_settings(self.settings)])
+        self.registry = EndpointRegistry([get_family(self.family_name)], self.settings)
         self.engine = self.registry.primary.load_engine(self.settings)
         self.store = job_store()
         if not modal.is_local():
@@ -121,13 +120,13 @@ GPU_CLASS = {"gpu": SETTINGS.modal.gpu, "timeout": SETTINGS.modal.timeout, "secr
              "scaledown_window": SETTINGS.modal.scaledown_window, "enable_memory_snapshot": True,
              "volumes": {WEIGHTS_DIR: weights_volume, FILES_DIR: files_volume}}
 CLASS_NAMES = {"acestep-v1": "AceStep", "acestep-1.5": "AceStep15"}  # family -> its class below
-if "acestep-v1" in SERVED:
+if "acestep-v1" in {family.name for family in FAMILIES}:
     @app.cls(**GPU_CLASS)
     @modal.concurrent(max_inputs=SETTINGS.modal.max_inputs)
     class AceStep(FamilyServer):
         family_name = "acestep-v1"
 
-if "acestep-1.5" in SERVED:
+if "acestep-1.5" in {family.name for family in FAMILIES}:
     @app.cls(**GPU_CLASS)
     @modal.concurrent(max_inputs=SETTINGS.modal.max_inputs)
     class AceStep15(FamilyServer):
@@ -172,7 +171,8 @@ def build_web(store: ModalJobStore, runner, api_keys: list[str], files: VolumeFi
     if not api_keys:
         raise RuntimeError(f"no API key: put {API_KEY_ENV} in the modal.Secret '{settings.modal.api_key_secret}'")
     queue = QueueService(store, runner, on_finished)
-    host = Host(queue, Keys(api_keys, schemes=("key", "bearer")), settings, REGISTRY, files.open,
+    registry = EndpointRegistry(FAMILIES, settings)
+    host = Host(queue, Keys(api_keys, schemes=("key", "bearer")), settings, registry, files.open,
                 health=lambda: {"status": "ok"}, sync_wait=SYNC_WAIT_SECONDS)
     return create_web_app(host, title="ACE-Step (acestep-app on Modal)")
 

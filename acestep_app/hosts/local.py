@@ -119,7 +119,7 @@ def create_app(engines, settings, data_dir: str | Path, api_key: str | Sequence[
             on_submitted(job, base_url)
 
     engines = engines_by_family(engines)
-    registry = EndpointRegistry([get_family(name).for_settings(settings) for name in engines])
+    registry = EndpointRegistry([get_family(name) for name in engines], settings)
     worker = JobWorker(store, EngineJobHandler(engines, registry, audio, settings))
     queue = QueueService(store, WorkerRunner(worker), finished)
     worker.finish = queue.finish
