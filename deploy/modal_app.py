@@ -4,16 +4,14 @@
 
 # # ACE-Step on Modal, API-identical to fal's `fal-ai/ace-step` and `fal-ai/ace-step-1.5` endpoints
 #
-# `modal deploy deploy/modal_app.py` publishes one web endpoint with the same routes, schema, queue
-# protocol, errors and billing header as the fal apps and the local server (`acestep_app.hosts.web`), so one
-# client (e.g. `fal_client` with `FAL_QUEUE_RUN_HOST` pointed at the Modal URL) works against all three.
-# One GPU class per family of `[app].families` (infra.toml chooses what is deployed): `AceStep` (v1),
-# `AceStep15` (1.5); a request is one `.spawn()` of its family's `run_job`. Jobs live in a `modal.Dict`,
-# audio and usage records on a `modal.Volume`.
-#
-# Modal cuts a web request off at 150 s. A synchronous call waits `SYNC_WAIT_SECONDS`, then answers
-# `303 See Other` to `/requests/{id}/wait` (which waits again): `curl -L` and `fal_client` follow it.
-# This file only wires `acestep_app` to Modal; settings come from `infra.toml`.
+# `modal deploy deploy/modal_app.py` publishes one web endpoint with the routes, schema, queue protocol,
+# errors and billing header of the fal apps and the local server (`acestep_app.hosts.web`): one client
+# (e.g. `fal_client` with `FAL_QUEUE_RUN_HOST` at the Modal URL) works against all three. One GPU class
+# per family of `[app].families` (infra.toml chooses what is deployed): `AceStep` (v1), `AceStep15` (1.5);
+# a request is one `.spawn()` of its family's `run_job`. Jobs live in a `modal.Dict`, audio and usage
+# records on a `modal.Volume`. Modal cuts a web request off at 150 s: a synchronous call waits
+# `SYNC_WAIT_SECONDS`, then answers `303` to `/requests/{id}/wait` (`curl -L` and `fal_client` follow it).
+# This file only wires `acestep_app` (`/playground`, `/metrics`: docs/metrics.md) to Modal; settings: `infra.toml`.
 
 from __future__ import annotations
 
@@ -29,8 +27,8 @@ from acestep_app.hosts.web import create_web_app
 from acestep_app.serving.auth import Keys
 from acestep_app.serving.endpoints import EndpointRegistry
 from acestep_app.serving.jobs import Job
-from acestep_app.serving.queue import CallFailed, QueueService
-from acestep_app.serving.stores.modal import ModalJobStore, VolumeFiles, run_job
+from acestep_app.serving.queue import CallFailed
+from acestep_app.serving.stores.modal import ModalJobStore, VolumeFiles, finished_event, run_job, web_metrics
 from acestep_app.settings import INFRA_ENV, REPO_INFRA_PATH, Settings
 
 SETTINGS = Settings.load()
@@ -79,6 +77,10 @@ def job_store() -> ModalJobStore:
     return ModalJobStore(registry, files_dir(), commit=commit_files)
 
 
+def metrics_events() -> modal.Queue:  # jobs GPU containers finished, taken in by `/metrics` at each scrape
+    return modal.Queue.from_name(f"{SETTINGS.app.name}-metrics", create_if_missing=True)
+
+
 @app.function(volumes={WEIGHTS_DIR: weights_volume}, secrets=hf_secrets, timeout=3 * 3600)
 def pull_weights() -> str:  # into the Volume, once: `modal run deploy/modal_app.py::pull_weights`
     from acestep_app.weights.store import ensure_weights
@@ -91,8 +93,6 @@ def pull_weights() -> str:  # into the Volume, once: `modal run deploy/modal_app
 
 
 # ## Inference: one engine per container, loaded on the GPU after a CPU memory snapshot of the imports.
-
-
 class FamilyServer:
     """A family's engine in a GPU container; each family's class below names its family."""
 
@@ -108,18 +108,20 @@ class FamilyServer:
         self.registry = EndpointRegistry([get_family(self.family_name)], self.settings)
         self.engine = self.registry.primary.load_engine(self.settings)
         self.store = job_store()
+        self.events = metrics_events()
         if not modal.is_local():
             weights_volume.commit()  # keep weights a first start had to pull
 
     @modal.method()
     def run_job(self, request_id: str) -> str:
-        return run_job(self.store, self.engine, self.registry, self.settings, request_id)
+        return run_job(self.store, self.engine, self.registry, self.settings, request_id,
+                       on_finished=lambda job: self.events.put(finished_event(job)))
 
 
 GPU_CLASS = {"gpu": SETTINGS.modal.gpu, "timeout": SETTINGS.modal.timeout, "secrets": hf_secrets,
              "scaledown_window": SETTINGS.modal.scaledown_window, "enable_memory_snapshot": True,
              "volumes": {WEIGHTS_DIR: weights_volume, FILES_DIR: files_volume}}
-CLASS_NAMES = {"acestep-v1": "AceStep", "acestep-1.5": "AceStep15"}  # family -> its class below
+CLASS_NAMES = {"acestep-v1": "AceStep", "acestep-1.5": "AceStep15"}  # family -> its class (family_class)
 if "acestep-v1" in {family.name for family in FAMILIES}:
     @app.cls(**GPU_CLASS)
     @modal.concurrent(max_inputs=SETTINGS.modal.max_inputs)
@@ -133,11 +135,9 @@ if "acestep-1.5" in {family.name for family in FAMILIES}:
         family_name = "acestep-1.5"
 
 
+# ## Web: the shared fal routes over Modal function calls
 def family_class(name: str):  # the deployed class serving the family called `name`
     return globals()[CLASS_NAMES[name]]
-
-
-# ## Web: the shared fal routes over Modal function calls
 
 
 class FunctionCalls:
@@ -151,8 +151,7 @@ class FunctionCalls:
         self.store.set_call(job.request_id, server().run_job.spawn(job.request_id).object_id)
 
     def wait(self, job: Job, timeout: float) -> None:
-        call_id = self.store.call_id(job.request_id)
-        if call_id is None:
+        if (call_id := self.store.call_id(job.request_id)) is None:
             return time.sleep(min(timeout, 0.5))
         try:
             modal.FunctionCall.from_id(call_id).get(timeout=timeout)
@@ -167,13 +166,13 @@ class FunctionCalls:
 
 
 def build_web(store: ModalJobStore, runner, api_keys: list[str], files: VolumeFiles, settings: Settings,
-              on_finished=None):
+              on_finished=None, events=None, stats=None):
     if not api_keys:
         raise RuntimeError(f"no API key: put {API_KEY_ENV} in the modal.Secret '{settings.modal.api_key_secret}'")
-    queue = QueueService(store, runner, on_finished)
     registry = EndpointRegistry(FAMILIES, settings)
-    host = Host(queue, Keys(api_keys, schemes=("key", "bearer")), settings, registry, files.open,
-                health=lambda: {"status": "ok"}, sync_wait=SYNC_WAIT_SECONDS)
+    metrics = web_metrics(registry, events, stats)  # `/metrics`: see acestep_app.serving.stores.modal
+    host = Host(metrics.queue(store, runner, on_finished), Keys(api_keys, schemes=("key", "bearer")), settings,
+                registry, files.open, health=lambda: {"status": "ok"}, sync_wait=SYNC_WAIT_SECONDS, metrics=metrics)
     return create_web_app(host, title="ACE-Step (acestep-app on Modal)")
 
 
@@ -184,7 +183,8 @@ def web():
     store = job_store()
     files = VolumeFiles(files_dir(), reload=files_volume.reload)
     keys = [key.strip() for key in os.environ.get(API_KEY_ENV, "").split(",") if key.strip()]
-    return build_web(store, FunctionCalls(store), keys, files, Settings.load())
+    return build_web(store, FunctionCalls(store), keys, files, Settings.load(), events=metrics_events(),
+                     stats=lambda: family_class(FAMILIES[0].name)().run_job.get_current_stats())
 
 
 @app.local_entrypoint()  # the smoke test: `modal run deploy/modal_app.py` times a cold and a warm call

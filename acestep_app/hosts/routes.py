@@ -33,6 +33,7 @@ from acestep_app.serving import auth, protocol
 from acestep_app.serving.auth import file_url
 from acestep_app.serving.endpoints import Endpoint, EndpointRegistry
 from acestep_app.serving.jobs import Job
+from acestep_app.serving.metrics import Metrics
 from acestep_app.serving.queue import QueueService
 from acestep_app.serving.storage import AudioStore, StoredFile
 from acestep_app.settings import Settings
@@ -49,6 +50,7 @@ class Host:
     (None: until done). ``open_file(name)``: a stored file, or None. ``health()``: the health body.
     ``on_submitted(job, base_url)`` runs after a queue submit (webhook registration hooks in there);
     ``accepts_webhooks``: False refuses ``?fal_webhook=`` with a 422 (the host cannot deliver them).
+    ``metrics``: the app's Prometheus metrics, fed by the host's queue hooks.
     """
 
     queue: QueueService
@@ -62,6 +64,7 @@ class Host:
     on_submitted: Callable[[Job, str], None] | None = None  # (job, base URL) after every queue submit
     routers: list[APIRouter] = field(default_factory=list)  # the host's own routes (e.g. a JWKS)
     accepts_webhooks: bool = False
+    metrics: Metrics | None = None  # served at /metrics when [metrics].enabled
 
 
 class RequestRejected(Exception):
@@ -113,7 +116,10 @@ def webhook_url(request: Request, host: Host) -> str | None:
 async def submit(request: Request, endpoint: Endpoint, parsed: BaseModel, owner: str,
                  webhook: str | None = None) -> Job:
     queue = host_of(request).queue
-    return await asyncio.to_thread(queue.submit, endpoint.name, owner, parsed.model_dump(mode="json"), webhook)
+    # The fields the client sent: the others get their defaults again when the job runs, so an endpoint
+    # can still tell a sent value from a default (the 1.5 planner forces only the metadata a client sent).
+    sent = parsed.model_dump(mode="json", exclude_unset=True)
+    return await asyncio.to_thread(queue.submit, endpoint.name, owner, sent, webhook)
 
 
 async def answer_when_done(request: Request, job: Job):
