@@ -66,6 +66,7 @@ def test_thinking_runs_the_planner_on_the_demo(tiny15_checkpoint, tmp_path, quie
                  CAPTION]) == 0
     body = json.loads(capsys.readouterr().out)
     assert body["audio_code_count"] == 5 and "audio_codes" in body["planned"]
+    # 5 codes -> 25 latents of 1920 samples: exactly 48000 samples; approx only for the float division
     assert soundfile.info(output).duration == pytest.approx(1.0)
 
 
