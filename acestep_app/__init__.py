@@ -1,3 +1,7 @@
-"""acestep-app: a deployable ACE-Step v1 text-to-music endpoint."""
+"""acestep-app: publish ACE-Step text-to-music endpoints with fal's API on fal, on Modal, or locally.
 
-__version__ = "0.1.0"
+The layout is described in docs/architecture.md: ``serving/`` (fal's protocol), ``hosts/`` (the
+local server, fal and Modal glue), ``engine/`` (the family-agnostic engine interface), one folder per
+model family (``acestep_v1/``), and the shared parts (``songwriter/``, ``quality/``, ``audio/``,
+``weights/``, ``devtools/``, ``cli/``).
+"""

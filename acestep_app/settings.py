@@ -7,7 +7,7 @@ a deploy that customises the file must ship it (and point ``ACESTEP_INFRA`` at i
 ``Settings`` at deploy time. Unknown keys and wrongly typed values are errors that name the key.
 
 Sections: ``[app]``, ``[engine]``, ``[output]``, ``[quality]``, ``[weights]``, ``[fal]``, ``[modal]``, ``[security]``,
-``[audio_input]``, ``[webhooks]``. Settings are frozen pydantic models, so they pickle (fal ships the
+``[audio_input]``, ``[webhooks]``, and ``[models."<family>"]`` per model family (each family validates its own). Settings are frozen pydantic models, so they pickle (fal ships the
 App by value) and compare by value.
 """
 
@@ -17,7 +17,7 @@ import logging
 import os
 import tomllib
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -38,6 +38,8 @@ class AppSection(BaseModel):
 
     name: str = "acestep-app"
     price_per_second_usd: float = Field(default=0.0002, ge=0, allow_inf_nan=False)
+    # the model families served (acestep_app/<family>/family.py); the first is the primary one
+    families: list[str] = Field(default_factory=lambda: ["acestep-v1"], min_length=1)
 
 
 class EngineSection(BaseModel):
@@ -156,6 +158,8 @@ class Settings(BaseModel):
     security: SecuritySection = SecuritySection()
     audio_input: AudioInputSection = AudioInputSection()
     webhooks: WebhooksSection = WebhooksSection()
+    # [models."<family>"]: each family's own section, validated by that family (ModelFamily.config)
+    models: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None) -> Settings:

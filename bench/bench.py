@@ -279,7 +279,7 @@ def resolve_checkpoint(args: argparse.Namespace, device: torch.device) -> Path:
 
 def load_pipeline(checkpoint: Path | None, device: torch.device, dtype: torch.dtype, path: PathConfig):
     """From ``checkpoint``, or (None) the official configs with random weights built in memory on ``device``."""
-    from acestep_app.engine.acceleration import AccelerationOptions, accelerate_transformer
+    from acestep_app.acestep_v1.acceleration import AccelerationOptions, accelerate_transformer
     from acestep_app.acestep_v1.pipeline import AceStepPipeline
 
     if checkpoint is None:
@@ -294,7 +294,9 @@ def load_pipeline(checkpoint: Path | None, device: torch.device, dtype: torch.dt
 
 
 def load_writer(args: argparse.Namespace, checkpoint: Path | None, device: torch.device):
-    from acestep_app.songwriter.writer import FallbackSongWriter, find_llm_weights, load_song_writer
+    from acestep_app.songwriter.fallback import FallbackSongWriter
+    from acestep_app.songwriter.local_llm import find_llm_weights
+    from acestep_app.songwriter.writer import load_song_writer
 
     llm = Path(args.llm) if args.llm else checkpoint / "llm" if checkpoint else None
     if llm is None or find_llm_weights(llm) is None:
@@ -524,7 +526,7 @@ def main(argv: list[str] | None = None) -> int:
         cold_start_child(args)
         return 0
 
-    from acestep_app.engine.acceleration import configure_torch, resolve_dtype
+    from acestep_app.engine.devices import configure_torch, resolve_dtype
 
     configure_torch(str(device))
     dtype = resolve_dtype(args.dtype, str(device))

@@ -52,7 +52,7 @@ VOCODER_CONFIG = {
     "kernel_sizes": [7], "pre_conv_kernel_size": 13, "post_conv_kernel_size": 13,
     "resblock_dilation_sizes": [[1, 3, 5], [1, 3, 5], [1, 3, 5], [1, 3, 5]], "resblock_kernel_sizes": [3, 7, 11, 13],
     "upsample_initial_channel": 1024, "upsample_kernel_sizes": [8, 8, 4, 4, 4, 4, 4],
-    "upsample_rates": [4, 4, 2, 2, 2, 2, 2], "num_mels": 128,
+    "upsample_rates": [4, 4, 2, 2, 2, 2, 2], "num_mels": 512,  # the head reads the backbone's last width (dims[-1])
 }  # fmt: skip
 
 UMT5_CONFIG = {
@@ -167,7 +167,7 @@ def build_writer_llm(config: str, device: torch.device | str, dtype: torch.dtype
 
 def budget_lyrics(duration: float) -> str:
     """Lyrics as long as the song writer's line budget for ``duration`` allows (realistic lyric token counts)."""
-    from acestep_app.songwriter.writer import LINES_PER_SECTION, LyricBudget
+    from acestep_app.songwriter.song import LINES_PER_SECTION, LyricBudget
 
     line = "walking down the empty street tonight under neon light"
     lines = LyricBudget(duration).max_lines

@@ -8,6 +8,9 @@ weights straight on the device (``bench/fullsize.py``). One run measures:
   defaults (27 Euler steps, APG, guidance interval 0.5, tag 5 / lyric 1.5), for the sequential
   reference loop, the fast path (batched guidance + bf16 on a GPU) and the fast path with
   torch.compile, per duration, with the peak memory of each request,
+* the ACE-Step 1.5 planner (its 1.7B LM's shape on a GPU, a toy one on a CPU): tokens/s of the audio-code
+  phase as served, dynamic against static KV cache (compiled on CUDA), and its share of a 60 s 1.5
+  request when a 1.5 row measured one,
 * the song writer (Qwen3-4B's shape on a GPU, a toy Qwen3 on a CPU): tokens/s with a dynamic
   KV cache (transformers' eager defaults) and, on CUDA, a static one (compiled by transformers, as
   the writer runs it there); the shipped writer's own tokens/s on that LM (the last row to run);
@@ -132,7 +135,7 @@ def writer_rows(args, deadline: float, memory: PeakMemory, results: dict) -> lis
     """Tokens/s of the writer's LM decoding a 60 s song's token budget: transformers' eager defaults
     (dynamic KV cache) and, on CUDA, the writer's fast setting (static KV cache, which transformers
     compiles). The writer's share of a 60 s request uses the faster one."""
-    from acestep_app.songwriter.writer import LyricBudget
+    from acestep_app.songwriter.song import LyricBudget
 
     size = "Qwen3-4B shape" if args.writer == "full" else "toy Qwen3"
     new_tokens = LyricBudget(SHARE_DURATION).max_new_tokens + WRITER_JSON_TOKENS
@@ -174,7 +177,7 @@ def shipped_writer_row(args, deadline: float, memory: PeakMemory) -> Row:
     from prompting import load_prompts, measure_writer
     from transformers import AutoTokenizer
 
-    from acestep_app.songwriter.writer import TransformersSongWriter
+    from acestep_app.songwriter.local_llm import TransformersSongWriter
     from acestep_app.songwriter.tiny_llm import write_tiny_llm
 
     title, setting = "song writer tokens/s", "the shipped writer (JSON skeleton, default cache) on the same LM"
@@ -214,6 +217,54 @@ def _time_generate(model, prompt, new_tokens: int, cache: str, memory: PeakMemor
         peak = memory.peak()  # synchronises CUDA
         seconds = time.perf_counter() - started
     return warm, seconds, output.shape[1] - prompt.shape[1], peak
+
+
+def planner_rows(args, deadline: float, memory: PeakMemory, results: dict) -> list[Row]:
+    """The 1.5 planner's decoding speed as it serves a request (phase 2: guided batch of 2, constrained to
+    codes), transformers' dynamic KV cache against the static one (compiled on CUDA, the planner's
+    default there), and its share of a 60 s 1.5 request when a 1.5 row measured one
+    (``results["acestep15_request_seconds_60"]``)."""
+    import planner as planner_bench
+
+    from acestep_app.acestep_15.planner import Planner
+    from acestep_app.acestep_15.planner.tiny import build_planner_tokenizer
+    from acestep_app.acestep_15.planner.values import CODEBOOK_SIZE
+    from acestep_app.songwriter.local_llm import GenerationSpeed
+
+    title = "1.5 planner tokens/s"
+    cuda = str(args.device).startswith("cuda")
+    codes = 300 if cuda else 24  # a 60 s song's codes on a GPU; a few dozen on a CPU
+    setting = f"{args.planner} LM shape, random weights, {str(args.writer_dtype).removeprefix('torch.')}, " \
+              f"guided (batch 2), constrained"
+    if time.perf_counter() > deadline:
+        return [Row(title, setting, "", "skipped: time budget")]
+    tokenizer = build_planner_tokenizer(CODEBOOK_SIZE)
+    model = planner_bench.build_lm(args.planner, args.device, args.writer_dtype, tokenizer)
+    static = "static KV cache" + (", compiled" if cuda else "")
+    planners = {
+        "dynamic KV cache": Planner(model, tokenizer, speed=GenerationSpeed(cache="dynamic", compile=False)),
+        static: Planner(model, tokenizer, speed=GenerationSpeed(cache="static")),
+    }
+    memory.reset()
+    measured = planner_bench.measure(planners, codes, repeats=1)
+    peak = memory.peak()
+    del planners, model
+    _free()
+    rows = [Row(title, f"{setting}, {label}", f"{codes} codes", f"{result['tokens_per_s']:.1f} tokens/s "
+                f"({result['step_s'] * 1e3:.1f} ms a step; prefill + 1 code {result['prefill_s']:.2f} s)", f"{mib(peak)} MiB")
+            for label, result in measured.items()]
+    best = min(measured.values(), key=lambda result: result["step_s"])
+    planner_seconds = best["prefill_s"] + (planner_bench.PHASE1_TOKENS + SHARE_DURATION * 5) * best["step_s"]
+    request_seconds = results.get("acestep15_request_seconds_60")
+    share_title = "1.5 planner share of a 60 s 1.5 request"
+    if request_seconds is None:
+        rows.append(Row(share_title, "planner (faster cache) + 1.5 turbo render", "60 s",
+                        f"planner {planner_seconds:.2f} s; render not measured (no 1.5 row)"))
+    else:
+        share = planner_seconds / (planner_seconds + request_seconds)
+        rows.append(Row(share_title, "planner (faster cache) + 1.5 turbo render", "60 s",
+                        f"{share:.0%} ({planner_seconds:.2f} s of {planner_seconds + request_seconds:.2f} s)"))
+    return rows
 
 
 def _share_row(args, writer_seconds: float, results: dict) -> Row:
@@ -282,7 +333,7 @@ class CompileChoice:
         return "torch.compile of the DiT blocks (regional, 128-frame buckets)"
 
     def apply(self, transformer) -> None:
-        from acestep_app.engine.acceleration import AccelerationOptions, accelerate_transformer
+        from acestep_app.acestep_v1.acceleration import AccelerationOptions, accelerate_transformer
 
         accelerate_transformer(transformer, AccelerationOptions(compile=True, cuda_graphs=self.cuda_graphs))
 
@@ -307,6 +358,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=STEPS)
     parser.add_argument("--writer", choices=("full", "tiny"), default=None,
                         help="song writer LLM: Qwen3-4B's shape (default on GPU) or a toy Qwen3 (default on CPU)")
+    parser.add_argument("--planner", choices=("0.6B", "1.7B", "4B", "toy"), default=None,
+                        help="1.5 planner LM: an official size (default 1.7B on GPU) or a toy one (default on CPU)")
     parser.add_argument("--cuda-graphs", action="store_true",
                         help="compile row: the engine's compile (CUDA graphs; long first compiles per shape)")
     parser.add_argument("--budget-s", type=float, default=None,
@@ -316,6 +369,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     on_gpu = str(args.device).startswith("cuda")
     args.durations = args.durations or ([30.0, 60.0, 240.0] if args.config == "full" else [5.0, 10.0, 20.0])
     args.writer = args.writer or ("full" if on_gpu else "tiny")
+    args.planner = args.planner or ("1.7B" if on_gpu else "toy")
     args.budget_s = args.budget_s if args.budget_s is not None else (360.0 if on_gpu else 1200.0)
     args.fast_dtype = torch.bfloat16 if on_gpu else torch.float32
     args.writer_dtype = torch.bfloat16 if on_gpu else torch.float32
@@ -335,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cold_start_child:
         cold_start_child(args)
         return 0
-    from acestep_app.engine.acceleration import configure_torch
+    from acestep_app.engine.devices import configure_torch
 
     started = time.perf_counter()
     deadline = started + args.budget_s
@@ -356,9 +410,10 @@ def main(argv: list[str] | None = None) -> int:
         compiled_rows = rtf_rows(args, "fast + compile", args.fast_dtype, fast, CompileChoice(args.cuda_graphs),
                                  deadline, memory, results)
         writer.insert(-1, shipped_writer_row(args, deadline, memory))
+        planner = planner_rows(args, deadline, memory, results)
     finally:
         memory.close()
-    rows += sequential_rows + fast_rows + compiled_rows + writer
+    rows += sequential_rows + fast_rows + compiled_rows + writer + planner
     total = time.perf_counter() - started
     rows.append(Row("setup", f"{name}, torch {torch.__version__}, {args.config} config "
                     f"(DiT {results.get('dit_parameters', 0) / 1e9:.2f} B parameters), fal defaults "

@@ -36,14 +36,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from acestep_app.songwriter.writer import (  # noqa: E402
-    EAGER,
-    GenerationSpeed,
-    Song,
-    SongWriter,
-    TransformersSongWriter,
-    load_song_writer,
-)
+from acestep_app.songwriter.local_llm import EAGER, GenerationSpeed, TransformersSongWriter  # noqa: E402
+from acestep_app.songwriter.song import Song, SongWriter  # noqa: E402
+from acestep_app.songwriter.writer import load_song_writer  # noqa: E402
 
 PROMPTS_FILE = Path(__file__).with_name("writer_prompts.json")
 # Qwen3-4B-Instruct-2507: 4.02e9 parameters (36 layers, width 2560, MLP 9728, 151936-token tied

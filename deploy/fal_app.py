@@ -1,6 +1,6 @@
 """The ACE-Step endpoints on fal: ``fal deploy deploy/fal_app.py::AceStep``.
 
-Publishes every endpoint of ``acestep_app.serving.endpoints.ENDPOINTS`` under ``<owner>/<[fal].app_name>``
+Publishes every endpoint of the ACE-Step v1 family (``acestep_app/acestep_v1/endpoints.py``) under ``<owner>/<[fal].app_name>``
 (``/prompt-to-audio``, ``/``), billed per second of returned audio through ``x-fal-billable-units``.
 fal runs the queue; the endpoints, the Engine call, errors and billing are ``acestep_app``'s
 (``acestep_app.hosts.fal``). This file only declares the App and its deploy settings.
@@ -35,6 +35,7 @@ from fal.toolkit import FAL_MODEL_WEIGHTS_DIR
 from fastapi import Response
 from pydantic import BaseModel
 
+from acestep_app.engine.family import get_family
 from acestep_app.hosts import fal as fal_host
 from acestep_app.serving.endpoints import Endpoint
 from acestep_app.settings import Settings
@@ -42,6 +43,7 @@ from acestep_app.settings import Settings
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 FILE_REPOSITORY_ENV = "ACESTEP_FAL_FILE_REPOSITORY"
 SETTINGS = Settings.load()
+ACESTEP_V1 = get_family("acestep-v1")
 
 
 def runner_requirements(pyproject: Path = PROJECT_ROOT / "pyproject.toml") -> list[list[str]]:
@@ -68,7 +70,7 @@ def compile_cache(settings: Settings) -> AbstractContextManager:
     return synchronized_inductor_cache(f"acestep-app/{settings.weights.revision[:12]}/torch-{torch.__version__}")
 
 
-@fal_host.with_endpoints
+@fal_host.with_endpoints(ACESTEP_V1)
 class AceStep(fal.App, name=SETTINGS.fal.app_name, keep_alive=SETTINGS.fal.keep_alive):
     """ACE-Step v1 text-to-music, one Engine per runner; deploy settings come from ``infra.toml``."""
 
@@ -84,12 +86,10 @@ class AceStep(fal.App, name=SETTINGS.fal.app_name, keep_alive=SETTINGS.fal.keep_
     requirements_context_dir = str(PROJECT_ROOT)
 
     def setup(self) -> None:
-        from acestep_app.acestep_v1.engine import Engine
-
         self.runner_settings = runner_settings(self.settings)
         self.file_repository = os.environ.get(FILE_REPOSITORY_ENV, fal_host.DEFAULT_FILE_REPOSITORY)
         with compile_cache(self.runner_settings):
-            self.engine = Engine.load(self.runner_settings)
+            self.engine = ACESTEP_V1.load_engine(self.runner_settings)
             print(f"engine: {self.engine.describe()}", flush=True)
             self.engine.warmup()
 

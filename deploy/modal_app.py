@@ -23,14 +23,18 @@ from pathlib import Path
 
 import modal
 
+from acestep_app.engine.family import get_family
+from acestep_app.hosts.routes import Host
+from acestep_app.hosts.web import create_web_app
 from acestep_app.serving.auth import Keys
+from acestep_app.serving.endpoints import EndpointRegistry
 from acestep_app.serving.jobs import Job
-from acestep_app.serving.stores.modal import ModalJobStore, VolumeFiles, run_job
 from acestep_app.serving.queue import CallFailed, QueueService
+from acestep_app.serving.stores.modal import ModalJobStore, VolumeFiles, run_job
 from acestep_app.settings import INFRA_ENV, REPO_INFRA_PATH, Settings
-from acestep_app.hosts.web import Host, create_web_app
 
 SETTINGS = Settings.load()
+ACESTEP_V1 = get_family("acestep-v1")
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONTAINER_ROOT = Path("/root")
 WEIGHTS_DIR = "/weights"  # weights volume mount; pulled checkpoint in /weights/acestep
@@ -81,11 +85,10 @@ def job_store() -> ModalJobStore:
 
 @app.function(volumes={WEIGHTS_DIR: weights_volume}, secrets=hf_secrets, timeout=3 * 3600)
 def pull_weights() -> str:
-    from acestep_app.acestep_v1.engine import needed_weight_entries
     from acestep_app.weights.store import ensure_weights
 
     settings = Settings.load()
-    root = ensure_weights(settings, only=needed_weight_entries(settings))
+    root = ensure_weights(settings, only=ACESTEP_V1.weight_entries(settings))
     if not modal.is_local():
         weights_volume.commit()
     return str(root)
@@ -110,17 +113,16 @@ class AceStep:
 
     @modal.enter(snap=False)
     def load(self) -> None:
-        from acestep_app.acestep_v1.engine import Engine
-
         self.settings = Settings.load()
-        self.engine = Engine.load(self.settings)
+        self.engine = ACESTEP_V1.load_engine(self.settings)
+        self.registry = EndpointRegistry([ACESTEP_V1])
         self.store = job_store()
         if not modal.is_local():
             weights_volume.commit()  # keep weights a first start had to pull
 
     @modal.method()
     def run_job(self, request_id: str) -> str:
-        return run_job(self.store, self.engine, self.settings, request_id)
+        return run_job(self.store, self.engine, self.registry, self.settings, request_id)
 
 
 # ## Web: the shared fal routes over Modal function calls
@@ -157,7 +159,7 @@ def build_web(store: ModalJobStore, runner, api_keys: list[str], files: VolumeFi
     if not api_keys:
         raise RuntimeError(f"no API key: put {API_KEY_ENV} in the modal.Secret '{settings.modal.api_key_secret}'")
     queue = QueueService(store, runner, on_finished)
-    host = Host(queue, Keys(api_keys, schemes=("key", "bearer")), settings, files.open,
+    host = Host(queue, Keys(api_keys, schemes=("key", "bearer")), settings, EndpointRegistry([ACESTEP_V1]), files.open,
                 health=lambda: {"status": "ok"}, sync_wait=SYNC_WAIT_SECONDS)
     return create_web_app(host, title="ACE-Step (acestep-app on Modal)")
 

@@ -41,6 +41,14 @@ def tiny_checkpoint() -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny15_checkpoint(tmp_path_factory) -> Path:
+    """A tiny random ACE-Step 1.5 checkpoint: official layout at the root, diffusers layout in ``diffusers/``."""
+    from acestep_app.acestep_15.tiny import write_tiny_checkpoint
+
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("acestep15") / "tiny")
+
+
+@pytest.fixture(scope="session")
 def cases_dir() -> Path:
     """Reference input/output cases for the tiny checkpoint (see its README)."""
     return _require(TINY_DIR / "cases")
@@ -102,6 +110,14 @@ def tiny_weights(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_planner_lm(tmp_path_factory) -> Path:
+    """A tiny random ACE-Step 1.5 5 Hz LM (Qwen3 with audio-code tokens), written once."""
+    from acestep_app.acestep_15.planner.tiny import write_tiny_planner_lm
+
+    return write_tiny_planner_lm(tmp_path_factory.mktemp("tiny-planner-lm"))
+
+
+@pytest.fixture(scope="session")
 def tiny_infra(tiny_weights, tmp_path_factory) -> Path:
     """An infra.toml that loads ``tiny_weights`` on the CPU with the fallback prompt writer."""
     engine = {"weights_dir": str(tiny_weights), "device": "cpu", "prompt_backend": "fallback"}
@@ -115,6 +131,21 @@ def tiny_engine(tiny_infra):
     from acestep_app.settings import Settings
 
     return Engine.load(Settings.load(tiny_infra))
+
+
+@pytest.fixture
+def fixed_seeds(monkeypatch):
+    """Seeds the engine draws for unseeded requests (and extra takes) come out 1, 2, 3, ... in order.
+
+    A test that compares numbers of an unseeded request uses this, so every run compares the same
+    numbers (a seed drawn at random makes a tolerance pass or fail by chance).
+    """
+    import itertools
+
+    from acestep_app.acestep_v1 import pipeline
+
+    counter = itertools.count(1)
+    monkeypatch.setattr(pipeline, "random_seed", lambda: next(counter))
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from acestep_app.acestep_v1.engine import Generation, Progress
+from acestep_app.engine.generation import Generation, Progress
 
 
 class EngineDouble:
@@ -23,6 +23,8 @@ class EngineDouble:
     ``hold``: when set to an Event, every step waits for it (tests release it to let jobs run).
     ``fail_with``: an exception raised after the first step. ``started`` is set when a job begins.
     """
+
+    family = "acestep-v1"  # serves the v1 endpoints
 
     def __init__(self, steps: int = 3, step_delay: float = 0.0, sample_rate: int = 8000):
         self.steps = steps

@@ -16,12 +16,15 @@ from dataclasses import dataclass
 import pytest
 from fastapi.testclient import TestClient
 
+from acestep_app.engine.family import get_family
+from acestep_app.serving.endpoints import EndpointRegistry
 from acestep_app.serving.jobs import UsageRecord
 from acestep_app.settings import INFRA_ENV, Settings
 from engine_double import EngineDouble
 
 KEY = "host-key"
 AUTH = {"Authorization": f"Key {KEY}"}
+V1_ENDPOINTS = EndpointRegistry([get_family("acestep-v1")])
 DOUBLE_SAMPLE_RATE = 100  # a 240 s song is 24k samples: tests measure the HTTP layer, not the WAV writer
 
 
@@ -64,7 +67,7 @@ def modal_host(tmp_path_factory):
     modal_app = load_modal_app()
     store = ModalJobStore(InMemoryDict(), tmp_path_factory.mktemp("modal-host") / "files")
     engine = EngineDouble(steps=1, sample_rate=DOUBLE_SAMPLE_RATE)
-    calls = ThreadCalls(lambda request_id: run_job(store, engine, Settings(), request_id))
+    calls = ThreadCalls(lambda request_id: run_job(store, engine, V1_ENDPOINTS, Settings(), request_id))
     files = VolumeFiles(store.files_root, reload=lambda: None)
     web = modal_app.build_web(store, calls, [KEY], files, Settings())
     with TestClient(web) as client:

@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from acestep_app.engine.family import get_family
 from acestep_app.serving.billing import BILLING_HEADER, billable_seconds, header_value, price_usd
 from acestep_app.settings import Settings
 
@@ -53,11 +54,16 @@ def test_header_value_rejects_nonsense(seconds):
         header_value(seconds)
 
 
-def test_price_uses_settings():
-    settings = Settings()
-    assert price_usd(60, settings) == 0.012
-    assert price_usd(5000, settings) == 1.0  # fal: "For $1 you can run generate 5000 seconds"
-    assert price_usd(59.907, settings) == 0.0119814
-    assert price_usd(0, settings) == 0.0
+def test_price_is_the_exact_decimal_product():
+    per_second = Settings().app.price_per_second_usd
+    assert price_usd(60, per_second) == 0.012
+    assert price_usd(5000, per_second) == 1.0  # fal: "For $1 you can run generate 5000 seconds"
+    assert price_usd(59.907, per_second) == 0.0119814
+    assert price_usd(0, per_second) == 0.0
+    assert price_usd(10, 0.001) == 0.01
+
+
+def test_an_endpoint_is_priced_by_its_family_else_by_the_app():
+    v1 = get_family("acestep-v1")
     custom = Settings.from_dict({"app": {"price_per_second_usd": 0.001}})
-    assert price_usd(10, custom) == 0.01
+    assert all(endpoint.price(custom) == 0.001 for endpoint in v1.endpoints)

@@ -1,13 +1,13 @@
 """The command line: `acestep-app generate` on the tiny checkpoint writes a valid WAV."""
 
 import json
+from pathlib import Path
 
 import pytest
 import soundfile
 
 from acestep_app.cli import build_parser, main
 from acestep_app.acestep_v1.pipeline import latent_frames
-from acestep_app.acestep_v1.tiny import write_tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,7 @@ def test_without_weights_the_tiny_demo_is_written_and_announced(tmp_path, monkey
     out = tmp_path / "demo.wav"
     with caplog.at_level("WARNING"):
         assert main(["generate", "a song", "--duration", "5", "--steps", "3", "-o", str(out)]) == 0
-    assert (tmp_path / "tiny" / TINY_MARKER).is_file()
+    assert (tmp_path / "tiny" / "acestep-v1" / TINY_MARKER).is_file()
     assert DEMO_NOTICE in caplog.text
     assert soundfile.info(str(out)).samplerate == 48000
 
@@ -75,7 +75,7 @@ def test_serve_without_weights_uses_the_demo(tmp_path, monkeypatch):
 
     monkeypatch.setenv("ACESTEP_WEIGHTS_DIR", str(tmp_path / "weights"))
     settings = Settings()
-    assert choose_weights(settings, None, tiny=False) == str(tmp_path / "tiny")
+    assert choose_weights(settings, None, tiny=False) == str(tmp_path / "tiny" / "acestep-v1")
     assert choose_weights(settings, "/models/ace", tiny=False) == "/models/ace"
     (tmp_path / "weights" / "ace_step_transformer").mkdir(parents=True)
     assert choose_weights(settings, None, tiny=False) is None  # the pulled weights, via the settings
@@ -103,9 +103,11 @@ def test_engine_switches_override_infra_toml(checkpoint, tmp_path, capsys):
 
 
 @pytest.fixture(scope="module")
-def official_layout(tmp_path_factory):
+def official_layout(tiny_weights, tmp_path_factory):
     """A checkpoint folder as Hugging Face ships ACE-Step-v1-3.5B: no lyric_tokenizer/vocab.json."""
-    folder = write_tiny_checkpoint(tmp_path_factory.mktemp("official"))
+    import shutil
+
+    folder = Path(shutil.copytree(tiny_weights, tmp_path_factory.mktemp("official") / "checkpoint"))
     (folder / "lyric_tokenizer" / "vocab.json").unlink()
     return folder
 

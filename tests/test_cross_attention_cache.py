@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from acestep_app.engine.acceleration import AccelerationOptions, accelerate_transformer
+from acestep_app.acestep_v1.acceleration import AccelerationOptions, accelerate_transformer
 from acestep_app.acestep_v1.models.transformer import ACEStepTransformer2DModel, CrossAttentionCache
 from acestep_app.acestep_v1.pipeline import AceStepPipeline
 from conftest import encode_forward_case
@@ -61,6 +61,8 @@ def test_compiled_blocks_take_cached_key_values(transformer_dir, model, inputs):
     compiled = ACEStepTransformer2DModel.from_pretrained(transformer_dir).eval()
     accelerate_transformer(compiled, AccelerationOptions(compile=True, compile_backend="aot_eager"))
     cached = _decode(compiled, inputs, compiled.cross_attention_key_values(inputs[2]))
+    # The compiled graph orders float32 sums its own way: eps 1.2e-7 x outputs up to ~2 x 24 blocks = 6e-6
+    # (measured 7e-7).
     torch.testing.assert_close(cached, _decode(model, inputs), atol=1e-5, rtol=1e-5)
 
 

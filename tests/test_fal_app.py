@@ -16,7 +16,7 @@ import soundfile
 import torch
 
 from acestep_app.serving import billing
-from acestep_app.serving.endpoints import ENDPOINTS
+from acestep_app.acestep_v1.endpoints import ENDPOINTS
 from acestep_app.errors import InputError
 from acestep_app.acestep_v1.schema import PromptToAudioInput, PromptToAudioOutput, TextToAudioInput, TextToAudioOutput
 from acestep_app.settings import Settings

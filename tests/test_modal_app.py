@@ -12,6 +12,8 @@ from fastapi.testclient import TestClient
 from modal._utils.function_utils import parse_gpu_config
 
 from acestep_app.serving.jobs import JobStatus, read_usage_dir
+from acestep_app.engine.family import get_family
+from acestep_app.serving.endpoints import EndpointRegistry
 from acestep_app.serving.stores.modal import ModalJobStore, VolumeFiles, run_job
 from acestep_app.acestep_v1.schema import PromptToAudioOutput, TextToAudioOutput
 from acestep_app.settings import INFRA_ENV, REPO_INFRA_PATH, Settings
@@ -24,6 +26,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*executing locally and will not
 modal_app = load_modal_app()
 KEY, OTHER_KEY = "test-key", "other-key"
 AUTH = {"Authorization": f"Key {KEY}"}
+V1_ENDPOINTS = EndpointRegistry([get_family("acestep-v1")])
 # GPU types Modal documents for `gpu=` (modal.com/docs/guide/gpu); modal 1.6's client only upper-cases
 # the string and splits an optional ":count" (modal/_utils/function_utils.py parse_gpu_config).
 MODAL_GPU_TYPES = {"T4", "L4", "A10", "A10G", "L40S", "A100", "A100-40GB", "A100-80GB", "RTX-PRO-6000",
@@ -110,7 +113,7 @@ def test_run_job_locally_stores_audio_logs_and_usage(runtime, inference):
     assert messages[0] == "Request queued." and messages[-1] == "Request completed." and "step 1/3" in messages
     (usage,) = [record for record in runtime.usage_records() if record.request_id == job.request_id]
     assert usage.seconds == done.billable_seconds and usage.owner == "owner-a"
-    assert usage.price_usd == pytest.approx(done.billable_seconds * 0.0002)
+    assert usage.price_usd == pytest.approx(done.billable_seconds * 0.0002)  # float64 product: approx's 1e-6
     assert inference.run_job.local(job.request_id) == "skipped"  # a finished job never runs twice
 
 
@@ -194,7 +197,7 @@ def test_cancel_a_queued_request(runtime, inference):
 def double_store(tmp_path, on_finished=None):
     store = ModalJobStore(InMemoryDict(), tmp_path / "files")
     engine = EngineDouble(steps=2, sample_rate=100)
-    return store, engine, (lambda request_id: run_job(store, engine, Settings(), request_id, on_finished))
+    return store, engine, (lambda request_id: run_job(store, engine, V1_ENDPOINTS, Settings(), request_id, on_finished))
 
 
 def test_sync_call_past_the_wait_limit_redirects_to_a_wait_url_that_curl_l_follows(tmp_path, monkeypatch):
@@ -295,7 +298,7 @@ def test_usage_command_reads_the_modal_ledger(runtime, inference, capsys):
     assert usage.run(argparse.Namespace(data_dir=None, usage_dir=runtime.files_root / "usage")) == 0
     lines = {line.split()[0]: line.split()[1:] for line in capsys.readouterr().out.splitlines()[1:]}
     assert int(lines["all"][0]) == len(records) and float(lines["all"][2]) == pytest.approx(
-        sum(r.seconds for r in records), abs=1e-3)
+        sum(r.seconds for r in records), abs=1e-3)  # printed to the millisecond
 
 
 def test_asgi_function_local_returns_the_app_and_requires_a_key(monkeypatch):

@@ -4,6 +4,7 @@ import pytest
 from conftest import TINY_DIR
 
 from acestep_app.devtools.parity import cases as parity
+from acestep_app.devtools.parity.common import find_lyric_vocab
 from acestep_app.cli import main
 
 FIXTURE_CASES = [path.stem for path in parity.case_files(TINY_DIR / "cases")]
@@ -69,4 +70,4 @@ def test_lyric_vocab_is_found_in_the_pulled_weights(tiny_checkpoint, lyric_vocab
     (cache / "lyric_tokenizer").mkdir(parents=True)
     shutil.copy(lyric_vocab, cache / "lyric_tokenizer" / "vocab.json")
     monkeypatch.setenv("ACESTEP_WEIGHTS_DIR", str(cache))
-    assert parity.find_lyric_vocab(tiny_checkpoint) == cache / "lyric_tokenizer" / "vocab.json"
+    assert find_lyric_vocab(tiny_checkpoint) == cache / "lyric_tokenizer" / "vocab.json"

@@ -17,24 +17,10 @@ import torch
 from transformers import Qwen3ForCausalLM
 
 from acestep_app.songwriter.json_skeleton import JsonField, string_end, value_piece_ok
-from acestep_app.songwriter.writer import (
-    EAGER,
-    FallbackSongWriter,
-    GenerationSpeed,
-    LyricBudget,
-    OpenAISongWriter,
-    SamplingConfig,
-    Song,
-    TransformersSongWriter,
-    build_messages,
-    check_variety,
-    fit_lyrics,
-    load_song_writer,
-    normalize_tags,
-    parse_draft,
-    song_fields,
-    wrap_line,
-)
+from acestep_app.songwriter.fallback import FallbackSongWriter
+from acestep_app.songwriter.local_llm import EAGER, GenerationSpeed, SamplingConfig, TransformersSongWriter, song_fields
+from acestep_app.songwriter.song import LyricBudget, Song, build_messages, check_variety, fit_lyrics, normalize_tags, parse_draft, wrap_line
+from acestep_app.songwriter.writer import OpenAISongWriter, load_song_writer
 from acestep_app.songwriter.tiny_llm import write_tiny_llm
 
 PROMPT = "A lofi hiphop song with a chill vibe about a sunny day on the boardwalk, female vocals, 85 bpm."

@@ -16,9 +16,6 @@ from acestep_app.acestep_v1.schema import (
     MAX_LYRICS_LENGTH,
     MAX_PROMPT_LENGTH,
     MAX_TAGS_LENGTH,
-    SEED_MAX,
-    SEED_MIN,
-    File,
     GuidanceTypeEnum,
     PromptToAudioInput,
     PromptToAudioOutput,
@@ -26,6 +23,7 @@ from acestep_app.acestep_v1.schema import (
     TextToAudioInput,
     TextToAudioOutput,
 )
+from acestep_app.serving.schema import SEED_MAX, SEED_MIN, File
 
 SEED_DOC = "seed/fal-ace-step-prompt-to-audio.md"
 JSON_TYPES = {"string": "string", "boolean": "boolean", "float": "number", "integer": "integer"}

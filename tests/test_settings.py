@@ -8,6 +8,7 @@ import tomllib
 import pytest
 
 from acestep_app import settings as settings_module
+from acestep_app.engine.family import all_families
 from acestep_app.settings import INFRA_ENV, REPO_INFRA_PATH, Settings, SettingsError
 
 
@@ -23,10 +24,16 @@ def test_shipped_infra_toml_loads_and_lists_every_setting(monkeypatch):
     assert loaded.engine.batched_guidance is True and loaded.engine.compile is False
     # The file documents every key the loader knows, so teams see all the knobs in one place.
     data = tomllib.loads(REPO_INFRA_PATH.read_text(encoding="utf-8"))
+    family_sections = data.pop("models", {})
     defaults = Settings().model_dump()
+    defaults.pop("models")
     assert {section: set(values) for section, values in data.items()} == {
         section: set(values) for section, values in defaults.items()
     }
+    # and every family with settings of its own has its [models."<name>"] section, every key listed
+    for family in all_families():
+        if family.settings_model is not None:
+            assert set(family_sections[family.name]) == set(family.settings_model.model_fields), family.name
 
 
 def test_env_overrides_the_repository_file(tmp_path, monkeypatch):

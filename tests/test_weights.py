@@ -10,7 +10,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import types
 from pathlib import Path
 
@@ -705,18 +704,18 @@ def test_command_default_dir_comes_from_settings(tmp_path, hub, http, monkeypatc
     assert _run_command(["verify"]) == 1  # settings errors are reported, not raised
 
 
-def test_command_make_tiny_calls_the_tiny_writer(tmp_path, monkeypatch, capsys):
-    calls = []
+def test_command_make_tiny_writes_the_named_family(tmp_path, monkeypatch, capsys):
+    from acestep_app.acestep_v1.tiny import TINY_MARKER
 
-    def write_tiny_checkpoint(directory, seed=0):
-        calls.append((Path(directory), seed))
-        return Path(directory)
-
-    fake_module = types.SimpleNamespace(write_tiny_checkpoint=write_tiny_checkpoint)
-    monkeypatch.setitem(sys.modules, "acestep_app.acestep_v1.tiny", fake_module)
-    assert _run_command(["make-tiny", str(tmp_path / "tiny"), "--seed", "3"]) == 0
-    assert calls == [(tmp_path / "tiny", 3)]
-    assert "noise" in capsys.readouterr().out
+    monkeypatch.delenv("ACESTEP_INFRA", raising=False)
+    assert _run_command(["make-tiny", str(tmp_path / "default")]) == 0  # the primary family of infra.toml
+    assert (tmp_path / "default" / TINY_MARKER).is_file()
+    printed = capsys.readouterr().out
+    assert "acestep-v1" in printed and "noise" in printed
+    assert _run_command(["make-tiny", str(tmp_path / "v1"), "--family", "acestep-v1"]) == 0
+    assert (tmp_path / "v1" / "ace_step_transformer" / "config.json").is_file()
+    assert _run_command(["make-tiny", str(tmp_path / "x"), "--family", "no-such-family"]) == 1
+    assert not (tmp_path / "x").exists()
 
 
 def test_command_pulls_the_asr_model_only_when_takes_are_ranked(tmp_path, monkeypatch):

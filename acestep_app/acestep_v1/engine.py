@@ -11,7 +11,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,6 +21,7 @@ from acestep_app.audio.formats import wav_bytes
 from acestep_app.errors import WeightsError
 from acestep_app.quality.lyric_timing import duration_warning
 from acestep_app.acestep_v1.schema import AudioInpaintInput, AudioOutpaintInput, AudioToAudioInput, PromptToAudioInput, TextToAudioInput
+from acestep_app.engine.generation import Generation, Progress, ProgressCallback
 from acestep_app.settings import Settings
 from acestep_app.quality.takes import Take, load_transcriber, lyric_words, rank_takes, sample_takes
 
@@ -41,37 +41,10 @@ Request = PromptToAudioInput | TextToAudioInput
 EditRequest = AudioToAudioInput | AudioInpaintInput | AudioOutpaintInput
 
 
-@dataclass(frozen=True)
-class Progress:
-    step: int
-    total: int
-    message: str
-
-
-@dataclass
-class Generation:
-    waveform: np.ndarray  # (2, N) float32
-    sample_rate: int
-    seed: int
-    tags: str
-    lyrics: str
-    billable_seconds: float
-    num_forwards: int
-    logs: list[str] = field(default_factory=list)
-    timings: dict[str, float] = field(default_factory=dict)
-    takes: list[Take] = field(default_factory=list)  # every take when [quality].takes > 1 ranked several
-
-    @property
-    def duration(self) -> float:
-        """Seconds of audio returned (the latent grid floors the requested duration, ~93 ms steps)."""
-        return self.waveform.shape[-1] / self.sample_rate
-
-
-ProgressCallback = Callable[[Progress], None]
-
-
 class Engine:
     """ACE-Step v1 pipeline + prompt writer, loaded once; ``generate`` is serialised (one GPU)."""
+
+    family = "acestep-v1"
 
     def __init__(self, pipeline, song_writer, settings: Settings, weights_dir: Path, is_tiny: bool, transcriber=None):
         self.pipeline = pipeline
@@ -87,8 +60,9 @@ class Engine:
         """Load every model once. ``weights_dir`` overrides the settings (else pulled pinned weights)."""
         import torch
 
-        from acestep_app.engine.acceleration import AccelerationOptions, accelerate_transformer, configure_torch, resolve_dtype
+        from acestep_app.acestep_v1.acceleration import AccelerationOptions, accelerate_transformer
         from acestep_app.engine.cpu_kernels import use_reference_cpu_kernels
+        from acestep_app.engine.devices import configure_torch, resolve_device, resolve_dtype
         from acestep_app.engine.cpu_threads import SMALL_MODEL_PARAMETERS, configure_cpu_threads
         from acestep_app.acestep_v1.pipeline import AceStepPipeline
         from acestep_app.songwriter.writer import load_song_writer
@@ -102,7 +76,7 @@ class Engine:
         root = ensure_weights(settings, only=needed_weight_entries(settings))
         if not (root / "ace_step_transformer").is_dir():
             raise WeightsError(f"no ACE-Step checkpoint at {root} (expected ace_step_transformer/ and friends)")
-        device = _resolve_device(engine_settings.device)
+        device = resolve_device(engine_settings.device)
         dtype = resolve_dtype(engine_settings.dtype, device)
         configure_torch(device)
         reference_kernels = (
@@ -358,6 +332,13 @@ def decode_chunking(engine_settings, device: str) -> tuple[int | None, int | Non
 OPTIONAL_WEIGHT_ENTRIES = ("llm", "asr")  # manifest entries pulled only when the settings use them
 
 
+def real_weights_available(settings: Settings) -> bool:
+    """A configured checkpoint folder, or pulled weights in the cache (possibly still incomplete)."""
+    from acestep_app.weights.store import weights_cache_dir
+
+    return bool(settings.engine.weights_dir) or (weights_cache_dir(settings) / "ace_step_transformer").is_dir()
+
+
 def needed_weight_entries(settings: Settings) -> list[str]:
     """Manifest entries to pull: the LLM only when the local prompt writer will load it from the weights dir,
     the ASR model only when takes are ranked and ``[quality].asr_dir`` does not name another."""
@@ -368,16 +349,6 @@ def needed_weight_entries(settings: Settings) -> list[str]:
     if quality.takes > 1 and not quality.asr_dir:
         entries.append("asr")
     return entries
-
-
-def _resolve_device(name: str) -> str:
-    import torch
-
-    if name != "auto":
-        return name
-    if torch.cuda.is_available():
-        return "cuda"
-    return "cpu"
 
 
 def _is_tiny(root: Path, pipeline) -> bool:

@@ -35,18 +35,17 @@ fal turn into a 422.
 
 from __future__ import annotations
 
-import math
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from acestep_app.serving.schema import File, RequestModel, at_most, fits_int64
 
 MAX_PROMPT_LENGTH = 5_000
 MAX_TAGS_LENGTH = 5_000
 MAX_LYRICS_LENGTH = 4_000  # ~2,300 lyric tokens; a 240 s song has ~1,500-2,500 characters. The lyric
 # encoder's attention grows with the square of the token count, so one request cannot hold the worker.
-SEED_MIN = -(2**63)
-SEED_MAX = 2**63 - 1
 
 EXAMPLE_PROMPT = "A lofi hiphop song with a chill vibe about a sunny day on the boardwalk."
 EXAMPLE_TAGS = "lofi, hiphop, drum and bass, trap, chill"
@@ -81,21 +80,6 @@ class EndTimeRelativeToEnum(StrEnum):
     end = "end"
 
 
-def _at_most(limit: int):
-    def check(value: str) -> str:
-        if len(value) > limit:
-            raise ValueError(f"must be at most {limit} characters long (got {len(value)})")
-        return value
-
-    return check
-
-
-def _fits_int64(value: int | None) -> int | None:
-    if value is not None and not SEED_MIN <= value <= SEED_MAX:
-        raise ValueError(f"must fit in a signed 64-bit integer ({SEED_MIN} to {SEED_MAX})")
-    return value
-
-
 # One definition per field, shared by both input models (field order stays per model).
 Prompt = Annotated[
     str,
@@ -105,7 +89,7 @@ Prompt = Annotated[
         ),
         examples=[EXAMPLE_PROMPT],
     ),
-    AfterValidator(_at_most(MAX_PROMPT_LENGTH)),
+    AfterValidator(at_most(MAX_PROMPT_LENGTH)),
 ]
 Instrumental = Annotated[
     bool,
@@ -117,7 +101,7 @@ Tags = Annotated[
         description="Comma-separated list of genre tags to control the style of the generated audio.",
         examples=[EXAMPLE_TAGS],
     ),
-    AfterValidator(_at_most(MAX_TAGS_LENGTH)),
+    AfterValidator(at_most(MAX_TAGS_LENGTH)),
 ]
 Lyrics = Annotated[
     str,
@@ -128,7 +112,7 @@ Lyrics = Annotated[
             'the structure of the song. Default value: `""`'
         ),
     ),
-    AfterValidator(_at_most(MAX_LYRICS_LENGTH)),
+    AfterValidator(at_most(MAX_LYRICS_LENGTH)),
 ]
 Duration = Annotated[
     float,
@@ -141,7 +125,7 @@ NumberOfSteps = Annotated[
 Seed = Annotated[
     int | None,
     Field(description="Random seed for reproducibility. If not provided, a random seed will be used."),
-    AfterValidator(_fits_int64),
+    AfterValidator(fits_int64),
 ]
 Scheduler = Annotated[
     SchedulerEnum,
@@ -211,7 +195,7 @@ LyricGuidanceScale = Annotated[
 OriginalSeed = Annotated[
     int | None,
     Field(description="Original seed of the audio file."),
-    AfterValidator(_fits_int64),
+    AfterValidator(fits_int64),
 ]
 
 
@@ -231,12 +215,12 @@ EditMode = Annotated[
 OriginalTags = Annotated[
     str,
     Field(description="Original tags of the audio file.", examples=[EXAMPLE_TAGS]),
-    AfterValidator(_at_most(MAX_TAGS_LENGTH)),
+    AfterValidator(at_most(MAX_TAGS_LENGTH)),
 ]
 OriginalLyrics = Annotated[
     str,
     Field(description='Original lyrics of the audio file. Default value: `""`', examples=[""]),
-    AfterValidator(_at_most(MAX_LYRICS_LENGTH)),
+    AfterValidator(at_most(MAX_LYRICS_LENGTH)),
 ]
 StartTimeRelativeTo = Annotated[
     StartTimeRelativeToEnum,
@@ -274,25 +258,7 @@ ExtendAfterDuration = Annotated[
 ]
 
 
-def _non_finite(value: Any) -> bool:
-    return isinstance(value, float) and not math.isfinite(value)
-
-
-class _RequestModel(BaseModel):
-    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
-
-    @model_validator(mode="wrap")
-    @classmethod
-    def _reject_non_finite(cls, data: Any, handler):
-        if isinstance(data, dict):
-            bad = [name for name, value in data.items() if name in cls.model_fields and _non_finite(value)]
-            if bad:
-                errors = [{"type": "finite_number", "loc": (name,), "input": str(data[name])} for name in bad]
-                raise ValidationError.from_exception_data(cls.__name__, errors)
-        return handler(data)
-
-
-class PromptToAudioInput(_RequestModel):
+class PromptToAudioInput(RequestModel):
     """Input of `fal-ai/ace-step/prompt-to-audio`: a free-form prompt, turned into tags and lyrics."""
 
     model_config = ConfigDict(title="ACEStepPromptToAudioRequest")
@@ -313,7 +279,7 @@ class PromptToAudioInput(_RequestModel):
     lyric_guidance_scale: LyricGuidanceScale = 1.5
 
 
-class TextToAudioInput(_RequestModel):
+class TextToAudioInput(RequestModel):
     """Input of `fal-ai/ace-step`: genre tags and lyrics given directly."""
 
     model_config = ConfigDict(title="ACEStepTextToAudioRequest")
@@ -334,21 +300,6 @@ class TextToAudioInput(_RequestModel):
     lyric_guidance_scale: LyricGuidanceScale = 1.5
 
 
-# fal.toolkit.File's public fields; from_attributes lets an adapter pass a fal File (or any object with
-# these attributes) straight into an output model.
-class File(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
-    url: str = Field(description="The URL where the file can be downloaded from.")
-    content_type: str | None = Field(default=None, description="The mime type of the file.", examples=["image/png"])
-    file_name: str | None = Field(
-        default=None,
-        description="The name of the file. It will be auto-generated if not provided.",
-        examples=["z9RV14K95DvU.png"],
-    )
-    file_size: int | None = Field(default=None, description="The size of the file in bytes.", examples=[4404019])
-
-
 class _GeneratedAudio(BaseModel):
     model_config = ConfigDict(title="ACEStepResponse")
 
@@ -366,7 +317,7 @@ class TextToAudioOutput(_GeneratedAudio):
     """Output of `fal-ai/ace-step`."""
 
 
-class AudioToAudioInput(_RequestModel):
+class AudioToAudioInput(RequestModel):
     """Input of `fal-ai/ace-step/audio-to-audio`: re-sing or remix a song (ACE-Step's "edit" task).
 
     ``original_tags``/``original_lyrics`` describe the source; ``tags``/``lyrics`` the wanted result.
@@ -395,7 +346,7 @@ class AudioToAudioInput(_RequestModel):
     original_seed: OriginalSeed = None
 
 
-class AudioInpaintInput(_RequestModel):
+class AudioInpaintInput(RequestModel):
     """Input of `fal-ai/ace-step/audio-inpaint`: regenerate the span ``start_time``..``end_time`` of a song."""
 
     model_config = ConfigDict(title="ACEStepAudioInpaintRequest")
@@ -421,7 +372,7 @@ class AudioInpaintInput(_RequestModel):
     lyric_guidance_scale: LyricGuidanceScale = 1.5
 
 
-class AudioOutpaintInput(_RequestModel):
+class AudioOutpaintInput(RequestModel):
     """Input of `fal-ai/ace-step/audio-outpaint`: extend a song before its start and/or after its end."""
 
     model_config = ConfigDict(title="ACEStepAudioOutpaintRequest")

@@ -19,7 +19,7 @@ COMMANDS = {
     "serve": "acestep_app.cli.serve",
     "weights": "acestep_app.cli.weights",
     "usage": "acestep_app.cli.usage",
-    "parity": "acestep_app.devtools.parity.cases",
+    "parity": "acestep_app.devtools.parity.command",
 }
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -16,33 +18,35 @@ DEMO_NOTICE = (
 )
 
 
-def choose_weights(settings, weights: str | Path | None, tiny: bool) -> str | None:
-    """The checkpoint a command loads: ``--weights``, else the configured or pulled weights, else the demo.
+def choose_weights(settings, weights: str | Path | None, tiny: bool, family=None) -> str | None:
+    """The checkpoint a command loads for ``family`` (default: the primary one of ``settings``):
+    ``--weights``, else the configured or pulled weights, else the family's tiny demo.
 
-    Returns None when the settings decide (``[engine].weights_dir`` or the pull cache).
+    Returns None when the settings decide (configured folder or the pull cache).
     """
-    if tiny or (weights is None and not _real_weights_available(settings)):
+    from acestep_app.engine.family import served_families
+
+    family = family or served_families(settings)[0]
+    if tiny or (weights is None and not family.weights_available(settings)):
         if not tiny:
             logger.warning(DEMO_NOTICE)
-        return str(demo_checkpoint())
+        return str(demo_checkpoint(family))
     return str(weights) if weights is not None else None
 
 
-def _real_weights_available(settings) -> bool:
-    """A configured checkpoint folder, or pulled weights in the cache (possibly still incomplete)."""
-    from acestep_app.weights.store import weights_cache_dir
-
-    return bool(settings.engine.weights_dir) or (weights_cache_dir(settings) / "ace_step_transformer").is_dir()
-
-
-def demo_checkpoint() -> Path:
-    """The tiny demo checkpoint, written once beside the weights cache (random weights)."""
-    from acestep_app.acestep_v1.tiny import TINY_MARKER, write_tiny_checkpoint
+def demo_checkpoint(family) -> Path:
+    """``family``'s tiny demo checkpoint, written once beside the weights cache (random weights)."""
     from acestep_app.weights.store import default_weights_dir
 
-    target = default_weights_dir().parent / "tiny"
-    if not (target / TINY_MARKER).exists():
-        write_tiny_checkpoint(target)
+    target = default_weights_dir().parent / "tiny" / family.name
+    if not target.is_dir():  # written beside, then renamed: a folder that exists is complete
+        partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
+        shutil.rmtree(partial, ignore_errors=True)
+        family.write_tiny(partial)
+        try:
+            partial.rename(target)
+        except OSError:  # another process finished first
+            shutil.rmtree(partial, ignore_errors=True)
     return target
 
 

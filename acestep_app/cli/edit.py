@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from acestep_app.cli.editing import add_generation_arguments, add_source_arguments, run_edit
+from acestep_app.cli.editing import (
+    add_generation_arguments,
+    add_source_arguments,
+    run_edit,
+)
 
 HELP = "remix a song, or re-sing it with new lyrics (fal-ai/ace-step/audio-to-audio)"
 

@@ -34,9 +34,9 @@ def run_edit(args: argparse.Namespace, model, values: dict) -> int:
     """Validate ``model`` from ``values`` plus the shared options, load the song, edit it, write the result."""
     from acestep_app.audio.formats import format_for_path
     from acestep_app.audio.source import load_audio_file
+    from acestep_app.cli.common import apply_engine_options, validated
     from acestep_app.errors import InputError
     from acestep_app.settings import Settings
-    from acestep_app.cli.common import apply_engine_options, validated
 
     try:
         output_format = format_for_path(args.output)
@@ -56,8 +56,8 @@ def run_edit(args: argparse.Namespace, model, values: dict) -> int:
 
 def edit_and_write(args, settings, request, source, output_format) -> int:
     from acestep_app.acestep_v1.engine import Engine
-    from acestep_app.errors import InputError
     from acestep_app.cli.common import choose_weights, run_with_progress, write_result
+    from acestep_app.errors import InputError
 
     engine = Engine.load(settings, weights_dir=choose_weights(settings, args.weights, args.tiny))
     try:

@@ -44,9 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_request(args: argparse.Namespace):
-    from acestep_app.errors import InputError
     from acestep_app.acestep_v1.schema import PromptToAudioInput, TextToAudioInput
     from acestep_app.cli.common import validated
+    from acestep_app.errors import InputError
 
     values = {field: getattr(args, field) for _, field, _, _ in GENERATION_OPTIONS if getattr(args, field) is not None}
     if args.tags is not None:
@@ -76,8 +76,13 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
     from acestep_app.acestep_v1.engine import Engine
+    from acestep_app.cli.common import (
+        apply_engine_options,
+        choose_weights,
+        run_with_progress,
+        write_result,
+    )
     from acestep_app.settings import Settings
-    from acestep_app.cli.common import apply_engine_options, choose_weights, run_with_progress, write_result
 
     early_warning = _lyrics_warning(request)
     settings = _apply_takes(apply_engine_options(Settings.load(args.infra), args), args.takes)

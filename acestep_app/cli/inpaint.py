@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from acestep_app.cli.editing import add_generation_arguments, add_source_arguments, run_edit
+from acestep_app.cli.editing import (
+    add_generation_arguments,
+    add_source_arguments,
+    run_edit,
+)
 
 HELP = "regenerate one span of a song, keeping the rest (fal-ai/ace-step/audio-inpaint)"
 

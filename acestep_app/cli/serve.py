@@ -17,8 +17,12 @@ logger = logging.getLogger(__name__)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    parser.add_argument("--model", action="append", default=None, metavar="FAMILY",
+                        help="model family to serve (repeatable; the first is primary; default: infra.toml "
+                             "[app].families)")
     parser.add_argument("--weights", type=Path, default=None,
-                        help="checkpoint dir (default: [engine].weights_dir, else the pulled weights, else the tiny demo)")
+                        help="the primary family's checkpoint dir (default: its configured or pulled weights, "
+                             "else the tiny demo)")
     parser.add_argument("--tiny", action="store_true", help="serve the tiny random demo checkpoint (its audio is noise)")
     parser.add_argument("--data-dir", type=Path, default=Path("data"),
                         help="jobs database and generated audio (default ./data)")
@@ -63,27 +67,35 @@ def allow_private_urls(settings, allow: bool | None):
     return settings.model_copy(update={"security": security})
 
 
+def load_engines(settings, families, weights: Path | None, tiny: bool) -> dict:
+    """One engine per served family; ``weights`` is the primary family's checkpoint."""
+    from acestep_app.cli.common import choose_weights
+
+    engines = {}
+    for family in families:
+        chosen = choose_weights(settings, weights if family is families[0] else None, tiny, family)
+        engines[family.name] = family.load_engine(settings, weights_dir=chosen)
+    return engines
+
+
 def run(args: argparse.Namespace) -> int:
-    from acestep_app.acestep_v1.engine import Engine
+    from acestep_app.cli.common import apply_engine_options
+    from acestep_app.engine.family import served_families
     from acestep_app.hosts.local import create_app
     from acestep_app.serving.stores.sqlite import SqliteJobStore
-    from acestep_app.cli.common import apply_engine_options, choose_weights
     from acestep_app.settings import Settings
 
     if (args.ssl_certfile is None) != (args.ssl_keyfile is None):
         logger.error("--ssl-certfile and --ssl-keyfile go together")
         return 2
     settings = allow_private_urls(apply_engine_options(Settings.load(), args), args.allow_private_urls)
-    weights = choose_weights(settings, args.weights, args.tiny)
-    if weights is not None:
-        engine_settings = settings.engine.model_copy(update={"weights_dir": weights})
-        settings = settings.model_copy(update={"engine": engine_settings})
+    families = served_families(settings, args.model)
     try:  # an unusable data dir fails now, not after minutes of loading weights
         SqliteJobStore(args.data_dir).close()
     except RuntimeError as error:
         logger.error("%s", error)
         return 1
-    engine = Engine.load(settings)
-    app = create_app(engine, settings, args.data_dir, api_key=api_keys(args), max_body_bytes=args.max_body_bytes)
+    engines = load_engines(settings, families, args.weights, args.tiny)
+    app = create_app(engines, settings, args.data_dir, api_key=api_keys(args), max_body_bytes=args.max_body_bytes)
     serve_app(app, args.host, args.port, args.ssl_certfile, args.ssl_keyfile)
     return 0

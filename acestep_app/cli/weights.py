@@ -29,17 +29,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     tiny = actions.add_parser("make-tiny", help="write a tiny random checkpoint in the official layout (noise audio)")
     tiny.add_argument("dir", type=Path, help="folder to write")
-    tiny.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    tiny.add_argument("--family", default=None, help="model family (default: the primary one of infra.toml)")
 
 
 def run(args: argparse.Namespace) -> int:
     if args.action == "make-tiny":
         return _make_tiny(args)
 
-    from acestep_app.weights import store as weights
-    from acestep_app.acestep_v1.engine import OPTIONAL_WEIGHT_ENTRIES, needed_weight_entries
+    from acestep_app.engine.family import served_families
     from acestep_app.errors import WeightsError
     from acestep_app.settings import Settings, SettingsError
+    from acestep_app.weights import store as weights
 
     try:
         manifest = weights.Manifest.load()
@@ -49,9 +49,9 @@ def run(args: argparse.Namespace) -> int:
             folder = weights.weights_cache_dir(settings)
         else:
             folder = args.dir
-        # by default what infra.toml needs: the LLM for the local prompt writer, the ASR model for takes > 1
-        needed = needed_weight_entries(settings)
-        only = args.only or [name for name in manifest.names() if name in needed or name not in OPTIONAL_WEIGHT_ENTRIES]
+        # by default what the served families need under infra.toml (e.g. the prompt LLM, the ASR model for takes > 1)
+        needed = {entry for family in served_families(settings) for entry in family.weight_entries(settings)}
+        only = args.only or [name for name in manifest.names() if name in needed]
         if args.action == "pull":
             weights.pull(folder, progress=not args.quiet, only=only, manifest=manifest)
             print(f"weights ready in {folder}")
@@ -73,8 +73,14 @@ def _describe(files: list) -> str:
 
 
 def _make_tiny(args: argparse.Namespace) -> int:
-    from acestep_app.acestep_v1.tiny import write_tiny_checkpoint
+    from acestep_app.engine.family import get_family, served_families
+    from acestep_app.settings import Settings, SettingsError
 
-    path = write_tiny_checkpoint(args.dir, seed=args.seed)
-    print(f"tiny random checkpoint written to {path} (its audio is noise; for tests and local runs)")
+    try:
+        family = get_family(args.family) if args.family else served_families(Settings.load())[0]
+    except SettingsError as error:
+        logger.error("%s", error)
+        return 1
+    path = family.write_tiny(args.dir)
+    print(f"tiny random {family.name} checkpoint written to {path} (its audio is noise; for tests and local runs)")
     return 0

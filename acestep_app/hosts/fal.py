@@ -1,7 +1,7 @@
-"""fal glue: the registry's endpoints as ``fal.App`` methods, answered by the shared failure policy.
+"""fal glue: a model family's endpoints as ``fal.App`` methods, answered by the shared failure policy.
 
 fal runs the queue itself, so a fal runner only serves the synchronous calls. :func:`with_endpoints`
-adds one ``@fal.endpoint`` method per :data:`acestep_app.serving.endpoints.ENDPOINTS` entry; each calls
+adds one ``@fal.endpoint`` method per endpoint of a family; each calls
 :func:`acestep_app.serving.service.execute` and answers exactly what the local server and the Modal app
 answer: the output model billed by ``x-fal-billable-units``, or the failure (billed ``0``).
 """
@@ -15,11 +15,9 @@ from fastapi import Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from acestep_app.serving import billing
-
-from acestep_app.serving import protocol
 from acestep_app.audio.formats import AudioFormat
-from acestep_app.serving.endpoints import ENDPOINTS, Endpoint
+from acestep_app.serving import billing, protocol
+from acestep_app.serving.endpoints import Endpoint
 from acestep_app.serving.failures import Failure
 from acestep_app.serving.service import execute
 
@@ -32,11 +30,18 @@ class RequestFailed(Exception):
         self.failure = failure
 
 
-def with_endpoints(app_class: type[fal.App]) -> type[fal.App]:
-    """Class decorator: one fal endpoint per registry entry, each calling ``app.serve(endpoint, ...)``."""
-    for endpoint in ENDPOINTS:
-        setattr(app_class, endpoint.name.replace("-", "_"), fal_endpoint(endpoint))
-    return app_class
+def with_endpoints(family):
+    """Class decorator: one fal endpoint per endpoint of ``family``, each calling ``app.serve(endpoint, ...)``.
+
+    fal publishes each model family as its own app, so each family gets its own ``fal.App`` class.
+    """
+
+    def decorate(app_class: type[fal.App]) -> type[fal.App]:
+        for endpoint in family.endpoints:
+            setattr(app_class, endpoint.name.replace("-", "_"), fal_endpoint(endpoint))
+        return app_class
+
+    return decorate
 
 
 def fal_endpoint(endpoint: Endpoint):

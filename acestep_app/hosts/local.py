@@ -11,42 +11,48 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 
-from acestep_app.serving import endpoints
+from acestep_app.engine.family import get_family
+from acestep_app.hosts.web import Host, create_web_app
 from acestep_app.serving.auth import Keys
+from acestep_app.serving.endpoints import EndpointRegistry
+from acestep_app.serving.failures import failure_for
 from acestep_app.serving.jobs import Job, JobStatus, Outcome
 from acestep_app.serving.queue import FinishedHook, QueueService
-from acestep_app.serving.webhooks.queue_hooks import QueueWebhooks
 from acestep_app.serving.service import execute, file_saver
-from acestep_app.serving.stores.sqlite import JobContext, JobWorker, SqliteJobStore
 from acestep_app.serving.storage import AudioStore
-from acestep_app.hosts.web import Host, create_web_app
+from acestep_app.serving.stores.sqlite import JobContext, JobWorker, SqliteJobStore
 from acestep_app.serving.webhooks.outbox import Webhooks
+from acestep_app.serving.webhooks.queue_hooks import QueueWebhooks
 
 logger = logging.getLogger(__name__)
 
 
 class EngineJobHandler:
-    """A stored job -> the endpoint's Engine call -> a stored WAV -> its outcome."""
+    """A stored job -> its endpoint's call on its family's engine -> a stored audio file -> its outcome."""
 
-    def __init__(self, engine, audio: AudioStore, settings):
-        self.engine = engine
+    def __init__(self, engines: Mapping[str, Any], registry: EndpointRegistry, audio: AudioStore, settings):
+        self.engines = engines
+        self.registry = registry
         self.audio = audio
         self.settings = settings
 
     def __call__(self, job: Job, context: JobContext) -> Outcome:
-        endpoint = endpoints.by_name(job.endpoint)
+        endpoint = self.registry.by_name(job.endpoint)
+        if endpoint is None:  # a job of a family this server no longer serves
+            return Outcome.failed(failure_for(RuntimeError(f"endpoint {job.endpoint!r} is not served here")))
 
         def on_progress(progress) -> None:
             context.check()
             context.log(progress.message or f"step {progress.step}/{progress.total}")
 
-        return execute(endpoint, self.engine, endpoint.input_model.model_validate(job.input), self.settings,
+        return execute(endpoint, self.engines[endpoint.family], endpoint.input_model.model_validate(job.input), self.settings,
                        file_saver(self.audio, job.request_id), on_progress=on_progress, log=context.log,
                        check=context.check)
 
@@ -70,10 +76,20 @@ class WorkerRunner:
         self.worker.notify()
 
 
-def create_app(engine, settings, data_dir: str | Path, api_key: str | Sequence[str] | None = None, *,
+def engines_by_family(engines) -> dict[str, Any]:
+    """One engine (its ``family`` names it) or a mapping family name -> engine, as a dict."""
+    if isinstance(engines, Mapping):
+        return dict(engines)
+    return {engines.family: engines}
+
+
+def create_app(engines, settings, data_dir: str | Path, api_key: str | Sequence[str] | None = None, *,
                max_body_bytes: int | None = None, on_finished: FinishedHook | None = None,
                on_submitted=None, routers=()) -> FastAPI:
     """The local server as an ASGI app (serve it with uvicorn, or test it in-process).
+
+    ``engines`` is one loaded engine, or a mapping family name -> engine; the server serves those
+    families' endpoints, the first family being the primary one (its endpoints at ``/<sub-path>``).
 
     The job database, files and webhook outbox live under ``data_dir``; an unusable data dir fails
     here, not later. The worker and webhook threads start and stop with the app's lifespan; queued
@@ -102,12 +118,15 @@ def create_app(engine, settings, data_dir: str | Path, api_key: str | Sequence[s
         if on_submitted is not None:
             on_submitted(job, base_url)
 
-    worker = JobWorker(store, EngineJobHandler(engine, audio, settings))
+    engines = engines_by_family(engines)
+    registry = EndpointRegistry([get_family(name) for name in engines])
+    worker = JobWorker(store, EngineJobHandler(engines, registry, audio, settings))
     queue = QueueService(store, WorkerRunner(worker), finished)
     worker.finish = queue.finish
 
     def health() -> dict:
-        return {"status": "ok", "engine": engine.describe(),
+        described = {name: engine.describe() for name, engine in engines.items()}
+        return {"status": "ok", "engine": described[registry.primary.name], "engines": described,
                 "queue": {"in_queue": store.count(JobStatus.IN_QUEUE), "in_progress": store.count(JobStatus.IN_PROGRESS)}}
 
     @asynccontextmanager
@@ -123,12 +142,12 @@ def create_app(engine, settings, data_dir: str | Path, api_key: str | Sequence[s
             await asyncio.to_thread(worker.stop)
             await asyncio.to_thread(webhooks.stop)
 
-    host = Host(queue, keys, settings, audio.open, health, sync_wait=None, max_body_bytes=max_body_bytes,
+    host = Host(queue, keys, settings, registry, audio.open, health, sync_wait=None, max_body_bytes=max_body_bytes,
                 on_submitted=submitted, routers=[webhooks.router(), *routers], accepts_webhooks=True)
     app = create_web_app(host, version=_version(), lifespan=lifespan)
     app.state.store = store
     app.state.worker = worker
-    app.state.engine = engine
+    app.state.engines = engines
     app.state.webhooks = webhooks
     return app
 

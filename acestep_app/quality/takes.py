@@ -150,7 +150,10 @@ def language_of(lyrics: str) -> str | None:
         return "zh"
     if not sung:
         return None
-    from acestep_app.acestep_v1.lyrics.tokenizer import SUPPORTED_LANGUAGES, detect_language
+    from acestep_app.acestep_v1.lyrics.tokenizer import (
+        SUPPORTED_LANGUAGES,
+        detect_language,
+    )
 
     language = detect_language("\n".join(sung))
     return language if language in SUPPORTED_LANGUAGES else None

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from fastapi import HTTPException, Request
+
+from acestep_app.serving.jobs import Job
+from acestep_app.serving.storage import FILES_PREFIX
 
 ANONYMOUS = "anonymous"
 UNAUTHORIZED = "Missing or invalid API key: send 'Authorization: Key <key>'."
@@ -81,3 +84,15 @@ def owner(request: Request) -> str:
     if found is None:
         raise NotAuthenticated()
     return found
+
+
+def file_url(base_url: str, keys: Keys) -> Callable[[Job, str], str]:
+    """Makes a stored ``files/<name>`` URL absolute under ``base_url``, signed for the job's owner when keys are in use."""
+
+    def absolute(job: Job, url: str) -> str:
+        if not url.startswith(FILES_PREFIX):
+            return url
+        signature = keys.sign(job.owner, url[len(FILES_PREFIX):])
+        return base_url.rstrip("/") + "/" + url + (f"?sig={signature}" if signature else "")
+
+    return absolute

@@ -1,4 +1,4 @@
-"""Billing: one unit is one second of returned audio, priced by ``[app].price_per_second_usd``.
+"""Billing: one unit is one second of returned audio, priced per endpoint (``Endpoint.price``; ``[app].price_per_second_usd`` by default).
 
 fal sells ``fal-ai/ace-step/prompt-to-audio`` at 0.0002 USD per second of generated audio, and a fal
 app reports billable units in the ``x-fal-billable-units`` response header. The Modal and local
@@ -15,8 +15,6 @@ what they get. Milliseconds keep the header short and exact in decimal while los
 from __future__ import annotations
 
 from decimal import ROUND_HALF_EVEN, Decimal
-
-from acestep_app.settings import Settings
 
 BILLING_HEADER = "x-fal-billable-units"
 _MILLISECOND = Decimal("0.001")
@@ -35,10 +33,10 @@ def billable_seconds(num_samples: int, sample_rate: int) -> float:
     return float(seconds.quantize(_MILLISECOND, rounding=ROUND_HALF_EVEN))
 
 
-def price_usd(seconds: float, settings: Settings) -> float:
-    """What ``seconds`` of audio cost at ``settings.app.price_per_second_usd`` (exact decimal product)."""
+def price_usd(seconds: float, per_second: float) -> float:
+    """What ``seconds`` of audio cost at ``per_second`` USD (exact decimal product)."""
     _check_seconds(seconds)
-    return float(Decimal(repr(float(seconds))) * Decimal(repr(settings.app.price_per_second_usd)))
+    return float(Decimal(repr(float(seconds))) * Decimal(repr(float(per_second))))
 
 
 def header_value(seconds: float) -> str:

@@ -1,34 +1,22 @@
-"""The endpoint registry: every fal endpoint this app serves, declared once.
+"""Endpoints: one declaration per fal endpoint, and the registry a host serves.
 
-Each :class:`Endpoint` names its path under the app id, its input and output models (from
-:mod:`acestep_app.acestep_v1.schema`), how a request becomes an Engine call (``run``) and its request body
-limit. The local server, the fal App and the Modal app all derive their routes from
-:data:`ENDPOINTS`, so adding an endpoint is one declaration here (plus its tests).
+Each :class:`Endpoint` names its path under its family's app id, its input and output models, how a
+request becomes an engine call (``run``) and its request body limit. Families declare their
+endpoints (``acestep_app/<family>/endpoints.py``); a host builds one :class:`EndpointRegistry` over the
+families it serves and derives every route from it, so an endpoint is added in one place.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel
 
-from acestep_app.acestep_v1.schema import (
-    AudioInpaintInput,
-    AudioInpaintOutput,
-    AudioOutpaintInput,
-    AudioOutpaintOutput,
-    AudioToAudioInput,
-    AudioToAudioOutput,
-    PromptToAudioInput,
-    PromptToAudioOutput,
-    TextToAudioInput,
-    TextToAudioOutput,
-)
 from acestep_app.settings import Settings
 
-DEFAULT_MAX_BODY_BYTES = 256 * 1024  # fits the schema's text limits even fully \u-escaped; more is abuse
+DEFAULT_MAX_BODY_BYTES = 256 * 1024  # fits the schemas' text limits even fully \u-escaped; more is abuse
 
 
 @dataclass(frozen=True)
@@ -44,12 +32,13 @@ class Endpoint:
     """One fal endpoint.
 
     Args:
-        name: the name jobs and usage records carry.
+        name: the name jobs and usage records carry (unique over all families).
         sub_path: the path under the app id (``""`` is fal's base endpoint, served at ``/``).
-        input_model, output_model: the request and response models (``schema.py``).
+        input_model, output_model: the request and response models.
         run: ``run(engine, request, context) -> Generation``; raise ``InputError`` for bad input.
         summary, description: the OpenAPI operation's title and text.
         max_body_bytes: the request body limit, a number or ``settings -> number``; None = the default.
+        family, price_per_second: set by the :class:`~acestep_app.engine.family.ModelFamily` declaring it.
     """
 
     name: str
@@ -60,6 +49,8 @@ class Endpoint:
     summary: str
     description: str
     max_body_bytes: int | Callable[[Settings], int] | None = None
+    family: str = ""
+    price_per_second: Callable[[Settings], float] | None = None
 
     @property
     def path(self) -> str:
@@ -71,57 +62,49 @@ class Endpoint:
             return DEFAULT_MAX_BODY_BYTES
         return limit(settings) if callable(limit) else int(limit)
 
-
-def generate(engine, request: BaseModel, context: RunContext):
-    return engine.generate(request, on_progress=context.on_progress)
-
-
-def edit(engine, request: BaseModel, context: RunContext):
-    """Fetch and decode ``request.audio_url`` (fal's file errors are ``InputError``s), then edit it."""
-    from acestep_app.audio.source import load_audio_url
-
-    source = load_audio_url(request.audio_url, context.settings)
-    return engine.edit(request, source, on_progress=context.on_progress)
+    def price(self, settings: Settings) -> float:
+        """USD per second of returned audio."""
+        return self.price_per_second(settings) if self.price_per_second else settings.app.price_per_second_usd
 
 
-def editing_body_limit(settings: Settings) -> int:
-    """Editing requests may carry the song as a ``data:`` URI: ``[audio_input].max_request_bytes``."""
-    return settings.audio_input.max_request_bytes
+class EndpointRegistry:
+    """The endpoints of the families one host serves.
 
+    ``families`` are :class:`~acestep_app.engine.family.ModelFamily` objects (anything with
+    ``name``, ``app_name`` and ``endpoints``); the first is the primary one, whose endpoints also
+    answer at ``/<sub-path>`` and under app ids that name no family (a deployment's own app name).
+    """
 
-ENDPOINTS: tuple[Endpoint, ...] = (
-    Endpoint("prompt-to-audio", "prompt-to-audio", PromptToAudioInput, PromptToAudioOutput, generate,
-             "Prompt to audio", "Generate a song from a prompt (tags and lyrics are written from it)."),
-    Endpoint("text-to-audio", "", TextToAudioInput, TextToAudioOutput, generate,
-             "Text to audio", "Generate a song from explicit tags and lyrics."),
-    Endpoint("audio-to-audio", "audio-to-audio", AudioToAudioInput, AudioToAudioOutput, edit,
-             "Audio to audio", "Remix a song, or re-sing it with new lyrics (ACE-Step's edit task).",
-             max_body_bytes=editing_body_limit),
-    Endpoint("audio-inpaint", "audio-inpaint", AudioInpaintInput, AudioInpaintOutput, edit,
-             "Audio inpaint", "Regenerate a span of a song with lyrics and/or style, keeping the rest.",
-             max_body_bytes=editing_body_limit),
-    Endpoint("audio-outpaint", "audio-outpaint", AudioOutpaintInput, AudioOutpaintOutput, edit,
-             "Audio outpaint", "Extend a song before its start and/or after its end.",
-             max_body_bytes=editing_body_limit),
-)
+    def __init__(self, families: Sequence[Any]):
+        if not families:
+            raise ValueError("a host serves at least one model family")
+        self.families = tuple(families)
+        self.endpoints: tuple[Endpoint, ...] = tuple(e for family in self.families for e in family.endpoints)
 
+    @property
+    def primary(self):
+        return self.families[0]
 
-def by_name(name: str) -> Endpoint:
-    return next(endpoint for endpoint in ENDPOINTS if endpoint.name == name)
+    def by_name(self, name: str) -> Endpoint | None:
+        return next((endpoint for endpoint in self.endpoints if endpoint.name == name), None)
 
+    def family_of(self, app_name: str | None):
+        """The family whose fal app id is ``app_name``; the primary family for any other name."""
+        return next((family for family in self.families if family.app_name == app_name), self.primary)
 
-def by_sub_path(sub_path: str) -> Endpoint | None:
-    sub_path = sub_path.strip("/")
-    return next((endpoint for endpoint in ENDPOINTS if endpoint.sub_path == sub_path), None)
+    def find(self, app_name: str | None, sub_path: str) -> Endpoint | None:
+        """The endpoint at ``sub_path`` of ``app_name``'s family (the primary family's when None)."""
+        sub_path = sub_path.strip("/")
+        family = self.family_of(app_name)
+        return next((endpoint for endpoint in family.endpoints if endpoint.sub_path == sub_path), None)
 
-
-def for_request_path(path: str) -> Endpoint | None:
-    """The endpoint a POST to ``path`` targets: ``/<sub>``, ``/run/<owner>/<app>[/<sub>]`` or ``/<owner>/<app>[/<sub>]``."""
-    parts = [part for part in path.split("/") if part]
-    if parts[:1] == ["run"]:
-        parts = parts[1:]
-        if len(parts) < 2:
-            return None
-    if len(parts) <= 1:
-        return by_sub_path(parts[0] if parts else "")
-    return by_sub_path("/".join(parts[2:]))
+    def for_request_path(self, path: str) -> Endpoint | None:
+        """The endpoint a POST to ``path`` targets: ``/<sub>``, ``/run/<owner>/<app>[/<sub>]`` or ``/<owner>/<app>[/<sub>]``."""
+        parts = [part for part in path.split("/") if part]
+        if parts[:1] == ["run"]:
+            parts = parts[1:]
+            if len(parts) < 2:
+                return None
+        if len(parts) <= 1:
+            return self.find(None, parts[0] if parts else "")
+        return self.find(parts[1], "/".join(parts[2:]))

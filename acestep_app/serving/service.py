@@ -13,18 +13,16 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from acestep_app.serving import billing
 from acestep_app.audio.formats import AudioFormat, audio_format, encode_audio
+from acestep_app.serving import billing
 from acestep_app.serving.endpoints import Endpoint, RunContext
 from acestep_app.serving.failures import JobInterrupted, StorageError, failure_for
 from acestep_app.serving.jobs import Outcome
-from acestep_app.acestep_v1.schema import File
+from acestep_app.serving.schema import File
+from acestep_app.serving.storage import FILES_PREFIX, AudioStore
 from acestep_app.settings import Settings
-from acestep_app.serving.storage import AudioStore
 
 logger = logging.getLogger(__name__)
-
-FILES_PREFIX = "files/"
 
 SaveAudio = Callable[[bytes, AudioFormat], dict[str, Any]]
 
@@ -58,9 +56,12 @@ def execute(endpoint: Endpoint, engine, request: BaseModel, settings: Settings, 
         if failure.status_code >= 500:
             logger.exception("request failed (%s)", failure.error_type)
         return Outcome.failed(failure)
-    output = endpoint.output_model(audio=audio, seed=generation.seed, tags=generation.tags, lyrics=generation.lyrics)
+    fields = {"audio": audio, **generation.output_fields()}
+    output = endpoint.output_model.model_validate({name: fields[name] for name in endpoint.output_model.model_fields
+                                                   if name in fields})
     seconds = float(generation.billable_seconds)
-    return Outcome.completed(output.model_dump(mode="json"), seconds, billing.price_usd(seconds, settings))
+    return Outcome.completed(output.model_dump(mode="json"), seconds,
+                             billing.price_usd(seconds, endpoint.price(settings)))
 
 
 def file_saver(audio: AudioStore, request_id: str) -> SaveAudio:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from acestep_app.audio.formats import AUDIO_FORMATS, audio_format
 
+FILES_PREFIX = "files/"  # a stored file's URL in a result, relative to the host (``files/<request id>.wav``)
+
 # Only names this store wrote can ever be resolved: no separators, no dots besides the suffix.
 FILE_NAME = re.compile(
     r"^(?P<request_id>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\.(?P<format>"

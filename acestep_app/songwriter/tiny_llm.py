@@ -25,7 +25,7 @@ def write_tiny_llm(directory: str | Path, seed: int = 0) -> Path:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
 
-    from acestep_app.songwriter.writer import CHATML_TEMPLATE
+    from acestep_app.songwriter.local_llm import CHATML_TEMPLATE
 
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

@@ -1,4 +1,4 @@
-"""``acestep-app parity CASES_DIR``: check this install against reference numerics.
+"""Reference parity cases (``acestep-app parity CASES_DIR``): this install against the reference's numerics.
 
 A cases directory holds ``<name>.json`` + ``<name>.safetensors`` pairs in the format of the shared
 ``fixtures/acestep-v1-tiny/cases`` (produced by the reference ACE-Step v1 at commit
@@ -20,11 +20,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from acestep_app.devtools.parity.common import find_lyric_vocab
 from acestep_app.engine.cpu_kernels import intel_cpu, pin_reference_cpu_kernels, use_reference_cpu_kernels
 from acestep_app.errors import WeightsError
-from acestep_app.devtools.parity.lyrics import is_lyric_vector_file, run_lyric_vectors
-
-HELP = "run reference parity cases (fixture format) against this install"
 
 REFERENCE_COMMIT = "d612523f50e252c0e138e68ae75b06223f96e934"
 COMPONENT_ATOL = 1e-4  # component forwards (text encoder, transformer, DCAE, vocoder), scheduler steps
@@ -156,17 +154,6 @@ class ParityRunner:
 
 
 Check = tuple[str, object, object, float]
-
-
-def find_lyric_vocab(checkpoint: Path) -> Path:
-    """``<checkpoint>/lyric_tokenizer/vocab.json``, else the one ``acestep-app weights pull`` fetched."""
-    from acestep_app.settings import Settings
-    from acestep_app.weights.store import find_lyric_vocab as find
-
-    try:
-        return find(checkpoint, Settings.load())
-    except WeightsError as error:
-        raise WeightsError(f"{error}; or pass --lyric-vocab PATH") from None
 
 
 def _max_error(actual, expected) -> float:
@@ -428,29 +415,9 @@ def default_checkpoint(cases_dir: Path) -> Path:
     return own
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "cases_dir", type=Path, help="folder of <case>.json (+ .safetensors) files, or a lyric-vector .json file"
-    )
-    parser.add_argument(
-        "--checkpoint", type=Path, help="checkpoint folder (default: CASES_DIR/../checkpoint, else a sibling fixture's)"
-    )
-    parser.add_argument(
-        "--lyric-vocab", type=Path, help="lyric vocabulary (default: <checkpoint>/lyric_tokenizer/vocab.json)"
-    )
-    parser.add_argument("--batched", action="store_true", help="run guidance branches as one batched forward")
-    parser.add_argument(
-        "--stored-source-latents", action="store_true",
-        help="editing cases: take the source latents from the case instead of encoding its clip (checks the diffusion alone)",
-    )  # fmt: skip
-    parser.add_argument("-k", dest="only", help="run only cases whose name contains this text")
-
-
-def run(args: argparse.Namespace) -> int:
-    pin_reference_cpu_kernels()  # first thing: oneDNN and MKL read their caps once
+def run_cases(args: argparse.Namespace) -> int:
+    """Run every case of ``args.cases_dir``; one line per case, then ``N passed, M failed``."""
     cases_dir: Path = args.cases_dir
-    if is_lyric_vector_file(cases_dir):
-        return run_lyric_vectors(args)
     files = [path for path in case_files(cases_dir) if not args.only or args.only in path.stem]
     if not files:
         print(f"no cases in {cases_dir}")

@@ -13,6 +13,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
+from acestep_app.devtools.parity.common import find_lyric_vocab
 from acestep_app.errors import WeightsError
 
 STAGES = ("prepared", "numbers", "abbreviations", "symbols", "cleaned")
@@ -52,7 +53,10 @@ def stage_mismatches(entry: dict) -> list[str]:
 
 
 def pipeline_mismatches(entry: dict, tokenizer) -> list[str]:
-    from acestep_app.acestep_v1.lyrics.tokenizer import detect_language, encoding_language
+    from acestep_app.acestep_v1.lyrics.tokenizer import (
+        detect_language,
+        encoding_language,
+    )
 
     line = entry["input"].strip()
     problems = []
@@ -90,8 +94,6 @@ def check_entry(entry: dict, tokenizer) -> list[str]:
 
 
 def default_lyric_vocab(args: argparse.Namespace) -> Path:
-    from acestep_app.devtools.parity.cases import find_lyric_vocab
-
     return find_lyric_vocab(args.checkpoint or args.cases_dir.parent / "checkpoint")
 
 

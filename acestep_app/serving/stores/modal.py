@@ -27,10 +27,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from acestep_app.serving import endpoints
-
 from acestep_app.serving import failures
-from acestep_app.serving.jobs import CancelResult, Job, JobStatus, Outcome, UsageRecord, log_entry, read_usage_dir
+from acestep_app.serving.endpoints import EndpointRegistry
+from acestep_app.serving.jobs import (
+    CancelResult,
+    Job,
+    JobStatus,
+    Outcome,
+    UsageRecord,
+    log_entry,
+    read_usage_dir,
+)
 from acestep_app.serving.queue import FinishedHook, finish_job
 from acestep_app.serving.service import execute, file_saver
 from acestep_app.serving.storage import AudioStore, StoredFile
@@ -134,12 +141,20 @@ class ModalJobStore:
         )
 
 
-def run_job(store: ModalJobStore, engine, settings, request_id: str, on_finished: FinishedHook | None = None) -> str:
-    """The GPU container's work for one request: start it, run it, record the outcome (first writer wins)."""
+def run_job(store: ModalJobStore, engine, registry: EndpointRegistry, settings, request_id: str,
+            on_finished: FinishedHook | None = None) -> str:
+    """The GPU container's work for one request: start it, run it, record the outcome (first writer wins).
+
+    ``registry`` holds the endpoints ``engine`` serves (its family's).
+    """
     job = store.start(request_id)
     if job is None:
         return "skipped"  # cancelled (or finished) before it started
-    endpoint = endpoints.by_name(job.endpoint)
+    endpoint = registry.by_name(job.endpoint)
+    if endpoint is None:
+        outcome = Outcome.failed(failures.failure_for(RuntimeError(f"endpoint {job.endpoint!r} is not served here")))
+        finish_job(store, job, outcome, on_finished)
+        return outcome.status.value
 
     def log(message: str) -> None:
         store.append_log(request_id, log_entry(message))

@@ -19,8 +19,15 @@ from pathlib import Path
 from typing import Any
 
 from acestep_app.serving import failures
+from acestep_app.serving.jobs import (
+    CancelResult,
+    Job,
+    JobStatus,
+    Outcome,
+    UsageRecord,
+    log_entry,
+)
 from acestep_app.serving.stores.sqlite_db import SQLiteBacked
-from acestep_app.serving.jobs import CancelResult, Job, JobStatus, Outcome, UsageRecord, log_entry
 
 logger = logging.getLogger(__name__)
 

@@ -45,7 +45,6 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from acestep_app.serving.stores.sqlite_db import SQLiteBacked
-from acestep_app.settings import WebhooksSection
 from acestep_app.serving.webhooks.verify import (
     REQUEST_ID_HEADER,
     SIGNATURE_HEADER,
@@ -53,6 +52,7 @@ from acestep_app.serving.webhooks.verify import (
     USER_ID_HEADER,
     signed_message,
 )
+from acestep_app.settings import WebhooksSection
 
 logger = logging.getLogger(__name__)
 

@@ -15,9 +15,8 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from acestep_app.serving import protocol
-from acestep_app.serving.auth import Keys
+from acestep_app.serving.auth import Keys, file_url
 from acestep_app.serving.jobs import Job, JobStore
-from acestep_app.hosts.web import file_url
 from acestep_app.serving.webhooks.outbox import DeliveryState, Webhooks
 
 logger = logging.getLogger(__name__)

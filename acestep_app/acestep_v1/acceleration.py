@@ -37,7 +37,6 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-DTYPES = ("auto", "float32", "bfloat16", "float16")
 SDPA_BACKENDS = ("auto", "flash", "efficient", "cudnn", "math")
 # Enough static graphs for every (bucket, batch size, ERG pattern) a run meets before dynamo gives up.
 STATIC_RECOMPILE_LIMIT = 256
@@ -85,34 +84,6 @@ class AccelerationOptions:
         """The recommended fast path for ``device``: compile everywhere, CUDA graphs on CUDA."""
         cuda = str(device).startswith("cuda")
         return cls(**{"compile": True, "cuda_graphs": cuda, **overrides})
-
-
-def resolve_dtype(name: str, device: str = "cpu"):
-    """Map a settings dtype name to a torch dtype; ``"auto"`` = bfloat16 on CUDA (if supported), else float32."""
-    import torch
-
-    if name not in DTYPES:
-        raise ValueError(f"dtype must be one of {DTYPES}, got {name!r}")
-    if name == "auto":
-        cuda = str(device).startswith("cuda") and torch.cuda.is_available()
-        return torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float32
-    return getattr(torch, name)
-
-
-def configure_torch(device: str) -> None:
-    """Process-wide numerics flags of the reference on CUDA: TF32 matmuls, deterministic cuDNN.
-
-    Call once from the engine at load time (these flags are global to the process).
-    """
-    import torch
-
-    if not str(device).startswith("cuda"):
-        return
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.allow_tf32 = True
-    torch.set_float32_matmul_precision("high")
-    torch.backends.cudnn.deterministic = True
-    torch.backends.cudnn.benchmark = False
 
 
 def accelerate_transformer(model, options: AccelerationOptions):
