@@ -146,3 +146,13 @@ def test_dit_inputs_have_the_reference_memory_layout(runners, name, batched, mon
     }[name]
     expected = [(step, torch.channels_last if channels_last(step) else torch.contiguous_format) for step, _ in calls]
     assert calls == expected
+
+
+def test_the_documented_command_passes_every_case(lyric_vocab, capsys):
+    """docs/fidelity.md's command: every public bf16 case, the editing ones from their stored latents."""
+    from acestep_app.cli import main
+
+    code = main(["parity", str(CASES_DIR), "--lyric-vocab", str(lyric_vocab), "--stored-source-latents"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1] == f"{len(CASES)} passed, 0 failed"
+    assert code == 0
