@@ -7,7 +7,7 @@ a deploy that customises the file must ship it (and point ``ACESTEP_INFRA`` at i
 ``Settings`` at deploy time. Unknown keys and wrongly typed values are errors that name the key.
 
 Sections: ``[app]``, ``[engine]``, ``[output]``, ``[quality]``, ``[weights]``, ``[fal]``, ``[modal]``, ``[security]``,
-``[audio_input]``, ``[webhooks]``, and ``[models."<family>"]`` per model family (each family validates its own). Settings are frozen pydantic models, so they pickle (fal ships the
+``[audio_input]``, ``[webhooks]``, ``[lora]``, ``[metrics]``, and ``[models."<family>"]`` per model family (each family validates its own). Settings are frozen pydantic models, so they pickle (fal ships the
 App by value) and compare by value.
 """
 
@@ -143,6 +143,43 @@ class WebhooksSection(BaseModel):
     concurrency: int = Field(default=4, ge=1)
 
 
+class LoraAdapterEntry(BaseModel):
+    """One deploy-time adapter (``[[lora.adapters]]``), applied to every request of its model family."""
+
+    model_config = _SECTION_CONFIG
+
+    path: str = Field(min_length=1)  # https URL, Hub repo (owner/name[@revision][/sub/path]), local path, manifest name
+    scale: float = Field(default=1.0, allow_inf_nan=False)
+    model: str = "acestep-v1"  # the model family it was trained for (the CLI's --model names)
+
+
+class LoraSection(BaseModel):
+    """LoRA adapters: deploy-time ones, per-request ones (off by default), sources, caches and limits."""
+
+    model_config = _SECTION_CONFIG
+
+    per_request: bool = False  # true: generation and editing endpoints take an optional `loras` list
+    scaling: Literal["reference", "adapter"] = "reference"  # see docs/lora.md
+    max_download_bytes: int = Field(default=2 * 1024**3, ge=1)  # per adapter file
+    download_timeout_seconds: float = Field(default=600.0, gt=0, allow_inf_nan=False)
+    hub_endpoint: str = ""  # "" = huggingface_hub's (HF_ENDPOINT, else https://huggingface.co)
+    cache_dir: str = ""  # "" = <weights cache>/loras
+    disk_cache_bytes: int = Field(default=20 * 1024**3, ge=0)
+    memory_cache_bytes: int = Field(default=4 * 1024**3, ge=0)
+    adapters: list[LoraAdapterEntry] = []
+
+
+class MetricsSection(BaseModel):
+    """``/metrics`` (Prometheus text format; see :mod:`acestep_app.serving.metrics`)."""
+
+    model_config = _SECTION_CONFIG
+
+    enabled: bool = True
+    # the environment variable holding the scrape key; set, /metrics needs ``Authorization: Bearer <key>``;
+    # unset or empty, only loopback clients may scrape
+    key_env: str = Field(default="ACESTEP_METRICS_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
 class Settings(BaseModel):
     """Every setting of the app, one attribute per ``infra.toml`` section."""
 
@@ -158,6 +195,8 @@ class Settings(BaseModel):
     security: SecuritySection = SecuritySection()
     audio_input: AudioInputSection = AudioInputSection()
     webhooks: WebhooksSection = WebhooksSection()
+    lora: LoraSection = LoraSection()
+    metrics: MetricsSection = MetricsSection()
     # [models."<family>"]: each family's own section, validated by that family (ModelFamily.config)
     models: dict[str, dict[str, Any]] = Field(default_factory=dict)
 

@@ -1,4 +1,4 @@
-"""The one guard for outbound requests: source-audio downloads and webhook deliveries.
+"""The one guard for outbound requests: source-audio and LoRA downloads, webhook deliveries.
 
 A URL a client hands us must not turn the server into a proxy into its own network. Every request
 made through this module:
@@ -22,7 +22,7 @@ import ipaddress
 import socket
 import ssl
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import httpcore
 import httpx
@@ -228,19 +228,21 @@ def guarded_client(*, allow_private: bool, timeout: float) -> httpx.Client:
 
 # -- the two calls ------------------------------------------------------------------------------------
 
-def read_capped(response: httpx.Response, max_bytes: int, deadline: float) -> bytes:
-    """The raw body, refusing more than ``max_bytes`` (declared or received) and stopping at ``deadline``."""
+def copy_capped(response: httpx.Response, write: Callable[[bytes], object], max_bytes: int, deadline: float) -> int:
+    """Hand the raw body to ``write`` chunk by chunk, refusing more than ``max_bytes`` (declared or received)
+    and stopping at ``deadline``; returns the byte count."""
     declared = response.headers.get("content-length", "")
     if declared.strip().isdigit() and int(declared) > max_bytes:
         raise ResponseTooLarge(max_bytes)
-    body = bytearray()
+    received = 0
     for chunk in response.iter_raw():
-        body += chunk
-        if len(body) > max_bytes:
+        received += len(chunk)
+        if received > max_bytes:
             raise ResponseTooLarge(max_bytes)
         if time.monotonic() > deadline:
             raise FetchError("the download timed out")
-    return bytes(body)
+        write(chunk)
+    return received
 
 
 def fetch(url: str, *, allow_private: bool, timeout: float, max_bytes: int, max_redirects: int) -> bytes:
@@ -249,18 +251,31 @@ def fetch(url: str, *, allow_private: bool, timeout: float, max_bytes: int, max_
     Raises :class:`UnsafeURLError` (refused URL, at any hop), :class:`ResponseTooLarge` and
     :class:`FetchError` (network failure, ``timeout`` seconds passed in all, non-2xx status).
     """
+    body = bytearray()
+    stream(url, body.extend, allow_private=allow_private, timeout=timeout, max_bytes=max_bytes,
+           max_redirects=max_redirects)
+    return bytes(body)
+
+
+def stream(url: str, write: Callable[[bytes], object], *, allow_private: bool, timeout: float, max_bytes: int,
+           max_redirects: int, headers: dict[str, str] | None = None) -> int:
+    """:func:`fetch`, handing the body to ``write`` as it arrives (large files go to disk, not memory).
+
+    ``headers`` go with the first request only, never to a host a redirect points at (a Hub token
+    stays with the Hub, not its CDN). Returns the number of bytes written.
+    """
     deadline = time.monotonic() + timeout
     with guarded_client(allow_private=allow_private, timeout=timeout) as client:
-        for _ in range(max_redirects + 1):
+        for hop in range(max_redirects + 1):
             split_url(url)
             try:
-                with client.stream("GET", url) as response:
+                with client.stream("GET", url, headers=headers if hop == 0 else None) as response:
                     if response.is_redirect:
                         url = str(response.url.join(response.headers["location"]))
                         continue
                     if not response.is_success:
                         raise FetchError(f"the server answered HTTP {response.status_code}")
-                    return read_capped(response, max_bytes, deadline)
+                    return copy_capped(response, write, max_bytes, deadline)
             except httpx.TimeoutException:
                 raise FetchError("the download timed out") from None
             except httpx.HTTPError as error:

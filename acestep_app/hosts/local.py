@@ -4,7 +4,8 @@ Jobs live in ``<data dir>/jobs.sqlite3`` (:mod:`acestep_app.serving.stores.sqlit
 ``<data dir>/files``. One worker thread runs them in submission order on the Engine. Synchronous
 calls wait for their job without a limit (there is no proxy in front to cut them off). Queue submits
 with ``?fal_webhook=`` get fal's signed webhook (:mod:`acestep_app.serving.webhooks.queue_hooks`), delivered from
-``<data dir>/webhooks.sqlite3`` by a thread that starts and stops with the app.
+``<data dir>/webhooks.sqlite3`` by a thread that starts and stops with the app. ``/metrics``
+counts every job, webhook attempt and response of this process (:mod:`acestep_app.serving.metrics`).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from acestep_app.serving.auth import Keys
 from acestep_app.serving.endpoints import EndpointRegistry
 from acestep_app.serving.failures import failure_for
 from acestep_app.serving.jobs import Job, JobStatus, Outcome
+from acestep_app.serving.metrics import Metrics
 from acestep_app.serving.queue import FinishedHook, QueueService
 from acestep_app.serving.service import execute, file_saver
 from acestep_app.serving.storage import AudioStore
@@ -105,10 +107,16 @@ def create_app(engines, settings, data_dir: str | Path, api_key: str | Sequence[
     except OSError as error:
         raise RuntimeError(f"cannot write generated audio under {data_dir}: {error}") from error
     keys = Keys(api_key)
-    webhooks = QueueWebhooks(Webhooks(data_dir, settings.webhooks, allow_private=settings.security.allow_private_urls),
-                             store, keys)
+    engines = engines_by_family(engines)
+    registry = EndpointRegistry([get_family(name) for name in engines], settings)
+    metrics = Metrics([endpoint.name for endpoint in registry.endpoints],
+                      queue_depth=lambda: {"queued": store.count(JobStatus.IN_QUEUE),
+                                           "running": store.count(JobStatus.IN_PROGRESS)})
+    webhooks = QueueWebhooks(Webhooks(data_dir, settings.webhooks, allow_private=settings.security.allow_private_urls,
+                                      on_attempt=metrics.webhook_attempt), store, keys)
 
     def finished(job: Job) -> None:
+        metrics.job_finished(job)
         webhooks.on_finished(job)
         if on_finished is not None:
             on_finished(job)
@@ -118,10 +126,8 @@ def create_app(engines, settings, data_dir: str | Path, api_key: str | Sequence[
         if on_submitted is not None:
             on_submitted(job, base_url)
 
-    engines = engines_by_family(engines)
-    registry = EndpointRegistry([get_family(name) for name in engines])
     worker = JobWorker(store, EngineJobHandler(engines, registry, audio, settings))
-    queue = QueueService(store, WorkerRunner(worker), finished)
+    queue = QueueService(store, WorkerRunner(worker), finished, on_submitted=metrics.job_submitted)
     worker.finish = queue.finish
 
     def health() -> dict:
@@ -143,12 +149,13 @@ def create_app(engines, settings, data_dir: str | Path, api_key: str | Sequence[
             await asyncio.to_thread(webhooks.stop)
 
     host = Host(queue, keys, settings, registry, audio.open, health, sync_wait=None, max_body_bytes=max_body_bytes,
-                on_submitted=submitted, routers=[webhooks.router(), *routers], accepts_webhooks=True)
+                on_submitted=submitted, routers=[webhooks.router(), *routers], accepts_webhooks=True, metrics=metrics)
     app = create_web_app(host, version=_version(), lifespan=lifespan)
     app.state.store = store
     app.state.worker = worker
     app.state.engines = engines
     app.state.webhooks = webhooks
+    app.state.metrics = metrics
     return app
 
 

@@ -33,6 +33,7 @@ from acestep_app.serving import auth, protocol
 from acestep_app.serving.auth import file_url
 from acestep_app.serving.endpoints import Endpoint, EndpointRegistry
 from acestep_app.serving.jobs import Job
+from acestep_app.serving.metrics import Metrics
 from acestep_app.serving.queue import QueueService
 from acestep_app.serving.storage import AudioStore, StoredFile
 from acestep_app.settings import Settings
@@ -49,6 +50,7 @@ class Host:
     (None: until done). ``open_file(name)``: a stored file, or None. ``health()``: the health body.
     ``on_submitted(job, base_url)`` runs after a queue submit (webhook registration hooks in there);
     ``accepts_webhooks``: False refuses ``?fal_webhook=`` with a 422 (the host cannot deliver them).
+    ``metrics``: the app's Prometheus metrics, fed by the host's queue hooks.
     """
 
     queue: QueueService
@@ -62,6 +64,7 @@ class Host:
     on_submitted: Callable[[Job, str], None] | None = None  # (job, base URL) after every queue submit
     routers: list[APIRouter] = field(default_factory=list)  # the host's own routes (e.g. a JWKS)
     accepts_webhooks: bool = False
+    metrics: Metrics | None = None  # served at /metrics when [metrics].enabled
 
 
 class RequestRejected(Exception):
@@ -137,7 +140,7 @@ def sync_router(registry: EndpointRegistry) -> APIRouter:
     router = APIRouter()
     for family in registry.families:
         prefix = "" if family is registry.primary else f"/run/{PUBLISHED_OWNER}/{family.app_name}"
-        for endpoint in family.endpoints:
+        for endpoint in registry.endpoints_of(family):
             path = (prefix + endpoint.path).rstrip("/") or "/"
             router.add_api_route(path, sync_handler(endpoint), methods=["POST"], name=endpoint.name,
                                  response_model=endpoint.output_model, summary=endpoint.summary,

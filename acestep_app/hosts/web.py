@@ -1,7 +1,8 @@
 """The local server's and the Modal app's ASGI app: fal's routes, fal-shaped errors, the gate.
 
 :func:`create_web_app` puts the routers of :mod:`acestep_app.hosts.routes` behind
-:class:`~acestep_app.hosts.gate.Gate` for one :class:`~acestep_app.hosts.routes.Host`.
+:class:`~acestep_app.hosts.gate.Gate` for one :class:`~acestep_app.hosts.routes.Host`, with the
+playground (:mod:`acestep_app.hosts.playground`) and ``/metrics`` (:mod:`acestep_app.hosts.metrics`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from acestep_app.hosts.gate import Gate
+from acestep_app.hosts.metrics import CountResponses, metrics_router
+from acestep_app.hosts.playground import playground_router
 from acestep_app.hosts.routes import (
     Host,
     RequestRejected,
@@ -74,8 +77,14 @@ def create_web_app(host: Host, *, title: str = "ACE-Step (acestep-app)", version
     app.include_router(meta_router())
     app.include_router(sync_router(host.registry))
     app.include_router(files_router())
+    app.include_router(playground_router(host.registry))
+    metrics = host.metrics if host.settings.metrics.enabled else None
+    if metrics is not None:
+        app.include_router(metrics_router(metrics, host.settings.metrics))
     for router in host.routers:  # before the queue's catch-all /{owner}/{app} routes
         app.include_router(router)
     app.include_router(queue_router())
     app.add_middleware(Gate, settings=host.settings, registry=host.registry, max_body_bytes=host.max_body_bytes)
+    if metrics is not None:
+        app.add_middleware(CountResponses, metrics=metrics)  # outermost: sees the Gate's answers too
     return app

@@ -3,7 +3,7 @@
 The store (:class:`acestep_app.serving.jobs.JobStore`) keeps jobs; the runner starts and follows their work
 (the local worker thread, or Modal function calls). ``on_finished(job)`` is called on every
 terminal transition, exactly once per job, by whichever process made it (webhook deliveries hook in
-there). The HTTP shapes of fal's queue protocol are in :mod:`acestep_app.serving.protocol`.
+there); ``on_submitted(job)`` after every accepted submit (metrics). The HTTP shapes of fal's queue protocol are in :mod:`acestep_app.serving.protocol`.
 """
 
 from __future__ import annotations
@@ -50,15 +50,23 @@ def finish_job(store: JobStore, job: Job, outcome: Outcome, on_finished: Finishe
 
 
 class QueueService:
-    def __init__(self, store: JobStore, runner: Runner, on_finished: FinishedHook | None = None):
+    def __init__(self, store: JobStore, runner: Runner, on_finished: FinishedHook | None = None,
+                 on_submitted: Callable[[Job], None] | None = None):
         self.store = store
         self.runner = runner
         self.on_finished = on_finished
+        self.on_submitted = on_submitted
 
     def submit(self, endpoint: str, owner: str, input: dict[str, Any], webhook_url: str | None = None) -> Job:
         job = self.store.create(endpoint, owner, input, webhook_url)
         self.runner.dispatch(job)
+        if self.on_submitted is not None:
+            self.on_submitted(job)
         return job
+
+    def recent(self, owner: str, limit: int) -> list[Job]:
+        """The owner's latest jobs, newest first."""
+        return self.store.recent(owner, limit)
 
     def find(self, request_id: str, owner: str) -> Job | None:
         """The owner's job, settled first when its work was lost."""

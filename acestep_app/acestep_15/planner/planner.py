@@ -318,6 +318,11 @@ class Planner:
             tokens=tokens, seconds=seconds,
         )  # fmt: skip
 
+    def warmup(self) -> None:
+        """One short plan through both phases: allocates the KV cache and, on CUDA, compiles the
+        decode step for the common cache length before the first request pays for it."""
+        self.plan(PlanRequest(caption="warm-up", lyrics="[Instrumental]", duration=2.0), seed=0)
+
     # -- the helper modes ------------------------------------------------------------------------
 
     def inspire(self, query: str, *, instrumental: bool, seed: int, language: str | None = None,

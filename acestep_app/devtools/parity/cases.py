@@ -102,6 +102,7 @@ class ParityRunner:
         self.case_dir = Path(".")  # the running case's folder; its audio paths are relative to it
         self.dtype = "float32"  # the running case's ``dtype``
         self.pipelines = {} if pipelines is None else pipelines
+        self._merged = {}  # dtype -> the LoRA merge state of that pipeline's transformer
 
     @property
     def tolerances(self) -> Tolerances:
@@ -126,6 +127,26 @@ class ParityRunner:
                 pipeline.transformer.set_conv_impl("conv")  # the reference's convolutions, as the engine runs them
             self.pipelines[dtype] = pipeline
         return self.pipelines[dtype]
+
+    def use_lora(self, lora: dict | None) -> None:
+        """Merge the case's adapter (``lora.path`` relative to the case, at ``lora.scale``) or none.
+
+        ``unload_before_call``: load it, unload it, then run (the expected numbers are the base model's).
+        """
+        from acestep_app.acestep_v1.lora import NO_ADAPTERS, AdapterUse, MergedAdapters, plan_merge
+        from acestep_app.lora.library import AdapterLibrary
+        from acestep_app.settings import Settings
+
+        if self.dtype not in self._merged:
+            self._merged[self.dtype] = MergedAdapters(self.pipeline.transformer)
+        merged = self._merged[self.dtype]
+        if lora is None:
+            merged.use(NO_ADAPTERS)
+            return
+        adapter = AdapterLibrary(Settings()).load(str((self.case_dir / lora["path"]).resolve()), trusted=True)
+        merged.use(plan_merge(self.pipeline.transformer, [AdapterUse(adapter, lora["scale"])], "reference"))
+        if lora.get("unload_before_call"):
+            merged.use(NO_ADAPTERS)
 
     def run(self, case_path: Path) -> CaseResult:
         import torch
@@ -339,6 +360,7 @@ def _check_e2e_run(runner: ParityRunner, case: dict, tensors: dict, task) -> Ite
     if "initial_noise" in tensors:
         yield "initial_noise", pipeline.initial_noise(seeds, frames), tensors["initial_noise"], EXACT
     retake_seeds = case["pipeline_input_params"].get("retake_seeds")
+    runner.use_lora(case.get("lora"))
     if "retake_noise" in tensors:
         yield "retake_noise", pipeline.initial_noise(retake_seeds, frames), tensors["retake_noise"], EXACT
     ids, mask = pipeline.lyric_tokenizer.ids_and_mask([kw["lyrics"]])

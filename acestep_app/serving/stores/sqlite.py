@@ -57,6 +57,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     finished_at REAL
 );
 CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (status, seq);
+CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner, seq);
 CREATE TABLE IF NOT EXISTS usage (
     request_id TEXT PRIMARY KEY,
     endpoint TEXT NOT NULL,
@@ -108,6 +109,12 @@ class SqliteJobStore(SQLiteBacked):
             (ahead,) = self._db.execute(
                 "SELECT COUNT(*) FROM jobs WHERE status = 'IN_QUEUE' AND seq < ?", (job.seq,)).fetchone()
         return int(ahead)
+
+    def recent(self, owner: str, limit: int) -> list[Job]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM jobs WHERE owner = ? ORDER BY seq DESC LIMIT ?",
+                                    (owner, limit)).fetchall()
+        return [job_from_row(row) for row in rows]
 
     def count(self, status: JobStatus) -> int:
         with self._lock:
