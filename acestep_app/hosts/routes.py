@@ -116,7 +116,10 @@ def webhook_url(request: Request, host: Host) -> str | None:
 async def submit(request: Request, endpoint: Endpoint, parsed: BaseModel, owner: str,
                  webhook: str | None = None) -> Job:
     queue = host_of(request).queue
-    return await asyncio.to_thread(queue.submit, endpoint.name, owner, parsed.model_dump(mode="json"), webhook)
+    # The fields the client sent: the others get their defaults again when the job runs, so an endpoint
+    # can still tell a sent value from a default (the 1.5 planner forces only the metadata a client sent).
+    sent = parsed.model_dump(mode="json", exclude_unset=True)
+    return await asyncio.to_thread(queue.submit, endpoint.name, owner, sent, webhook)
 
 
 async def answer_when_done(request: Request, job: Job):
