@@ -14,8 +14,9 @@ Unmarked blocks are run, page by page and in order, in a scratch folder laid out
 (its files linked, ``../shared`` beside it, ``.venv`` linked to this interpreter's environment, HOME
 inside it, so ``acestep-app`` without weights uses the tiny demo it writes there):
 
-* ``acestep-app serve ...`` starts a server in the background (the page's port ``8000`` is replaced by
-  a free one everywhere on the page) and waits for ``/health``; it is stopped at the end of the page;
+* ``acestep-app serve ...`` starts a server in the background (the page's port ``8000``, also serve's
+  default, is replaced by a free one everywhere on the page) and waits for ``/health``; it is stopped
+  at the end of the page;
 * other ``acestep-app ...`` commands run in this process through ``acestep_app.cli.main`` (bash expands
   their words first), which keeps the page fast;
 * ``export ...`` sets variables for the rest of the page; anything else runs in ``bash -c``;
@@ -344,6 +345,8 @@ class Scratch:
         self.env = dict(item.split("=", 1) for item in done.stdout.decode().split("\0") if "=" in item)
 
     def serve(self, command: str, where: str) -> None:
+        if not re.search(r"--port[ =]", command):
+            command = f"{command} --port {self.port}"  # the default port (8000) is the page's port
         log = open(self.root / f"server-{len(self.servers)}.log", "wb")
         server = subprocess.Popen(["bash", "--noprofile", "--norc", "-c", f"exec {command}"], cwd=self.project,
                                   env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
