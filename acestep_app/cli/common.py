@@ -62,10 +62,15 @@ def add_output_options(parser, default_output: Path) -> None:
     parser.add_argument("--tiny", action="store_true", help="use the tiny random demo checkpoint (its audio is noise)")
     parser.add_argument("--infra", help="infra.toml to read (default: $ACESTEP_INFRA or the repo's)")
     parser.add_argument("--json", action="store_true", help="print the response body as JSON")
+    add_lora_option(parser)
+    add_engine_options(parser)
+
+
+def add_lora_option(parser) -> None:
     parser.add_argument("--lora", action="append", type=lora_option, default=[], metavar="PATH_OR_REPO[:SCALE]",
                         help="apply a LoRA adapter (local file or folder, owner/name[@revision] on the Hub, https URL, "
-                             "or a pinned name such as rapmachine) at SCALE (default 1); repeatable; see docs/lora.md")
-    add_engine_options(parser)
+                             "or a pinned name such as rapmachine) at SCALE (default 1) to the command's model family; "
+                             "repeatable; see docs/lora.md")
 
 
 def add_engine_options(parser) -> None:
@@ -103,7 +108,15 @@ def apply_engine_options(settings, args):
     if update:
         engine = type(settings.engine).model_validate({**settings.engine.model_dump(), **update})
         settings = settings.model_copy(update={"engine": engine})
-    return with_cli_loras(settings, getattr(args, "lora", None) or [])
+    return with_cli_loras(settings, getattr(args, "lora", None) or [], cli_family(args, settings))
+
+
+def cli_family(args, settings) -> str:
+    """The family a command runs: its ``--model`` (serve: the first one), else infra.toml's primary family."""
+    model = getattr(args, "model", None)
+    if isinstance(model, list):
+        model = model[0] if model else None
+    return model or settings.app.families[0]
 
 
 def lora_option(text: str) -> tuple[str, float]:
@@ -123,7 +136,7 @@ def lora_option(text: str) -> tuple[str, float]:
     return path, scale
 
 
-def with_cli_loras(settings, loras: list[tuple[str, float]], model: str = "acestep-v1"):
+def with_cli_loras(settings, loras: list[tuple[str, float]], model: str):
     """``settings`` with the ``--lora`` adapters added to ``[[lora.adapters]]`` (merged at load, as infra.toml's)."""
     if not loras:
         return settings
