@@ -8,6 +8,8 @@ weights straight on the device (``bench/fullsize.py``). One run measures:
   defaults (27 Euler steps, APG, guidance interval 0.5, tag 5 / lyric 1.5), for the sequential
   reference loop, the fast path (batched guidance + bf16 on a GPU) and the fast path with
   torch.compile, per duration, with the peak memory of each request,
+* ACE-Step 1.5 on diffusers' ``AceStepPipeline`` (``bench/families.py``): turbo at 8 steps and sft at
+  50 APG-guided steps, per duration, with peak memory,
 * the ACE-Step 1.5 planner (its 1.7B LM's shape on a GPU, a toy one on a CPU): tokens/s of the audio-code
   phase as served, dynamic against static KV cache (compiled on CUDA), and its share of a 60 s 1.5
   request when a 1.5 row measured one,
@@ -121,6 +123,50 @@ def rtf_rows(args, label: str, dtype: torch.dtype, path: PathConfig, compile_opt
                         f"{mib(max(result.peaks.values()))} MiB"))
     del pipeline
     _free()
+    return rows
+
+
+ACESTEP15_VARIANTS = (("turbo", 8, True), ("sft", 50, False))  # (name, steps, guidance distilled)
+
+
+def acestep15_rows(args, deadline: float, memory: PeakMemory, results: dict) -> list[Row]:
+    """ACE-Step 1.5 on diffusers' pipeline (``bench/families.py`` builds it): turbo at 8 steps, sft at 50 APG
+    steps, one warm-up (2 steps) and one timed request per duration, budget-length lyrics. The turbo
+    request's seconds at 60 s (from the longest duration's real-time factor if 60 s is not measured) go to
+    ``results["acestep15_request_seconds_60"]`` for the planner's share."""
+    from families import build_acestep15_pipeline
+
+    rows: list[Row] = []
+    for name, steps, turbo in ACESTEP15_VARIANTS:
+        setting = f"1.5 {name}: diffusers AceStepPipeline, {str(args.fast_dtype).removeprefix('torch.')}, {steps} steps" \
+                  f"{'' if turbo else ', APG 7 (batch 2)'}"
+        if time.perf_counter() > deadline:
+            rows += [Row("RTF", setting, f"{d:g} s", "skipped: time budget") for d in args.durations]
+            continue
+        pipeline = build_acestep15_pipeline(args.config, args.device, args.fast_dtype, turbo=turbo)
+        for duration in args.durations:
+            if time.perf_counter() > deadline:
+                rows.append(Row("RTF", setting, f"{duration:g} s", "skipped: time budget"))
+                continue
+            arguments = {"prompt": TAGS, "lyrics": budget_lyrics(duration), "audio_duration": duration,
+                         "guidance_scale": 7.0, "output_type": "np"}
+            with torch.inference_mode():
+                pipeline(num_inference_steps=2, **arguments)  # warm-up
+                memory.reset()
+                started = time.perf_counter()
+                audio = pipeline(num_inference_steps=steps, generator=torch.Generator("cpu").manual_seed(0),
+                                 **arguments).audios
+                peak = memory.peak()  # synchronises CUDA
+            seconds = time.perf_counter() - started
+            audio_seconds = audio.shape[-1] / pipeline.sample_rate
+            log(f"1.5 {name} {duration:g} s: {audio_seconds / seconds:.2f}x real time ({seconds:.2f} s)")
+            if turbo and results.get("acestep15_basis") != SHARE_DURATION:  # a measured 60 s wins
+                results["acestep15_basis"] = duration
+                results["acestep15_request_seconds_60"] = SHARE_DURATION * seconds / audio_seconds
+            rows.append(Row("RTF", setting, f"{duration:g} s", f"{audio_seconds / seconds:.2f}x real time "
+                            f"({seconds:.2f} s for {audio_seconds:.1f} s of audio; {steps} forwards)", f"{mib(peak)} MiB"))
+        del pipeline
+        _free()
     return rows
 
 
@@ -410,10 +456,11 @@ def main(argv: list[str] | None = None) -> int:
         compiled_rows = rtf_rows(args, "fast + compile", args.fast_dtype, fast, CompileChoice(args.cuda_graphs),
                                  deadline, memory, results)
         writer.insert(-1, shipped_writer_row(args, deadline, memory))
+        acestep15 = acestep15_rows(args, deadline, memory, results)
         planner = planner_rows(args, deadline, memory, results)
     finally:
         memory.close()
-    rows += sequential_rows + fast_rows + compiled_rows + writer + planner
+    rows += sequential_rows + fast_rows + compiled_rows + acestep15 + writer + planner
     total = time.perf_counter() - started
     rows.append(Row("setup", f"{name}, torch {torch.__version__}, {args.config} config "
                     f"(DiT {results.get('dit_parameters', 0) / 1e9:.2f} B parameters), fal defaults "

@@ -2,17 +2,15 @@
 # deploy: true
 # ---
 
-# # ACE-Step v1 text-to-music on Modal, API-identical to fal's `fal-ai/ace-step` endpoints
+# # ACE-Step on Modal, API-identical to fal's `fal-ai/ace-step` and `fal-ai/ace-step-1.5` endpoints
 #
-# `modal deploy deploy/modal_app.py` publishes one web endpoint with the same routes, schema, queue
-# protocol, errors and billing header as the fal app and the local server (`acestep_app.hosts.web`), so one
-# client (e.g. `fal_client` with `FAL_QUEUE_RUN_HOST` pointed at the Modal URL) works against all three.
-# Each request is one `.spawn()` of `AceStep.run_job`; jobs live in a `modal.Dict`
-# (`acestep_app.serving.stores.modal`), audio and usage records on a `modal.Volume`.
-#
-# Modal cuts a web request off at 150 s. A synchronous call (`POST /prompt-to-audio`, `POST /`,
-# `POST /run/...`) waits `SYNC_WAIT_SECONDS`, then answers `303 See Other` to `/requests/{id}/wait`,
-# which waits again (and redirects again): `curl -L` and `fal_client` follow it to the result.
+# `modal deploy deploy/modal_app.py` publishes one web endpoint with the routes, schema, queue protocol,
+# errors and billing header of the fal apps and the local server (`acestep_app.hosts.web`): one client
+# (e.g. `fal_client` with `FAL_QUEUE_RUN_HOST` at the Modal URL) works against all three. One GPU class
+# per family of `[app].families` (infra.toml chooses what is deployed): `AceStep` (v1), `AceStep15` (1.5);
+# a request is one `.spawn()` of its family's `run_job`. Jobs live in a `modal.Dict`, audio and usage
+# records on a `modal.Volume`. Modal cuts a web request off at 150 s: a synchronous call waits
+# `SYNC_WAIT_SECONDS`, then answers `303` to `/requests/{id}/wait` (`curl -L` and `fal_client` follow it).
 # This file only wires `acestep_app` (`/playground`, `/metrics`: docs/metrics.md) to Modal; settings: `infra.toml`.
 
 from __future__ import annotations
@@ -23,7 +21,7 @@ from pathlib import Path
 
 import modal
 
-from acestep_app.engine.family import get_family
+from acestep_app.engine.family import get_family, served_families
 from acestep_app.hosts.routes import Host
 from acestep_app.hosts.web import create_web_app
 from acestep_app.serving.auth import Keys
@@ -34,7 +32,8 @@ from acestep_app.serving.stores.modal import ModalJobStore, VolumeFiles, finishe
 from acestep_app.settings import INFRA_ENV, REPO_INFRA_PATH, Settings
 
 SETTINGS = Settings.load()
-ACESTEP_V1 = get_family("acestep-v1")
+FAMILIES = served_families(SETTINGS)  # [app].families: the families this app deploys, the primary first
+REGISTRY = EndpointRegistry(FAMILIES, SETTINGS)
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONTAINER_ROOT = Path("/root")
 WEIGHTS_DIR = "/weights"  # weights volume mount; pulled checkpoint in /weights/acestep
@@ -43,10 +42,8 @@ API_KEY_ENV = "ACESTEP_API_KEY"  # comma-separated keys, from the [modal].api_ke
 FILES_DIR_ENV = "ACESTEP_FILES_DIR"
 SYNC_WAIT_SECONDS = 120.0  # under Modal's 150 s web limit, with room for the upload and the answer
 
-# ## Image, volumes, secrets
-#
-# Modal imports this file again inside every container, so `infra.toml` and the weights manifest ship
-# in the image at the paths `acestep_app` looks for them.
+# ## Image, volumes, secrets: Modal imports this file again in every container, so `infra.toml` and the
+# weights manifest ship in the image at the paths `acestep_app` looks for them.
 
 image = (
     modal.Image.debian_slim(python_version="3.11")
@@ -84,42 +81,32 @@ def metrics_events() -> modal.Queue:  # jobs GPU containers finished, taken in b
     return modal.Queue.from_name(f"{SETTINGS.app.name}-metrics", create_if_missing=True)
 
 
-# ## Weights: pulled once into a Volume (`modal run deploy/modal_app.py::pull_weights`)
-
-
 @app.function(volumes={WEIGHTS_DIR: weights_volume}, secrets=hf_secrets, timeout=3 * 3600)
-def pull_weights() -> str:
+def pull_weights() -> str:  # into the Volume, once: `modal run deploy/modal_app.py::pull_weights`
     from acestep_app.weights.store import ensure_weights
 
     settings = Settings.load()
-    root = ensure_weights(settings, only=ACESTEP_V1.weight_entries(settings))
+    root = ensure_weights(settings, only=sorted({entry for f in FAMILIES for entry in f.weight_entries(settings)}))
     if not modal.is_local():
         weights_volume.commit()
     return str(root)
 
 
-# ## Inference: the Engine, loaded once per container
-#
-# A CPU memory snapshot is taken after the heavy imports; the Engine loads onto the GPU after restore
-# (plain memory snapshots cannot hold CUDA state). `run_job` is the only per-request work.
+# ## Inference: one engine per container, loaded on the GPU after a CPU memory snapshot of the imports.
+class FamilyServer:
+    """A family's engine in a GPU container; each family's class below names its family."""
 
+    family_name: str
 
-@app.cls(gpu=SETTINGS.modal.gpu, timeout=SETTINGS.modal.timeout, scaledown_window=SETTINGS.modal.scaledown_window,
-         volumes={WEIGHTS_DIR: weights_volume, FILES_DIR: files_volume}, secrets=hf_secrets,
-         enable_memory_snapshot=True)
-@modal.concurrent(max_inputs=SETTINGS.modal.max_inputs)
-class AceStep:
     @modal.enter(snap=True)
     def import_libraries(self) -> None:
-        import acestep_app.acestep_v1.engine  # noqa: F401
-        import acestep_app.acestep_v1.pipeline  # noqa: F401  (torch, diffusers, transformers)
-        import acestep_app.songwriter.writer  # noqa: F401
+        get_family(self.family_name).engine_class()  # imports torch, diffusers, transformers
 
     @modal.enter(snap=False)
     def load(self) -> None:
         self.settings = Settings.load()
-        self.engine = ACESTEP_V1.load_engine(self.settings)
-        self.registry = EndpointRegistry([ACESTEP_V1], self.settings)
+        self.registry = EndpointRegistry([get_family(self.family_name)], self.settings)
+        self.engine = self.registry.primary.load_engine(self.settings)
         self.store = job_store()
         self.events = metrics_events()
         if not modal.is_local():
@@ -131,21 +118,40 @@ class AceStep:
                        on_finished=lambda job: self.events.put(finished_event(job)))
 
 
+GPU_CLASS = {"gpu": SETTINGS.modal.gpu, "timeout": SETTINGS.modal.timeout, "secrets": hf_secrets,
+             "scaledown_window": SETTINGS.modal.scaledown_window, "enable_memory_snapshot": True,
+             "volumes": {WEIGHTS_DIR: weights_volume, FILES_DIR: files_volume}}
+CLASS_NAMES = {"acestep-v1": "AceStep", "acestep-1.5": "AceStep15"}  # family -> its class (family_class)
+if "acestep-v1" in {family.name for family in FAMILIES}:
+    @app.cls(**GPU_CLASS)
+    @modal.concurrent(max_inputs=SETTINGS.modal.max_inputs)
+    class AceStep(FamilyServer):
+        family_name = "acestep-v1"
+
+if "acestep-1.5" in {family.name for family in FAMILIES}:
+    @app.cls(**GPU_CLASS)
+    @modal.concurrent(max_inputs=SETTINGS.modal.max_inputs)
+    class AceStep15(FamilyServer):
+        family_name = "acestep-1.5"
+
+
 # ## Web: the shared fal routes over Modal function calls
+def family_class(name: str):  # the deployed class serving the family called `name`
+    return globals()[CLASS_NAMES[name]]
 
 
 class FunctionCalls:
-    """The queue's runner on Modal: one spawned `AceStep.run_job` per job."""
+    """The queue's runner on Modal: one spawned `run_job` of the job's family class per job."""
 
     def __init__(self, store: ModalJobStore):
         self.store = store
 
     def dispatch(self, job: Job) -> None:
-        self.store.set_call(job.request_id, AceStep().run_job.spawn(job.request_id).object_id)
+        server = family_class(REGISTRY.by_name(job.endpoint).family)
+        self.store.set_call(job.request_id, server().run_job.spawn(job.request_id).object_id)
 
     def wait(self, job: Job, timeout: float) -> None:
-        call_id = self.store.call_id(job.request_id)
-        if call_id is None:
+        if (call_id := self.store.call_id(job.request_id)) is None:
             return time.sleep(min(timeout, 0.5))
         try:
             modal.FunctionCall.from_id(call_id).get(timeout=timeout)
@@ -155,8 +161,7 @@ class FunctionCalls:
             raise CallFailed(str(error)) from error
 
     def cancel(self, job: Job) -> None:
-        call_id = self.store.call_id(job.request_id)
-        if call_id is not None:
+        if (call_id := self.store.call_id(job.request_id)) is not None:
             modal.FunctionCall.from_id(call_id).cancel()
 
 
@@ -164,15 +169,11 @@ def build_web(store: ModalJobStore, runner, api_keys: list[str], files: VolumeFi
               on_finished=None, events=None, stats=None):
     if not api_keys:
         raise RuntimeError(f"no API key: put {API_KEY_ENV} in the modal.Secret '{settings.modal.api_key_secret}'")
-    registry = EndpointRegistry([ACESTEP_V1], settings)
+    registry = EndpointRegistry(FAMILIES, settings)
     metrics = web_metrics(registry, events, stats)  # `/metrics`: see acestep_app.serving.stores.modal
     host = Host(metrics.queue(store, runner, on_finished), Keys(api_keys, schemes=("key", "bearer")), settings,
                 registry, files.open, health=lambda: {"status": "ok"}, sync_wait=SYNC_WAIT_SECONDS, metrics=metrics)
     return create_web_app(host, title="ACE-Step (acestep-app on Modal)")
-
-
-def api_keys_from_env() -> list[str]:
-    return [key.strip() for key in os.environ.get(API_KEY_ENV, "").split(",") if key.strip()]
 
 
 @app.function(volumes={FILES_DIR: files_volume}, secrets=[api_key_secret], timeout=SETTINGS.modal.timeout)
@@ -181,20 +182,19 @@ def api_keys_from_env() -> list[str]:
 def web():
     store = job_store()
     files = VolumeFiles(files_dir(), reload=files_volume.reload)
-    return build_web(store, FunctionCalls(store), api_keys_from_env(), files, Settings.load(), events=metrics_events(),
-                     stats=lambda: AceStep().run_job.get_current_stats())
+    keys = [key.strip() for key in os.environ.get(API_KEY_ENV, "").split(",") if key.strip()]
+    return build_web(store, FunctionCalls(store), keys, files, Settings.load(), events=metrics_events(),
+                     stats=lambda: family_class(FAMILIES[0].name)().run_job.get_current_stats())
 
 
-# ## Smoke test: `modal run deploy/modal_app.py` times a cold and a warm call of the deployed class
-
-
-@app.local_entrypoint()
+@app.local_entrypoint()  # the smoke test: `modal run deploy/modal_app.py` times a cold and a warm call
 def main(prompt: str = "lofi hiphop, chill, mellow piano", duration: float = 10.0):
     store = job_store()
-    for attempt in ("cold", "warm"):
-        job = store.create("prompt-to-audio", "smoke-test", {"prompt": prompt, "duration": duration,
-                                                             "instrumental": True})
+    base = next(endpoint for endpoint in FAMILIES[0].endpoints if endpoint.sub_path == "")
+    for attempt in ("cold", "warm"):  # (v1's base endpoint reads tags, 1.5's the prompt)
+        job = store.create(base.name, "smoke-test", {"prompt": prompt, "tags": prompt, "lyrics": "[instrumental]",
+                                                     "duration": duration})
         started = time.perf_counter()
-        status = AceStep().run_job.remote(job.request_id)
+        status = family_class(FAMILIES[0].name)().run_job.remote(job.request_id)
         print(f"{attempt}: {status} in {time.perf_counter() - started:.1f}s "
               f"({store.get(job.request_id).billable_seconds} billable s)")

@@ -144,7 +144,7 @@ def test_steps_are_reported_and_a_raising_report_cancels(pipelines):
         Renderer(official)(seed=[1], callback=cancel, prompt=CAPTION, audio_duration=0.4, num_inference_steps=3)
 
 
-def _source(seconds: float = 1.0, rate: int = 44100) -> np.ndarray:
+def _source(seconds: float = 1.0, rate: int = 24000) -> np.ndarray:  # 24 kHz: a cheap 1:2 resample
     time = np.arange(int(seconds * rate)) / rate
     tone = 0.3 * np.sin(2 * np.pi * 220 * time).astype(np.float32)
     return np.stack([tone, tone])
@@ -152,7 +152,7 @@ def _source(seconds: float = 1.0, rate: int = 44100) -> np.ndarray:
 
 def test_repaint_at_full_strength_is_the_pipelines_repaint_and_replays_from_its_seed(pipelines):
     reference, official, _ = pipelines
-    source = stereo_tensor(_source(), 44100, SAMPLE_RATE)
+    source = stereo_tensor(_source(), 24000, SAMPLE_RATE)
     arguments = {"prompt": CAPTION, "lyrics": LYRICS, "num_inference_steps": 2, "task_type": "repaint",
                  "src_audio": source, "repainting_start": 0.2, "repainting_end": 0.6, "audio_duration": 1.0}
     first = Renderer(official)(seed=[9], global_seed=True, **arguments).waveforms[0]
@@ -170,7 +170,7 @@ def test_partial_repaint_strength_starts_from_the_noised_source(pipelines):
     # float64 schedule arithmetic: approx's relative 1e-6
     assert schedule[0] == pytest.approx(0.5) and schedule == sorted(schedule, reverse=True) and schedule[-1] > 0
     assert strength_schedule(8, 3.0, 1.0)[:3] == pytest.approx([1.0, 0.9545, 0.9], abs=1e-4)  # facts §2's table
-    source = stereo_tensor(_source(), 44100, SAMPLE_RATE)
+    source = stereo_tensor(_source(), 24000, SAMPLE_RATE)
     arguments = {"prompt": CAPTION, "num_inference_steps": 4, "task_type": "repaint", "src_audio": source,
                  "repainting_start": 0.0, "audio_duration": 1.0}
     renderer = Renderer(official)
@@ -186,8 +186,8 @@ def test_partial_repaint_strength_starts_from_the_noised_source(pipelines):
 
 def test_cover_uses_source_and_reference_and_blends_below_full_strength(pipelines):
     _, official, _ = pipelines
-    source = stereo_tensor(_source(), 44100, SAMPLE_RATE, seconds=0.8)
-    reference_audio = stereo_tensor(_source(0.5, 22050), 22050, SAMPLE_RATE)
+    source = stereo_tensor(_source(), 24000, SAMPLE_RATE, seconds=0.8)
+    reference_audio = stereo_tensor(_source(0.5, 16000), 16000, SAMPLE_RATE)
     assert source.shape == (2, int(0.8 * SAMPLE_RATE))
     arguments = {"prompt": CAPTION, "lyrics": LYRICS, "num_inference_steps": 2, "task_type": "cover",
                  "src_audio": source, "reference_audio": reference_audio, "audio_duration": 0.8}

@@ -212,3 +212,12 @@ def test_budget_lyrics_follow_the_writer_line_budget(monkeypatch):
     lyrics = fullsize.budget_lyrics(60)
     sung = [line for line in lyrics.splitlines() if line and not line.startswith("[")]
     assert len(sung) == LyricBudget(60).max_lines
+
+
+def test_family_bench_runs_the_1_5_measurements_at_the_tiny_size(monkeypatch, capsys):
+    """bench/families.py end to end on the tiny 1.5 modules: the table rows and the K/V cache check."""
+    families = _load_bench_module("families", monkeypatch)
+    assert families.main(["--family", "acestep-1.5", "--size", "tiny", "--durations", "2", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "| 1.5 turbo, 8 steps | 2 s | 8 |" in out and "| 1.5 sft, 50 steps (APG) | 2 s | 50 |" in out
+    assert "outputs identical: True" in out

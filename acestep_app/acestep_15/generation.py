@@ -53,10 +53,10 @@ class Conditions:
 
 @dataclass
 class Rendered:
-    """One pipeline call's audio (``(2, N)`` float32 per seed) and what it cost."""
+    """One pipeline call's audio (a ``(2, N)`` float32 CPU tensor per seed) and what it cost."""
 
     seeds: list[int]
-    waveforms: list[np.ndarray]
+    waveforms: list
     sample_rate: int
     num_forwards: int
     timings: dict[str, float] = field(default_factory=dict)
@@ -114,11 +114,11 @@ class Renderer:
                 arguments.update(self._from_source(arguments, strength, seeds))
                 total = len(arguments["timesteps"])
             counter = _StepCounter(callback, total)
-            output = self.pipeline(**arguments, output_type="np", callback_on_step_end=counter)
+            output = self.pipeline(**arguments, output_type="pt", callback_on_step_end=counter)
         seconds = time.perf_counter() - started
         forwards = counter.steps * (2 if _blends_cover(arguments) else 1)
-        return Rendered(seeds, [np.ascontiguousarray(audio, dtype=np.float32) for audio in output.audios],
-                        self.sample_rate, forwards, {"render": seconds})
+        waveforms = [audio.detach().to("cpu", torch.float32) for audio in output.audios]
+        return Rendered(seeds, waveforms, self.sample_rate, forwards, {"render": seconds})
 
     def _from_source(self, arguments: dict, strength: float, seeds: list[int]) -> dict:
         """Start latents (the source noised to ``strength``) and the matching schedule for a partial repaint."""

@@ -13,18 +13,16 @@ loaded). The published OpenAPI therefore shows what a request that omits them ge
 
 from __future__ import annotations
 
-import math
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
 
-from ..acestep_v1.schema import File  # fal's File model; moves to serving/schema.py with the family interface
+from acestep_app.serving.schema import File, RequestModel, at_most, fits_int64
 
 MAX_PROMPT_LENGTH = 5_000
 MAX_LYRICS_LENGTH = 10_000  # a 10-minute song; the lyric encoder reads 2048 tokens
 MAX_DURATION = 600.0  # ten minutes: the longest song ACE-Step 1.5 was trained for
-SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1
 TIME_SIGNATURES = ("2", "3", "4", "6")
 KEY_SCALE = re.compile(r"^[A-G](#|b|♯|♭)? (major|minor)$")
 LANGUAGE = re.compile(r"^([a-z]{2,3}(-[a-z]{2,4})?|unknown)$")
@@ -33,21 +31,6 @@ INSTRUMENTAL = "[Instrumental]"
 EXAMPLE_PROMPT = "Energetic synth-pop with punchy drums, warm bass and a bright female vocal, 118 bpm"
 EXAMPLE_LYRICS = "[verse]\nNeon rivers in the night\nWe keep running toward the light\n\n[chorus]\nHold on, hold on"
 EXAMPLE_SOURCE_URL = "https://storage.googleapis.com/falserverless/example_inputs/ace-step-audio-to-audio.wav"
-
-
-def _at_most(limit: int):
-    def check(value: str) -> str:
-        if len(value) > limit:
-            raise ValueError(f"must be at most {limit} characters long (got {len(value)})")
-        return value
-
-    return check
-
-
-def _fits_int64(value: int | None) -> int | None:
-    if value is not None and not SEED_MIN <= value <= SEED_MAX:
-        raise ValueError(f"must fit in a signed 64-bit integer ({SEED_MIN} to {SEED_MAX})")
-    return value
 
 
 def _matches(pattern: re.Pattern, what: str):
@@ -63,7 +46,7 @@ Prompt = Annotated[
     str,
     Field(description="The music to make: genre, instruments, mood, vocal style, tempo (the DiT's caption).",
           examples=[EXAMPLE_PROMPT]),
-    AfterValidator(_at_most(MAX_PROMPT_LENGTH)),
+    AfterValidator(at_most(MAX_PROMPT_LENGTH)),
 ]
 Lyrics = Annotated[
     str,
@@ -71,7 +54,7 @@ Lyrics = Annotated[
         "Lyrics to sing, with section tags such as [verse], [chorus] and [bridge]. `[Instrumental]` makes an "
         "instrumental. Left empty, lyrics are written from the prompt. Default value: `\"\"`"),
         examples=[EXAMPLE_LYRICS]),
-    AfterValidator(_at_most(MAX_LYRICS_LENGTH)),
+    AfterValidator(at_most(MAX_LYRICS_LENGTH)),
 ]
 Duration = Annotated[
     float,
@@ -96,7 +79,7 @@ Shift = Annotated[
 Seed = Annotated[
     int | None,
     Field(description="Random seed for reproducibility. If not provided, a random seed will be used."),
-    AfterValidator(_fits_int64),
+    AfterValidator(fits_int64),
 ]
 Thinking = Annotated[
     bool,
@@ -135,7 +118,7 @@ LmNegativePrompt = Annotated[
     str,
     Field(description="What the planner's guidance steers away from; `NO USER INPUT` means nothing. Default value: "
           "`\"NO USER INPUT\"`", examples=["NO USER INPUT"]),
-    AfterValidator(_at_most(MAX_PROMPT_LENGTH)),
+    AfterValidator(at_most(MAX_PROMPT_LENGTH)),
 ]
 UseConstrainedDecoding = Annotated[
     bool, Field(description="Constrain the planner's output to valid metadata and audio codes. Default value: `true`",
@@ -151,27 +134,7 @@ def _audio_url(what: str):
     ]
 
 
-def _non_finite(value: Any) -> bool:
-    return isinstance(value, float) and not math.isfinite(value)
-
-
-class _Request(BaseModel):
-    """Unknown fields are ignored (as fal's pydantic models do); NaN and infinities are refused by name."""
-
-    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
-
-    @model_validator(mode="wrap")
-    @classmethod
-    def _reject_non_finite(cls, data: Any, handler):
-        if isinstance(data, dict):
-            bad = [name for name, value in data.items() if name in cls.model_fields and _non_finite(value)]
-            if bad:
-                errors = [{"type": "finite_number", "loc": (name,), "input": str(data[name])} for name in bad]
-                raise ValidationError.from_exception_data(cls.__name__, errors)
-        return handler(data)
-
-
-class TextToMusicInput(_Request):
+class TextToMusicInput(RequestModel):
     """Input of `fal-ai/ace-step-1.5`: a song from a prompt, with or without lyrics."""
 
     model_config = ConfigDict(title="ACEStep15TextToMusicRequest")
@@ -195,7 +158,7 @@ class TextToMusicInput(_Request):
     use_constrained_decoding: UseConstrainedDecoding = True
 
 
-class RepaintInput(_Request):
+class RepaintInput(RequestModel):
     """Input of `fal-ai/ace-step-1.5/repaint`: regenerate ``start_time``..``end_time`` of a song, keep the rest."""
 
     model_config = ConfigDict(title="ACEStep15RepaintRequest")
@@ -220,7 +183,7 @@ class RepaintInput(_Request):
     time_signature: TimeSignature = None
 
 
-class CoverInput(_Request):
+class CoverInput(RequestModel):
     """Input of `fal-ai/ace-step-1.5/cover`: the song of ``source_audio_url`` re-made in a new style."""
 
     model_config = ConfigDict(title="ACEStep15CoverRequest")
@@ -260,6 +223,12 @@ class MusicOutput(BaseModel):
     time_signature: str | None = Field(default=None, description="The beats per bar the DiT was given, if any.",
                                        examples=["4"])
     vocal_language: str = Field(description="The language of the lyrics the DiT was given.", examples=["en"])
+    planned: list[str] | None = Field(default=None, description="With thinking: the fields above the planner "
+                                      "decided (the others are the request's).", examples=[["bpm", "key_scale"]])
+    audio_code_count: int | None = Field(default=None, description="With thinking: the semantic codes the planner "
+                                         "wrote (5 per second).", examples=[300])
+    planner_seconds: float | None = Field(default=None, description="With thinking: the planner's time in seconds.",
+                                          examples=[1.2])
 
 
 def with_defaults(model: type[BaseModel], **defaults) -> type[BaseModel]:

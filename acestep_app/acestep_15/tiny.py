@@ -6,6 +6,7 @@ One set of random weights, written twice::
         acestep-v15-turbo/          config.json, model.safetensors, silence_latent.pt
         vae/                        AutoencoderOobleck
         Qwen3-Embedding-0.6B/       Qwen3Model + a small byte-level BPE tokenizer (no download)
+        acestep-5Hz-lm-1.7B/        the planner's tiny random 5 Hz LM (``planner.tiny``)
         TINY_CHECKPOINT.txt
     <dir>/diffusers/                the same weights as AceStepPipeline.save_pretrained writes them
         model_index.json, transformer/, condition_encoder/, vae/, text_encoder/, tokenizer/, scheduler/,
@@ -31,6 +32,8 @@ from .checkpoint import (
     VAE_FOLDER,
     join_official_state_dict,
 )
+from .planner.config import DEFAULT_LM, LM_CHECKPOINTS
+from .planner.tiny import write_tiny_planner_lm
 
 TINY_MARKER = "TINY_CHECKPOINT.txt"
 DIFFUSERS_FOLDER = "diffusers"
@@ -101,6 +104,7 @@ def write_tiny_checkpoint(directory: str | Path, seed: int = 0) -> Path:
         pipeline = build_tiny_pipeline(torch.Generator().manual_seed(seed))
     write_diffusers_layout(pipeline, root / DIFFUSERS_FOLDER)
     write_official_layout(pipeline, root)
+    write_tiny_planner_lm(root / LM_CHECKPOINTS[DEFAULT_LM].folder, seed=seed)
     return root
 
 

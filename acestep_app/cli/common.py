@@ -62,10 +62,15 @@ def add_output_options(parser, default_output: Path) -> None:
     parser.add_argument("--tiny", action="store_true", help="use the tiny random demo checkpoint (its audio is noise)")
     parser.add_argument("--infra", help="infra.toml to read (default: $ACESTEP_INFRA or the repo's)")
     parser.add_argument("--json", action="store_true", help="print the response body as JSON")
+    add_lora_option(parser)
+    add_engine_options(parser)
+
+
+def add_lora_option(parser) -> None:
     parser.add_argument("--lora", action="append", type=lora_option, default=[], metavar="PATH_OR_REPO[:SCALE]",
                         help="apply a LoRA adapter (local file or folder, owner/name[@revision] on the Hub, https URL, "
-                             "or a pinned name such as rapmachine) at SCALE (default 1); repeatable; see docs/lora.md")
-    add_engine_options(parser)
+                             "or a pinned name such as rapmachine) at SCALE (default 1) to the command's model family; "
+                             "repeatable; see docs/lora.md")
 
 
 def add_engine_options(parser) -> None:
@@ -75,6 +80,8 @@ def add_engine_options(parser) -> None:
     group = parser.add_argument_group("engine (override infra.toml [engine])")
     group.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps")
     group.add_argument("--dtype", choices=["auto", "bfloat16", "float16", "float32"])
+    group.add_argument("--cpu-bf16-kernels", choices=["reference", "native"],
+                       help="bfloat16 on a CPU: the reference's kernels (its exact output) or the CPU's fastest")
     group.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                        help="torch.compile the transformer (shape-bucketed)")
     group.add_argument("--batched-guidance", action=argparse.BooleanOptionalAction, default=None,
@@ -93,12 +100,23 @@ def _chunk_frames(value: str) -> str | int:
 
 def apply_engine_options(settings, args):
     """``settings`` with the engine options (and ``--lora`` adapters) given on the command line."""
-    names = ("device", "dtype", "compile", "batched_guidance", "cross_attention_cache", "threads", "decode_chunk_frames")
+    names = (
+        "device", "dtype", "cpu_bf16_kernels", "compile", "batched_guidance", "cross_attention_cache", "threads",
+        "decode_chunk_frames",
+    )  # fmt: skip
     update = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
     if update:
         engine = type(settings.engine).model_validate({**settings.engine.model_dump(), **update})
         settings = settings.model_copy(update={"engine": engine})
-    return with_cli_loras(settings, getattr(args, "lora", None) or [])
+    return with_cli_loras(settings, getattr(args, "lora", None) or [], cli_family(args, settings))
+
+
+def cli_family(args, settings) -> str:
+    """The family a command runs: its ``--model`` (serve: the first one), else infra.toml's primary family."""
+    model = getattr(args, "model", None)
+    if isinstance(model, list):
+        model = model[0] if model else None
+    return model or settings.app.families[0]
 
 
 def lora_option(text: str) -> tuple[str, float]:
@@ -118,7 +136,7 @@ def lora_option(text: str) -> tuple[str, float]:
     return path, scale
 
 
-def with_cli_loras(settings, loras: list[tuple[str, float]], model: str = "acestep-v1"):
+def with_cli_loras(settings, loras: list[tuple[str, float]], model: str):
     """``settings`` with the ``--lora`` adapters added to ``[[lora.adapters]]`` (merged at load, as infra.toml's)."""
     if not loras:
         return settings
@@ -163,9 +181,7 @@ def write_result(path: Path, output_format, generation, *, as_json: bool, skip_l
     body = {
         "audio": {"path": str(path), "content_type": output_format.content_type,
                   "sample_rate": generation.sample_rate},
-        "seed": generation.seed,
-        "tags": generation.tags,
-        "lyrics": generation.lyrics,
+        **generation.output_fields(),
         "billable_seconds": generation.billable_seconds,
     }
     if generation.takes:

@@ -7,7 +7,7 @@ import logging
 import os
 from pathlib import Path
 
-from acestep_app.cli.common import add_engine_options
+from acestep_app.cli.common import add_engine_options, add_lora_option
 
 HELP = "serve the endpoint locally with fal's queue protocol (fal_client works against it)"
 
@@ -35,6 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-private-urls", action="store_true", default=None,
                         help="let audio_url downloads and webhooks reach loopback/private addresses "
                              "(local use; sets [security].allow_private_urls)")
+    add_lora_option(parser)
     add_engine_options(parser)
 
 

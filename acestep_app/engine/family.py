@@ -52,6 +52,8 @@ class ModelFamily:
         weights_available: whether real weights are configured or pulled (else commands use the tiny demo).
         settings_model: validates ``[models."<name>"]`` (None: the family has no section of its own).
         price_per_second: USD per second of returned audio under ``settings``.
+        endpoints_for: the endpoints as ``settings`` configure them (None: ``endpoints`` always), for
+            request defaults that depend on the deployment, such as the loaded model variant's step count.
     """
 
     name: str
@@ -65,11 +67,18 @@ class ModelFamily:
     settings_model: type[BaseModel] | None = None
     price_per_second: Callable[[Settings], float] = app_price
     description: str = field(default="", compare=False)
+    endpoints_for: Callable[[Settings], tuple[Endpoint, ...]] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         bound = tuple(replace(endpoint, family=self.name, price_per_second=self.price_per_second)
                       for endpoint in self.endpoints)
         object.__setattr__(self, "endpoints", bound)
+
+    def for_settings(self, settings: Settings) -> ModelFamily:
+        """This family as a deployment with ``settings`` serves it (its endpoints' defaults follow them)."""
+        if self.endpoints_for is None:
+            return self
+        return replace(self, endpoints=self.endpoints_for(settings))
 
     def engine_class(self):
         return _load_attribute(self.engine)
@@ -133,5 +142,6 @@ def get_family(name: str) -> ModelFamily:
 
 
 def served_families(settings: Settings, names: list[str] | None = None) -> tuple[ModelFamily, ...]:
-    """The families a deployment serves: ``names`` if given, else ``[app].families``; the first is primary."""
-    return tuple(get_family(name) for name in (names or settings.app.families))
+    """The families a deployment serves: ``names`` if given, else ``[app].families``; the first is primary.
+    Each as ``settings`` configure it (:meth:`ModelFamily.for_settings`)."""
+    return tuple(get_family(name).for_settings(settings) for name in (names or settings.app.families))

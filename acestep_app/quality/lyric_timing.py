@@ -93,20 +93,23 @@ def sung_time(lyrics: str) -> SungTime:
     return SungTime(sum(line.syllables for line in lines), sum(line.seconds for line in lines))
 
 
-def fitting_duration(sung_seconds: float) -> float:
-    """A duration with room for the lyrics: ROOM_FACTOR x the sung time, up to 5 s, at most 240 s."""
+def fitting_duration(sung_seconds: float, max_duration: float = MAX_DURATION) -> float:
+    """A duration with room for the lyrics: ROOM_FACTOR x the sung time, up to 5 s, at most ``max_duration``."""
     padded = math.ceil(sung_seconds * ROOM_FACTOR / ROUND_TO_SECONDS) * ROUND_TO_SECONDS
-    return float(min(max(padded, ROUND_TO_SECONDS), MAX_DURATION))
+    return float(min(max(padded, ROUND_TO_SECONDS), max_duration))
 
 
-def duration_warning(lyrics: str, duration: float) -> str | None:
-    """A one-line warning when ``duration`` seconds are clearly too short for ``lyrics``, else None."""
+def duration_warning(lyrics: str, duration: float, max_duration: float = MAX_DURATION) -> str | None:
+    """A one-line warning when ``duration`` seconds are clearly too short for ``lyrics``, else None.
+
+    ``max_duration`` is the longest song the endpoint allows (v1: 240 s; ACE-Step 1.5: 600 s).
+    """
     estimate = sung_time(lyrics)
     if estimate.seconds <= duration:
         return None
-    suggestion = fitting_duration(estimate.seconds)
-    if estimate.seconds > MAX_DURATION:
-        advice = f"even {MAX_DURATION:.0f}s (the longest allowed) is short; shorten the lyrics"
+    suggestion = fitting_duration(estimate.seconds, max_duration)
+    if estimate.seconds > max_duration:
+        advice = f"even {max_duration:.0f}s (the longest allowed) is short; shorten the lyrics"
     else:
         advice = f"a duration of about {suggestion:.0f}s would fit"
     return (f"warning: the lyrics ({estimate.syllables} syllables) take at least {estimate.seconds:.0f}s to sing, "

@@ -88,7 +88,9 @@ class EndpointRegistry:
     def __init__(self, families: Sequence[Any], settings: Settings | None = None):
         if not families:
             raise ValueError("a host serves at least one model family")
-        self.families = tuple(families)
+        # each family as the deployment configures it (e.g. request defaults of the loaded model variant)
+        self.families = tuple(family.for_settings(settings) if settings is not None and hasattr(family, "for_settings")
+                              else family for family in families)
         self._served = {family.name: tuple(endpoint.served(settings) for endpoint in family.endpoints)
                         for family in self.families}
         self.endpoints: tuple[Endpoint, ...] = tuple(e for family in self.families for e in self.endpoints_of(family))

@@ -26,10 +26,47 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--lyric-vocab", type=Path, help="lyric vocabulary (default: <checkpoint>/lyric_tokenizer/vocab.json)"
     )
     parser.add_argument("--batched", action="store_true", help="run guidance branches as one batched forward")
+    parser.add_argument(
+        "--stored-source-latents", action="store_true",
+        help="editing cases: take the source latents from the case instead of encoding its clip (checks the diffusion alone)",
+    )  # fmt: skip
     parser.add_argument("-k", dest="only", help="run only cases whose name contains this text")
+    parser.add_argument(
+        "--native-mkl", action="store_true",
+        help="bfloat16 cases on an Intel CPU: keep MKL on this CPU's code paths instead of the fixture CPU's",
+    )  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
+    from acestep_app.devtools.parity import fixture_cpu
+
+    if fixture_cpu.wanted(args.cases_dir, args.native_mkl):
+        status = fixture_cpu.run_on_fixture_cpu_paths(child_argv(args), cache_dir())
+        if status is not None:
+            return status
+    return run_here(args)
+
+
+def child_argv(args: argparse.Namespace) -> list[str]:
+    """The command line of ``args`` (what the child parity process runs)."""
+    argv = [str(args.cases_dir)]
+    for option, value in (("--checkpoint", args.checkpoint), ("--lyric-vocab", args.lyric_vocab), ("-k", args.only)):
+        if value is not None:
+            argv += [option, str(value)]
+    argv += ["--batched"] * args.batched + ["--stored-source-latents"] * args.stored_source_latents
+    return argv
+
+
+def cache_dir() -> Path:
+    from acestep_app.weights.store import default_weights_dir
+
+    return default_weights_dir().parent / "parity"
+
+
+def run_here(args: argparse.Namespace) -> int:
+    from acestep_app.engine.cpu_kernels import pin_reference_cpu_kernels
+
+    pin_reference_cpu_kernels()  # first thing: oneDNN and MKL read their caps once (bfloat16 cases need them)
     from acestep_app.devtools.parity.cases import run_cases
     from acestep_app.devtools.parity.lyrics import is_lyric_vector_file, run_lyric_vectors
     from acestep_app.devtools.parity.planner import is_planner_vector_file, run_planner_vectors
