@@ -9,8 +9,10 @@ not depend on weight values.
 A whole 60 s sft song is ~50 batch-2 forwards of a 2B DiT: too long for a shared 2-core CPU. So each
 request is measured by its parts, each run on the real shapes: condition encoding, one DiT forward of
 every kind the request runs, the VAE / DCAE + vocoder decode. The request's time is computed from them
-(forwards x per-forward time + encoding + decode) and printed as such. Peak RSS is the process's,
-with the family's models loaded and the largest stage run; each family runs in its own process.
+(forwards x per-forward time + encoding + decode) and printed as such. Each family runs in its own
+process with all its models resident, as a server holds them; a song's peak RSS is the process's
+after that song's stages (songs run shortest first). For 1.5 the whole-song Oobleck decode is the
+largest stage by far (it grows with the song), so a 60 s song needs ~20 GiB free.
 
 It also measures diffusers' 1.5 DiT with its cross-attention keys/values cached for the request
 (the text/lyric/timbre sequence is fixed over all steps, but diffusers projects it at every step):
@@ -126,6 +128,7 @@ def measure_v1(durations: list[float]) -> dict:
             "encoder_tokens": conditioning.states[COND].shape[1], "encode": (encode + kv).json(),
             "forwards": {"batch 3": [guided_steps, guided.json()], "batch 1": [27 - guided_steps, unguided.json()]},
             "diffusion": diffusion.json(), "decode": decode.json(), "total": (encode + kv + diffusion + decode).json(),
+            "peak rss": peak_rss_gib(),
         }
         print(f"v1 {duration:g} s: {json.dumps(rows[duration])}", file=sys.stderr, flush=True)
     return {"build": build_seconds.wall, "parameters": parameter_count(transformer), "rows": rows}
@@ -246,12 +249,14 @@ def tiny_acestep15() -> dict:
 
 def measure_acestep15(durations: list[float], repeats: int, size: str = "full") -> dict:
     modules, build_seconds = timed(tiny_acestep15) if size == "tiny" else timed(build_acestep15)
+    peaks = {"build": peak_rss_gib()}
     transformer = modules["transformer"]
     acoustic = transformer.config.audio_acoustic_hidden_dim
     processors = dict(transformer.attn_processors)
     rows = {}
     for duration in durations:
         states, encode = timed(encode_acestep15, modules, duration)
+        peaks[f"encode {duration:g} s"] = peak_rss_gib()
         frames = math.ceil(duration * 25)
 
         def forward(batch, length=frames):
@@ -275,20 +280,23 @@ def measure_acestep15(durations: list[float], repeats: int, size: str = "full") 
             transformer.set_attn_processor(dict(processors))
         (one_output, one), (_, two), (cached_output, cached) = (
             min(runs[kind], key=lambda run: run[1].cpu) for kind in ("batch 1", "batch 2", "cached"))
+        peaks[f"forwards {duration:g} s"] = peak_rss_gib()
         _, projection = timed(transformer.condition_embedder, states)
         _, decode = timed(lambda: modules["vae"].decode(torch.randn(1, acoustic, frames)).sample)
+        peaks[f"decode {duration:g} s"] = peak_rss_gib()
         rows[duration] = {
             "encoder_tokens": states.shape[1], "frames": frames, "encode": encode.json(),
             "forward batch 1": one.json(), "forward batch 2": two.json(), "decode": decode.json(),
-            "turbo": {"forwards": TURBO_STEPS, "total": (encode + TURBO_STEPS * one + decode).json()},
+            "peak rss": peaks[f"decode {duration:g} s"], "turbo": {"forwards": TURBO_STEPS, "total": (encode + TURBO_STEPS * one + decode).json()},
             "sft": {"forwards": SFT_STEPS, "total": (encode + SFT_STEPS * two + decode).json()},
             "kv_cache": {"forward cached": cached.json(), "first step": fill.json(),
                          "speedup wall": round(one.wall / cached.wall, 3), "speedup cpu": round(one.cpu / cached.cpu, 3),
                          "identical": bool(torch.equal(cached_output, one_output)),
                          "condition projection": projection.json()},
         }
-        print(f"1.5 {duration:g} s: {json.dumps(rows[duration])}", file=sys.stderr, flush=True)
-    return {"build": build_seconds.wall, "parameters": parameter_count(transformer), "rows": rows}
+        print(f"1.5 {duration:g} s: {json.dumps(rows[duration])}; peak RSS GiB so far: {json.dumps(peaks)}",
+              file=sys.stderr, flush=True)
+    return {"build": build_seconds.wall, "parameters": parameter_count(transformer), "rows": rows, "peaks": peaks}
 
 
 # -- report --------------------------------------------------------------------------------------
@@ -302,18 +310,18 @@ def table(results: dict, durations: list[float], threads: int) -> str:
         entries = []
         if "v1" in results:
             row = results["v1"]["rows"][key]
-            entries.append(("v1, fal defaults (27 steps, APG)", 27, row["total"], results["v1"]["rss"]))
+            entries.append(("v1, fal defaults (27 steps, APG)", 27, row["total"], row["peak rss"]))
         if "acestep-1.5" in results:
             row = results["acestep-1.5"]["rows"][key]
-            rss = results["acestep-1.5"]["rss"]
-            entries.append(("1.5 turbo, 8 steps", TURBO_STEPS, row["turbo"]["total"], rss))
-            entries.append(("1.5 sft, 50 steps (APG)", SFT_STEPS, row["sft"]["total"], rss))
+            entries.append(("1.5 turbo, 8 steps", TURBO_STEPS, row["turbo"]["total"], row["peak rss"]))
+            entries.append(("1.5 sft, 50 steps (APG)", SFT_STEPS, row["sft"]["total"], row["peak rss"]))
         for name, forwards, total, rss in entries:
             cpu = total["cpu"] / threads
             lines.append(f"| {name} | {duration:g} s | {forwards} | {total['wall']:.1f} | {cpu:.1f} | "
                          f"{duration / cpu:.3f} | {rss:.1f} |")
     return "\n".join(lines) + (f"\n\nCPU float32, {threads} threads; each total computed from its measured parts "
-                                "(encoding + forwards x one forward of each kind + decode).")
+                                "(encoding + forwards x one forward of each kind + decode); peak RSS: the process's after the "
+                                "song's stages, the family's models resident (songs run shortest first).")
 
 
 def run_child(family: str, args: argparse.Namespace) -> dict:
@@ -324,7 +332,8 @@ def run_child(family: str, args: argparse.Namespace) -> dict:
     sys.stderr.write(finished.stderr[-4000:])
     lines = [line for line in finished.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
     if finished.returncode or not lines:
-        raise SystemExit(f"{family} failed (exit {finished.returncode})")
+        hint = " (killed: out of memory? see the docstring for what each family needs)" if finished.returncode == -9 else ""
+        raise SystemExit(f"{family} failed (exit {finished.returncode}){hint}")
     return json.loads(lines[-1].removeprefix(RESULT_PREFIX))
 
 
@@ -339,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="official sizes, or the tiny 1.5 checkpoint's (a quick check of the bench itself)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    args.durations = sorted(args.durations)  # the process's peak RSS after a song's stages is that song's peak
     if args.size == "tiny" and args.family != "acestep-1.5":
         parser.error("--size tiny measures --family acestep-1.5 only")
     torch.set_num_threads(args.threads)
@@ -358,6 +368,8 @@ def main(argv: list[str] | None = None) -> int:
               f"peak RSS {result['rss']:.1f} GiB")
         for duration, row in result["rows"].items():
             print(f"  {float(duration):g} s: {json.dumps(row)}")
+        if "peaks" in result:
+            print("  peak RSS GiB after each stage: " + ", ".join(f"{stage} {gib:.1f}" for stage, gib in result["peaks"].items()))
     print()
     print(table(results, args.durations, args.threads))
     if "acestep-1.5" in results:
