@@ -161,3 +161,32 @@ def test_the_queue_routes_by_the_fal_app_id(local15, modal15):
         assert "error" not in status or status["error"] is None, (name, status)
         result = client.get(handle["response_url"], headers=headers)
         assert result.status_code == 200 and MusicOutput.model_validate(result.json()).seed >= 0, name
+
+
+def test_webhooks_and_the_output_format_work_for_1_5(infra15, tmp_path):
+    """A queued 1.5 request with ``?fal_webhook=`` is delivered signed, its payload the result URL's answer,
+    in the configured output format (FLAC here), as for v1."""
+    import json
+
+    from acestep_app.engine.family import get_family
+    from acestep_app.hosts.local import create_app
+    from acestep_app.serving.webhooks.verify import verify
+    from test_webhooks import fast_settings
+    from webhook_receiver import Receiver
+
+    settings = Settings.load(infra15)
+    settings = settings.model_copy(update={
+        "output": settings.output.model_copy(update={"format": "flac"}),
+        "security": settings.security.model_copy(update={"allow_private_urls": True}),
+        "webhooks": fast_settings()})
+    engine = get_family("acestep-1.5").load_engine(settings)
+    app = create_app(engine, settings, tmp_path / "data", api_key=[KEY])
+    with Receiver() as receiver, TestClient(app) as client:
+        handle = client.post(f"/fal-ai/ace-step-1.5?fal_webhook={receiver.url}", json=MUSIC, headers=AUTH).json()
+        (delivered,) = receiver.wait_for(1, timeout=60)
+        answer = client.get(handle["response_url"], headers=AUTH)
+        keys = client.get("/.well-known/jwks.json").json()
+    body = json.loads(delivered.body)
+    assert verify(delivered.headers, delivered.body, keys) and body["status"] == "OK"
+    assert body["request_id"] == handle["request_id"] and body["payload"] == answer.json()
+    assert answer.json()["audio"]["content_type"] == "audio/flac" and answer.json()["seed"] == MUSIC["seed"]
