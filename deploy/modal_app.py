@@ -24,12 +24,12 @@ from pathlib import Path
 import modal
 
 from acestep_app.engine.family import get_family
+from acestep_app.hosts.modal_calls import FunctionCalls
 from acestep_app.hosts.routes import Host
 from acestep_app.hosts.web import create_web_app
 from acestep_app.serving.auth import Keys
 from acestep_app.serving.endpoints import EndpointRegistry
-from acestep_app.serving.jobs import Job
-from acestep_app.serving.queue import CallFailed, QueueService
+from acestep_app.serving.queue import QueueService
 from acestep_app.serving.stores.modal import ModalJobStore, VolumeFiles, run_job
 from acestep_app.settings import INFRA_ENV, REPO_INFRA_PATH, Settings
 
@@ -74,10 +74,23 @@ def commit_files() -> None:
         files_volume.commit()
 
 
+def reload_files() -> None:
+    if not modal.is_local():
+        files_volume.reload()
+
+
+def backlog() -> int:
+    """Inputs waiting for a GPU container (queue positions and `[queue].max_pending` count them)."""
+    try:
+        return AceStep().run_job.get_current_stats().backlog
+    except Exception:  # stats are advisory: no number is not a reason to refuse or fail a request
+        return 0
+
+
 def job_store() -> ModalJobStore:
     """The shared job registry (one `modal.Dict`), as seen from any container."""
     registry = modal.Dict.from_name(f"{SETTINGS.app.name}-jobs", create_if_missing=True)
-    return ModalJobStore(registry, files_dir(), commit=commit_files)
+    return ModalJobStore(registry, files_dir(), commit=commit_files, reload=reload_files, backlog=backlog)
 
 
 # ## Weights: pulled once into a Volume (`modal run deploy/modal_app.py::pull_weights`)
@@ -101,6 +114,7 @@ def pull_weights() -> str:
 
 
 @app.cls(gpu=SETTINGS.modal.gpu, timeout=SETTINGS.modal.timeout, scaledown_window=SETTINGS.modal.scaledown_window,
+         max_containers=SETTINGS.modal.max_containers,  # a flood of submits queues; it does not multiply GPUs
          volumes={WEIGHTS_DIR: weights_volume, FILES_DIR: files_volume}, secrets=hf_secrets,
          enable_memory_snapshot=True)
 @modal.concurrent(max_inputs=SETTINGS.modal.max_inputs)
@@ -117,6 +131,7 @@ class AceStep:
         self.engine = ACESTEP_V1.load_engine(self.settings)
         self.registry = EndpointRegistry([ACESTEP_V1])
         self.store = job_store()
+        self.store.repair_usage()  # usage records a container that died mid-finish left pending
         if not modal.is_local():
             weights_volume.commit()  # keep weights a first start had to pull
 
@@ -128,39 +143,16 @@ class AceStep:
 # ## Web: the shared fal routes over Modal function calls
 
 
-class FunctionCalls:
-    """The queue's runner on Modal: one spawned `AceStep.run_job` per job."""
-
-    def __init__(self, store: ModalJobStore):
-        self.store = store
-
-    def dispatch(self, job: Job) -> None:
-        self.store.set_call(job.request_id, AceStep().run_job.spawn(job.request_id).object_id)
-
-    def wait(self, job: Job, timeout: float) -> None:
-        call_id = self.store.call_id(job.request_id)
-        if call_id is None:
-            return time.sleep(min(timeout, 0.5))
-        try:
-            modal.FunctionCall.from_id(call_id).get(timeout=timeout)
-        except TimeoutError:
-            pass
-        except Exception as error:  # run_job never raises: this is a lost container or input
-            raise CallFailed(str(error)) from error
-
-    def cancel(self, job: Job) -> None:
-        call_id = self.store.call_id(job.request_id)
-        if call_id is not None:
-            modal.FunctionCall.from_id(call_id).cancel()
-
-
 def build_web(store: ModalJobStore, runner, api_keys: list[str], files: VolumeFiles, settings: Settings,
               on_finished=None):
     if not api_keys:
         raise RuntimeError(f"no API key: put {API_KEY_ENV} in the modal.Secret '{settings.modal.api_key_secret}'")
-    queue = QueueService(store, runner, on_finished)
-    host = Host(queue, Keys(api_keys, schemes=("key", "bearer")), settings, EndpointRegistry([ACESTEP_V1]), files.open,
-                health=lambda: {"status": "ok"}, sync_wait=SYNC_WAIT_SECONDS)
+    queue = QueueService(store, runner, on_finished, max_pending=settings.queue.max_pending,
+                         inputs=store.inputs(settings.audio_input.max_download_bytes))
+    keys = Keys(api_keys, schemes=("key", "bearer"), secret=store.owner_secret(), url_ttl_s=settings.storage.url_ttl_s)
+    host = Host(queue, keys, settings, EndpointRegistry([ACESTEP_V1]), files.open,
+                health=lambda: {"status": "ok"}, sync_wait=SYNC_WAIT_SECONDS,
+                allowed_hosts=settings.server.allowed_hosts or None, cors_origins=settings.server.cors_origins)
     return create_web_app(host, title="ACE-Step (acestep-app on Modal)")
 
 
@@ -174,7 +166,7 @@ def api_keys_from_env() -> list[str]:
 def web():
     store = job_store()
     files = VolumeFiles(files_dir(), reload=files_volume.reload)
-    return build_web(store, FunctionCalls(store), api_keys_from_env(), files, Settings.load())
+    return build_web(store, FunctionCalls(store, AceStep().run_job.spawn), api_keys_from_env(), files, Settings.load())
 
 
 # ## Smoke test: `modal run deploy/modal_app.py` times a cold and a warm call of the deployed class
