@@ -150,7 +150,7 @@ def read_audio(source, settings, field: str) -> SourceAudio:
                              limits.max_decoded_samples // sound.channels)
             if sound.frames > max_frames:
                 raise duration_error(field, sound.frames / sound.samplerate, limits, sound)
-            waveform = read_blocks(sound, max_frames)
+            waveform = read_blocks(sound, max_frames, field)
             if waveform.shape[1] > max_frames:  # an MP3 longer than its header said
                 raise duration_error(field, waveform.shape[1] / sound.samplerate, limits, sound)
             sample_rate = sound.samplerate
@@ -162,16 +162,14 @@ def read_audio(source, settings, field: str) -> SourceAudio:
     duration = waveform.shape[1] / sample_rate
     if not limits.min_duration_seconds <= duration <= limits.max_duration_seconds or waveform.shape[1] == 0:
         raise duration_error(field, duration, limits)
-    if not np.isfinite(waveform).all():
-        raise unsupported(field, "it holds NaN or infinite samples")
     return SourceAudio(waveform, int(sample_rate))
 
 
-def read_blocks(sound: soundfile.SoundFile, max_frames: int) -> np.ndarray:
+def read_blocks(sound: soundfile.SoundFile, max_frames: int, field: str) -> np.ndarray:
     """The stream as ``(2, N)`` float32, decoded ``BLOCK_FRAMES`` at a time into the result (mono on both rows).
 
     At most ``max_frames + 1`` frames are read (MP3 frame counts are estimates: one past the cap shows
-    it was exceeded). Peak memory is the result plus one block.
+    it was exceeded). Peak memory is the result plus one block. NaN or infinite samples are refused.
     """
     capacity = min(max(sound.frames, 0), max_frames) + 1
     waveform = np.empty((2, capacity), dtype=np.float32)
@@ -180,6 +178,8 @@ def read_blocks(sound: soundfile.SoundFile, max_frames: int) -> np.ndarray:
         block = sound.read(frames=min(BLOCK_FRAMES, max_frames + 1 - filled), dtype="float32", always_2d=True)
         if len(block) == 0:
             break
+        if not np.isfinite(block).all():
+            raise unsupported(field, "it holds NaN or infinite samples")
         if filled + len(block) > waveform.shape[1]:
             grown = np.empty((2, min(max_frames + 1, 2 * (filled + len(block)))), dtype=np.float32)
             grown[:, :filled] = waveform[:, :filled]

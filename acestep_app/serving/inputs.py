@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from acestep_app.audio.source import DATA_URI, decode_data_uri
+from acestep_app.audio.source import DATA_URI, decode_data_uri, echoed
+from acestep_app.errors import InputError
 from acestep_app.serving.storage import private_dir, remove_older, write_private
 
 Path_ = tuple[str | int, ...]
@@ -82,7 +83,11 @@ class InputFiles:
         stashed = []
         for path, uri in found:
             field = ".".join(map(str, path))
-            data = decode_data_uri(uri, self.max_bytes, field)
+            try:
+                data = decode_data_uri(uri, self.max_bytes, field)
+            except InputError as error:
+                error.input = echoed(uri)
+                raise
             media_type = DATA_URI.match(uri)["media_type"].split(";")[0] or "application/octet-stream"
             digest = hashlib.sha256(data).hexdigest()
             name = f"{digest[:16]}-{secrets.token_hex(8)}"
