@@ -42,5 +42,25 @@ class AudioInputError(InputError):
     """An input audio file that cannot be fetched, decoded, or is out of bounds (fal's file errors)."""
 
 
+class LoraError(InputError):
+    """A ``loras`` entry that cannot be fetched or applied; the 422 names ``loras[index].path``.
+
+    ``index`` is None for adapters that do not come from a request (infra.toml, the CLI): there the
+    message carries the path and the caller reports it as a setup error.
+    """
+
+    def __init__(self, index: int | None, message: str, *, error_type: str = "validation_error",
+                 ctx: dict[str, Any] | None = None):
+        super().__init__("loras" if index is None else f"loras.{index}.path", message, error_type=error_type,
+                         ctx=ctx)
+        self.index = index
+
+    def detail(self) -> dict[str, Any]:
+        item = super().detail()
+        if self.index is not None:
+            item["loc"] = ["body", "loras", self.index, "path"]
+        return item
+
+
 class WeightsError(RuntimeError):
     """Weights are missing, incomplete or fail their digest check."""

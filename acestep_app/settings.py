@@ -7,7 +7,7 @@ a deploy that customises the file must ship it (and point ``ACESTEP_INFRA`` at i
 ``Settings`` at deploy time. Unknown keys and wrongly typed values are errors that name the key.
 
 Sections: ``[app]``, ``[engine]``, ``[output]``, ``[quality]``, ``[weights]``, ``[fal]``, ``[modal]``, ``[security]``,
-``[audio_input]``, ``[webhooks]``, ``[server]``, ``[queue]``, ``[storage]``, and ``[models."<family>"]`` per model family (each family validates its own). Settings are frozen pydantic models, so they pickle (fal ships the
+``[audio_input]``, ``[webhooks]``, ``[lora]``, ``[server]``, ``[queue]``, ``[storage]``, and ``[models."<family>"]`` per model family (each family validates its own). Settings are frozen pydantic models, so they pickle (fal ships the
 App by value) and compare by value.
 """
 
@@ -169,6 +169,30 @@ class StorageSection(BaseModel):
     retention_days: float = Field(default=30.0, gt=0, allow_inf_nan=False)
     prune_interval_s: float = Field(default=3600.0, gt=0, allow_inf_nan=False)
     url_ttl_s: int = Field(default=7 * 24 * 3600, ge=1)
+class LoraAdapterEntry(BaseModel):
+    """One deploy-time adapter (``[[lora.adapters]]``), applied to every request of its model family."""
+
+    model_config = _SECTION_CONFIG
+
+    path: str = Field(min_length=1)  # https URL, Hub repo (owner/name[@revision][/sub/path]), local path, manifest name
+    scale: float = Field(default=1.0, allow_inf_nan=False)
+    model: str = "acestep-v1"  # the model family it was trained for (the CLI's --model names)
+
+
+class LoraSection(BaseModel):
+    """LoRA adapters: deploy-time ones, per-request ones (off by default), sources, caches and limits."""
+
+    model_config = _SECTION_CONFIG
+
+    per_request: bool = False  # true: generation and editing endpoints take an optional `loras` list
+    scaling: Literal["reference", "adapter"] = "reference"  # see docs/lora.md
+    max_download_bytes: int = Field(default=2 * 1024**3, ge=1)  # per adapter file
+    download_timeout_seconds: float = Field(default=600.0, gt=0, allow_inf_nan=False)
+    hub_endpoint: str = ""  # "" = huggingface_hub's (HF_ENDPOINT, else https://huggingface.co)
+    cache_dir: str = ""  # "" = <weights cache>/loras
+    disk_cache_bytes: int = Field(default=20 * 1024**3, ge=0)
+    memory_cache_bytes: int = Field(default=4 * 1024**3, ge=0)
+    adapters: list[LoraAdapterEntry] = []
 
 
 class Settings(BaseModel):
@@ -189,6 +213,7 @@ class Settings(BaseModel):
     server: ServerSection = ServerSection()
     queue: QueueSection = QueueSection()
     storage: StorageSection = StorageSection()
+    lora: LoraSection = LoraSection()
     # [models."<family>"]: each family's own section, validated by that family (ModelFamily.config)
     models: dict[str, dict[str, Any]] = Field(default_factory=dict)
 

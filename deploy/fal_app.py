@@ -70,7 +70,7 @@ def compile_cache(settings: Settings) -> AbstractContextManager:
     return synchronized_inductor_cache(f"acestep-app/{settings.weights.revision[:12]}/torch-{torch.__version__}")
 
 
-@fal_host.with_endpoints(ACESTEP_V1)
+@fal_host.with_endpoints(ACESTEP_V1, SETTINGS)
 class AceStep(fal.App, name=SETTINGS.fal.app_name, keep_alive=SETTINGS.fal.keep_alive):
     """ACE-Step v1 text-to-music, one Engine per runner; deploy settings come from ``infra.toml``."""
 

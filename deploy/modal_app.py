@@ -129,7 +129,7 @@ class AceStep:
     def load(self) -> None:
         self.settings = Settings.load()
         self.engine = ACESTEP_V1.load_engine(self.settings)
-        self.registry = EndpointRegistry([ACESTEP_V1])
+        self.registry = EndpointRegistry([ACESTEP_V1], self.settings)
         self.store = job_store()
         self.store.repair_usage()  # usage records a container that died mid-finish left pending
         if not modal.is_local():
@@ -150,7 +150,7 @@ def build_web(store: ModalJobStore, runner, api_keys: list[str], files: VolumeFi
     queue = QueueService(store, runner, on_finished, max_pending=settings.queue.max_pending,
                          inputs=store.inputs(settings.audio_input.max_download_bytes))
     keys = Keys(api_keys, schemes=("key", "bearer"), secret=store.owner_secret(), url_ttl_s=settings.storage.url_ttl_s)
-    host = Host(queue, keys, settings, EndpointRegistry([ACESTEP_V1]), files.open,
+    host = Host(queue, keys, settings, EndpointRegistry([ACESTEP_V1], settings), files.open,
                 health=lambda: {"status": "ok"}, sync_wait=SYNC_WAIT_SECONDS,
                 allowed_hosts=settings.server.allowed_hosts or None, cors_origins=settings.server.cors_origins)
     return create_web_app(host, title="ACE-Step (acestep-app on Modal)")

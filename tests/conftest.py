@@ -127,6 +127,21 @@ def tiny_engine(tiny_infra):
 
 
 @pytest.fixture
+def fixed_seeds(monkeypatch):
+    """Seeds the engine draws for unseeded requests (and extra takes) come out 1, 2, 3, ... in order.
+
+    A test that compares numbers of an unseeded request uses this, so every run compares the same
+    numbers (a seed drawn at random makes a tolerance pass or fail by chance).
+    """
+    import itertools
+
+    from acestep_app.acestep_v1 import pipeline
+
+    counter = itertools.count(1)
+    monkeypatch.setattr(pipeline, "random_seed", lambda: next(counter))
+
+
+@pytest.fixture
 def loopback_only_dns(monkeypatch):
     """Outbound-URL guard sees no DNS: names do not resolve, and only loopback IP literals do.
 

@@ -48,7 +48,9 @@ def test_round_trips_through_each_format(fmt, tolerance):
     decoded = decode_audio(encode_audio(original, 48000, fmt), SETTINGS)
     assert isinstance(decoded, SourceAudio) and decoded.sample_rate == 48000
     assert decoded.waveform.dtype == np.float32 and decoded.waveform.shape[0] == 2
-    assert decoded.duration == pytest.approx(2.0, abs=0.06)  # mp3 adds encoder padding
+    # libsndfile trims mp3's encoder delay and frame padding (measured: exactly 2.0 s); a decoder that
+    # does not would add at most the delay (~1,100 samples) plus one 1152-sample frame: under 0.06 s.
+    assert decoded.duration == pytest.approx(2.0, abs=0.06)
     if tolerance == 0.0:
         np.testing.assert_array_equal(decoded.waveform, original)
     else:  # lossy: the same tone, not the same samples (codec delay shifts mp3 a little)
@@ -58,6 +60,8 @@ def test_round_trips_through_each_format(fmt, tolerance):
 def test_pcm16_wav_reads_as_the_reference_does():
     decoded = decode_audio(wav(subtype="PCM_16"), SETTINGS)
     expected = np.round(sine() * 32767).astype(np.int16) / np.float32(32768)
+    # One 16-bit step: libsndfile rounds float -> int16 in float32, np.round here in float64, so a sample
+    # that falls on a half step may land one step away (measured: exactly one step, on a few samples).
     np.testing.assert_allclose(decoded.waveform, expected, atol=1 / 32768)
 
 
@@ -68,7 +72,7 @@ def test_mono_becomes_stereo():
 
 
 def test_data_uris_are_decoded_without_a_request():
-    clip = wav(1.5)
+    clip = wav(1.5)  # durations below are samples / rate: exact up to float64 rounding (approx's 1e-6)
     assert load_audio_url(data_uri(clip), SETTINGS).duration == pytest.approx(1.5)
     unpadded = data_uri(clip).rstrip("=")
     assert load_audio_url(unpadded, SETTINGS).duration == pytest.approx(1.5)
@@ -130,7 +134,7 @@ def test_duration_bounds_carry_fal_context():
 
 
 def test_downloads_go_through_the_guard():
-    clip = wav(1.2)
+    clip = wav(1.2)  # durations below are samples / rate: exact up to float64 rounding (approx's 1e-6)
     with LocalServer({"/clip.wav": body_route(clip, "audio/wav"), "/huge.wav": declared_huge_route(),
                       "/hop": redirect_route("/clip.wav")}) as server:
         assert load_audio_url(server.url("/clip.wav"), LOCAL).duration == pytest.approx(1.2)

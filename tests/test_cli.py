@@ -1,13 +1,13 @@
 """The command line: `acestep-app generate` on the tiny checkpoint writes a valid WAV."""
 
 import json
+from pathlib import Path
 
 import pytest
 import soundfile
 
 from acestep_app.cli import build_parser, main
 from acestep_app.acestep_v1.pipeline import latent_frames
-from acestep_app.acestep_v1.tiny import write_tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -103,9 +103,11 @@ def test_engine_switches_override_infra_toml(checkpoint, tmp_path, capsys):
 
 
 @pytest.fixture(scope="module")
-def official_layout(tmp_path_factory):
+def official_layout(tiny_weights, tmp_path_factory):
     """A checkpoint folder as Hugging Face ships ACE-Step-v1-3.5B: no lyric_tokenizer/vocab.json."""
-    folder = write_tiny_checkpoint(tmp_path_factory.mktemp("official"))
+    import shutil
+
+    folder = Path(shutil.copytree(tiny_weights, tmp_path_factory.mktemp("official") / "checkpoint"))
     (folder / "lyric_tokenizer" / "vocab.json").unlink()
     return folder
 

@@ -74,6 +74,7 @@ def test_idle_cpus_counts_only_allowed_cpus(tmp_path):
     path.write_text(stat(100, 25))  # both CPUs spent every jiffy since the first sample idle
     after = read_cpu_times(path)
     assert set(before) == {0, 1}
+    # ratios of jiffy counts in float64: exact up to rounding, approx's relative 1e-6
     assert idle_cpus(before, after, {0, 1}) == pytest.approx(2.0)
     assert idle_cpus(before, after, {1}) == pytest.approx(1.0)
     path.write_text(stat(0, 0).replace("cpu0 100", "cpu0 200"))  # cpu0 fully busy

@@ -11,15 +11,13 @@ from acestep_app.acestep_v1.engine import TINY_NOTICE, Engine
 from acestep_app.errors import InputError
 from acestep_app.acestep_v1.schema import AudioInpaintInput, AudioOutpaintInput, AudioToAudioInput
 from acestep_app.settings import Settings
-from acestep_app.acestep_v1.tiny import write_tiny_checkpoint
 
 FAST = {"number_of_steps": 3, "seed": 11}
 
 
 @pytest.fixture(scope="module")
-def engine(tmp_path_factory):
-    checkpoint = write_tiny_checkpoint(tmp_path_factory.mktemp("tiny"))
-    return Engine.load(Settings(), weights_dir=checkpoint)
+def engine(tiny_weights):
+    return Engine.load(Settings(), weights_dir=tiny_weights)
 
 
 def _song(seconds: float = 3.0, sample_rate: int = 48000, seed: int = 0) -> SourceAudio:
@@ -126,7 +124,7 @@ def test_outpaint_both_sides_longer_than_the_source(engine):
     frames = edit_requests.source_frames(song.waveform.shape[-1], song.sample_rate)
     right = latent_frames(1.0 + 3.0) - frames
     assert generation.waveform.shape == (2, _samples_48k(latent_frames(2.0) + frames + right))
-    assert generation.billable_seconds == pytest.approx(generation.duration, abs=1e-3)
+    assert generation.billable_seconds == pytest.approx(generation.duration, abs=1e-3)  # billed to the millisecond
 
 
 def test_audio_to_audio_runs_and_reports_the_target(engine):

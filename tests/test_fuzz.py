@@ -139,7 +139,7 @@ def check_generation_response(model: type[BaseModel], body, response, *, queued:
         elif "duration" in model.model_fields:  # an edit's length follows its song
             duration = model.model_validate(body).duration
             billed = float(response.headers[billing.BILLING_HEADER])
-            assert math.isclose(billed, round(duration * DOUBLE_SAMPLE_RATE) / DOUBLE_SAMPLE_RATE, abs_tol=1e-3)
+            assert math.isclose(billed, round(duration * DOUBLE_SAMPLE_RATE) / DOUBLE_SAMPLE_RATE, abs_tol=1e-3)  # billed to the millisecond
         return
     assert response.status_code == 422, (body, response.text)
     detail = response.json()["detail"]

@@ -6,7 +6,6 @@ import pytest
 
 from acestep_app.cli import main
 from acestep_app.quality.lyric_timing import alphabetic_syllables, duration_warning, fitting_duration, strip_structure, sung_time
-from acestep_app.acestep_v1.tiny import write_tiny_checkpoint
 
 LINES = [
     "Morning light across the floor",
@@ -41,6 +40,7 @@ def test_structure_tags_are_not_sung():
 
 
 def test_each_script_has_its_own_syllables_and_rate():
+    # seconds are syllables / rate in float64: exact up to rounding, approx's relative 1e-6
     assert sung_time("我爱你中国").syllables == 5 and sung_time("我爱你中国").seconds == pytest.approx(5 / 4)
     assert sung_time("きょうは").syllables == 3  # ょ joins the mora before it
     assert sung_time("東京へ行こう").seconds == pytest.approx(6 / 6)  # kanji in a kana line: read as Japanese
@@ -67,8 +67,8 @@ def test_lyrics_too_long_for_any_duration_say_so():
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    return write_tiny_checkpoint(tmp_path_factory.mktemp("tiny"))
+def checkpoint(tiny_weights):
+    return tiny_weights
 
 
 def generate(checkpoint, tmp_path, lines: int, duration: float) -> int:
@@ -93,12 +93,9 @@ def test_cli_is_quiet_when_the_lyrics_fit(checkpoint, tmp_path, capsys, monkeypa
     assert code == 0 and "warning: the lyrics" not in capsys.readouterr().err
 
 
-def test_engine_logs_carry_the_warning(checkpoint):
-    from acestep_app.acestep_v1.engine import Engine
+def test_engine_logs_carry_the_warning(tiny_engine):
     from acestep_app.acestep_v1.schema import TextToAudioInput
-    from acestep_app.settings import Settings
 
-    engine = Engine.load(Settings(), weights_dir=checkpoint)
-    generation = engine.generate(TextToAudioInput(tags="pop", lyrics=lyric(40), duration=10, number_of_steps=3, seed=1))
+    generation = tiny_engine.generate(TextToAudioInput(tags="pop", lyrics=lyric(40), duration=10, number_of_steps=3, seed=1))
     assert any(line.startswith("warning: the lyrics") for line in generation.logs)
     assert generation.waveform.size  # warned, not refused

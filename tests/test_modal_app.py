@@ -113,7 +113,7 @@ def test_run_job_locally_stores_audio_logs_and_usage(runtime, inference):
     assert messages[0] == "Request queued." and messages[-1] == "Request completed." and "step 1/3" in messages
     (usage,) = [record for record in runtime.usage_records() if record.request_id == job.request_id]
     assert usage.seconds == done.billable_seconds and usage.owner == "owner-a"
-    assert usage.price_usd == pytest.approx(done.billable_seconds * 0.0002)
+    assert usage.price_usd == pytest.approx(done.billable_seconds * 0.0002)  # float64 product: approx's 1e-6
     assert inference.run_job.local(job.request_id) == "skipped"  # a finished job never runs twice
 
 
@@ -298,7 +298,7 @@ def test_usage_command_reads_the_modal_ledger(runtime, inference, capsys):
     assert usage.run(argparse.Namespace(data_dir=None, usage_dir=runtime.files_root / "usage")) == 0
     lines = {line.split()[0]: line.split()[1:] for line in capsys.readouterr().out.splitlines()[1:]}
     assert int(lines["all"][0]) == len(records) and float(lines["all"][2]) == pytest.approx(
-        sum(r.seconds for r in records), abs=1e-3)
+        sum(r.seconds for r in records), abs=1e-3)  # printed to the millisecond
 
 
 def test_asgi_function_local_returns_the_app_and_requires_a_key(monkeypatch):

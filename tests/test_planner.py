@@ -84,7 +84,7 @@ def test_user_metadata_is_injected_and_the_codes_follow_a_fractional_duration(pl
     plan = planner.plan(request, seed=5)
     assert (plan.cot["bpm"], plan.cot["keyscale"], plan.cot["duration"], plan.cot["language"]) == (95, "F# minor", 7, "fr")
     assert plan.code_count == 37  # int(7.5 x 5): the user's duration, not the chain of thought's whole seconds
-    assert plan.duration == pytest.approx(7.4)
+    assert plan.duration == 37 / 5  # the codes' length, computed the same way
     assert (plan.bpm, plan.keyscale, plan.language) == (95, "F# minor", "fr")
     assert set(plan.from_planner) == {"caption", "timesignature", "audio_codes"}
     assert any("metadata from the LM: " in line and "timesignature" in line for line in plan.logs)
@@ -98,6 +98,9 @@ def test_all_metadata_given_skips_phase_1(planner):
     assert plan.cot == {"bpm": 70, "caption": None, "duration": 3, "keyscale": "C major", "language": None,
                         "timesignature": "3"}
     assert plan.code_count == 15 and plan.caption == "Ambient" and plan.from_planner == ("audio_codes",)
+    assert plan.language is None  # nobody named one...
+    defaulted = planner.plan(PlanRequest(**{**request.__dict__, "default_language": "en", "thinking": False}), seed=0)
+    assert defaulted.language == "en" and "language" not in defaulted.from_planner  # ...unless a default is given
 
 
 def test_thinking_off_writes_no_codes_and_no_cot_metas_writes_no_chain_of_thought(planner):
@@ -324,3 +327,11 @@ def test_the_documented_toy_bench_runs_both_caches():
     assert result.returncode == 0, result.stderr[-2000:]
     rows = [line for line in result.stdout.splitlines() if line.startswith("| dynamic cache") or line.startswith("| static cache")]
     assert len(rows) == 2 and "H100 estimate" in result.stdout
+
+
+def test_warmup_runs_both_phases(planner, caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="acestep_app.acestep_15.planner.planner"):
+        planner.warmup()
+    assert "chain of thought" in caplog.text and "audio codes" in caplog.text

@@ -85,7 +85,7 @@ def test_sync_prompt_to_audio_bills_and_links_the_file(client):
     assert read_wav(file.content) == (2, 8000, 40000)
     row = usage(client)[response.headers["x-fal-request-id"]]
     assert row["endpoint"] == "prompt-to-audio" and row["seconds"] == 5.0
-    assert row["price_usd"] == pytest.approx(5 * 0.0002)
+    assert row["price_usd"] == pytest.approx(5 * 0.0002)  # float64 product: approx's 1e-6
 
 
 def test_sync_text_to_audio_at_root(client, engine):

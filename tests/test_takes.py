@@ -23,7 +23,6 @@ from acestep_app.quality.takes import (
     rank_takes,
     word_error_rate,
 )
-from acestep_app.acestep_v1.tiny import write_tiny_checkpoint
 from tiny_whisper import write_tiny_whisper
 
 LYRICS = "[verse]\nHello, world! Sing it loud\n[chorus]\nWe're on our way"
@@ -72,7 +71,7 @@ def test_rank_takes_returns_the_lowest_wer_and_the_first_of_ties():
     takes = [Take(seed, np.zeros((2, 10), np.float32)) for seed in (11, 22, 33, 44)]
     heard = ["hello", "hello world sing it loud we're on our way", "hello world sing", "hello world sing it loud"]
     winner, logs = rank_takes(takes, LYRICS, ScriptedTranscriber(heard), 48000)
-    assert winner == 1 and takes[1].score == 0.0 and takes[0].score == pytest.approx(8 / 9)
+    assert winner == 1 and takes[1].score == 0.0 and takes[0].score == pytest.approx(8 / 9)  # float64 division
     assert [take.transcript for take in takes] == heard
     assert all(f"seed {take.seed}, lyric WER {take.score:.3f}" in logs[index] for index, take in enumerate(takes))
     assert "returned take 2 of 4 (seed 22" in logs[-1]
@@ -114,9 +113,14 @@ def test_missing_asr_weights_load_nothing(tmp_path):
 # -- the Engine -------------------------------------------------------------------------------------------
 
 
+@pytest.fixture(autouse=True)
+def seeds_in_order(fixed_seeds):
+    """The seeds the engine draws for unseeded requests and extra takes are 1, 2, 3, ... (see conftest)."""
+
+
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    return write_tiny_checkpoint(tmp_path_factory.mktemp("tiny"))
+def checkpoint(tiny_weights):
+    return tiny_weights
 
 
 def ranked_engine(checkpoint, **quality) -> Engine:
@@ -135,7 +139,7 @@ def test_the_best_scoring_take_is_returned_and_its_seed_reproduces_it(engine):
     takes = generation.takes
     assert len(takes) == 4 and len({take.seed for take in takes}) == 4
     assert generation.seed == takes[2].seed and generation.waveform is takes[2].waveform
-    assert [take.score for take in takes] == pytest.approx([1.0, 8 / 9, 0.0, 8 / 9])
+    assert [take.score for take in takes] == pytest.approx([1.0, 8 / 9, 0.0, 8 / 9])  # float64 division
     assert engine.transcriber.calls == [(4, 48000, language_of(LYRICS))]
     assert generation.billable_seconds == billable_seconds(generation.waveform.shape[-1], 48000)  # the returned take
     for take in takes:
@@ -179,13 +183,25 @@ def test_without_asr_weights_the_first_take_is_returned_and_logged(checkpoint):
     assert any("takes not ranked" in line for line in generation.logs)
 
 
+def relative_difference(actual: np.ndarray, expected: np.ndarray) -> float:
+    return float(np.linalg.norm(actual - expected) / np.linalg.norm(expected))
+
+
 def test_batched_takes_match_solo_replays_to_float_rounding(checkpoint):
     engine = ranked_engine(checkpoint, takes=3, batch_takes=True)
     generation = engine.generate(TextToAudioInput(tags="pop", lyrics=LYRICS, **SHORT))
+    assert [take.seed for take in generation.takes] == [1, 2, 3]  # fixed seeds: the same numbers on every run
     assert generation.num_forwards == engine.generate(TextToAudioInput(tags="pop", lyrics=LYRICS, seed=1, **SHORT)).num_forwards
-    for take in generation.takes:
-        solo = engine.generate(TextToAudioInput(tags="pop", lyrics=LYRICS, seed=take.seed, **SHORT))
-        np.testing.assert_allclose(solo.waveform, take.waveform, atol=1e-4)
+    solos = [engine.generate(TextToAudioInput(tags="pop", lyrics=LYRICS, seed=take.seed, **SHORT)).waveform
+             for take in generation.takes]
+    for index, take in enumerate(generation.takes):
+        # Batch 3 and batch 1 sum each matmul in another order, so they differ by float32 rounding
+        # (eps 1.2e-7) grown along the path: after 3 steps through the 24-block DiT the latents differ
+        # by ~300 eps relative (3.6e-5 measured), and the DCAE decoder + vocoder grow that up to ~10x
+        # (75 random seeds: worst relative L2 difference of the waveform 3.8e-4). 1e-3 bounds rounding;
+        # another seed's take (a row or seed mix-up) differs by 0.33 on the tiny model, far above it.
+        assert relative_difference(take.waveform, solos[index]) < 1e-3
+        assert relative_difference(take.waveform, solos[index - 1]) > 0.1
 
 
 def test_engine_ranks_with_the_real_whisper_path(checkpoint, whisper_dir):

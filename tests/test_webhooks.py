@@ -168,7 +168,7 @@ def test_payload_that_is_not_json_becomes_payload_error():
 def test_fal_default_schedule_is_ten_attempts_within_two_hours():
     delays = retry_delays(10, 7200)
     assert len(delays) == 9
-    assert sum(delays) == pytest.approx(7200)
+    assert sum(delays) == pytest.approx(7200)  # float64 sums and halvings: approx's relative 1e-6
     assert delays[0] == pytest.approx(7200 / 511)
     assert all(later == pytest.approx(2 * earlier) for earlier, later in zip(delays, delays[1:]))
     assert retry_delays(1, 7200) == []

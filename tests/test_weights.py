@@ -728,3 +728,31 @@ def test_command_pulls_the_asr_model_only_when_takes_are_ranked(tmp_path, monkey
     assert _run_command(["pull", "--dir", str(tmp_path / "w"), "--quiet"]) == 0
     assert _run_command(["pull", "--dir", str(tmp_path / "w"), "--quiet", "--only", "asr"]) == 0
     assert pulled == [["acestep", "llm", "lyric_vocab"], ["acestep", "llm", "asr", "lyric_vocab"], ["asr"]]
+
+
+def test_pinned_loras_are_pulled_only_when_named(tmp_path, hub, http, monkeypatch, caplog):
+    """`weights pull --lora rapmachine`: the official v1 RapMachine LoRA, digests from the Hub at its pin."""
+    manifest = Manifest.load()
+    rap = manifest.hub["rapmachine"]
+    assert rap.repo == "ACE-Step/ACE-Step-v1-chinese-rap-LoRA" and rap.lora and rap.digests == "hub"
+    assert "rapmachine" not in manifest.names() and manifest.lora_names() == ["rapmachine"]
+    assert not [f for f in manifest.files() if f.entry == "rapmachine"]  # a plain pull never fetches it
+    published = tmp_path / "published"
+    for f in rap.files:
+        (published / f.remote).parent.mkdir(parents=True, exist_ok=True)
+        (published / f.remote).write_bytes(os.urandom(64))
+    hub.repos[rap.repo] = published
+    FakeMetadata(hub, {rap.repo: published}).install(monkeypatch)
+    small = _manifest()
+    with_lora = weights.Manifest(hub={**small.hub, "rapmachine": rap}, url=small.url)
+    monkeypatch.setattr(weights.Manifest, "load", classmethod(lambda cls, path=None: with_lora))
+    dest = tmp_path / "weights"
+    assert _run_command(["pull", "--dir", str(dest), "--quiet"]) == 0
+    assert not (dest / "loras").exists()
+    assert _run_command(["pull", "--dir", str(dest), "--quiet", "--lora", "rapmachine"]) == 0
+    for f in rap.files:
+        assert (dest / "loras" / "rapmachine" / f.remote).read_bytes() == (published / f.remote).read_bytes()
+    assert {(call["repo_id"], call["revision"]) for call in hub.calls if call["repo_id"] == rap.repo} == {
+        (rap.repo, rap.revision)}
+    assert _run_command(["pull", "--dir", str(dest), "--quiet", "--lora", "nope"]) == 1
+    assert "unknown LoRA ['nope']; pinned adapters: ['rapmachine']" in caplog.text

@@ -26,6 +26,7 @@ from acestep_app.settings import Settings
 from acestep_app.quality.takes import Take, load_transcriber, lyric_words, rank_takes, sample_takes
 
 if TYPE_CHECKING:
+    from acestep_app.acestep_v1.lora import LoraSupport
     from acestep_app.audio.source import SourceAudio
 
 logger = logging.getLogger(__name__)
@@ -46,13 +47,19 @@ class Engine:
 
     family = "acestep-v1"
 
-    def __init__(self, pipeline, song_writer, settings: Settings, weights_dir: Path, is_tiny: bool, transcriber=None):
+    def __init__(self, pipeline, song_writer, settings: Settings, weights_dir: Path, is_tiny: bool, transcriber=None,
+                 loras: LoraSupport | None = None):
         self.pipeline = pipeline
         self.song_writer = song_writer
         self.transcriber = transcriber  # ranks takes when [quality].takes > 1; None: the first take is returned
         self.settings = settings
         self.weights_dir = weights_dir
         self.is_tiny = is_tiny
+        if loras is None:
+            from acestep_app.acestep_v1.lora import LoraSupport
+
+            loras = LoraSupport.load(pipeline.transformer, settings)
+        self.loras = loras
         self._lock = threading.Lock()
 
     @classmethod
@@ -63,6 +70,7 @@ class Engine:
         from acestep_app.acestep_v1.acceleration import AccelerationOptions, accelerate_transformer
         from acestep_app.engine.devices import configure_torch, resolve_device, resolve_dtype
         from acestep_app.engine.cpu_threads import SMALL_MODEL_PARAMETERS, configure_cpu_threads
+        from acestep_app.acestep_v1.lora import LoraSupport
         from acestep_app.acestep_v1.pipeline import AceStepPipeline
         from acestep_app.songwriter.writer import load_song_writer
         from acestep_app.weights.store import ensure_weights, find_lyric_vocab
@@ -99,11 +107,12 @@ class Engine:
         if settings.quality.takes > 1:
             transcriber = load_transcriber(settings.quality.asr_dir or root / "asr", device=device, dtype=dtype)
         is_tiny = _is_tiny(root, pipeline)
+        loras = LoraSupport.load(pipeline.transformer, settings)  # deploy-time adapters merged for good
         logger.info("engine loaded from %s on %s/%s in %.1fs", root, device, dtype, time.perf_counter() - started)
         if is_tiny:
             logger.warning(TINY_NOTICE)
         torch.set_grad_enabled(False)
-        return cls(pipeline, song_writer, settings, root, is_tiny, transcriber)
+        return cls(pipeline, song_writer, settings, root, is_tiny, transcriber, loras)
 
     def describe(self) -> dict:
         return {
@@ -118,6 +127,7 @@ class Engine:
             "decode_chunk_frames": self.pipeline.decode_chunk_frames,
             "takes": self.settings.quality.takes,
             "transcriber": getattr(self.transcriber, "description", None),
+            "loras": self.loras.describe(),
         }
 
     def warmup(self) -> None:
@@ -133,7 +143,9 @@ class Engine:
 
         seed = request.seed if request.seed is not None else random_seed()
         logs: list[str] = [TINY_NOTICE] if self.is_tiny else []
+        plan = self.loras.plan(request, logs)  # fetched and checked before any model work (LoraError: 422)
         with self._lock:
+            lora_seconds = self.loras.use(plan)
             started = time.perf_counter()
             tags, lyrics = self._tags_and_lyrics(request, seed, logs)
             prompt_seconds = time.perf_counter() - started
@@ -157,7 +169,7 @@ class Engine:
                 sampled.takes, lyrics, self.transcriber, sampled.sample_rate)
             ranking_seconds = time.perf_counter() - started
         chosen, sample_rate = sampled.takes[winner], sampled.sample_rate
-        timings = {"prompt": prompt_seconds, **sampled.timings}
+        timings = {"lora": lora_seconds, "prompt": prompt_seconds, **sampled.timings}
         if len(sampled.takes) > 1:
             timings["ranking"] = ranking_seconds
         logs.extend(ranking_logs)
@@ -205,7 +217,9 @@ class Engine:
         logs: list[str] = [TINY_NOTICE] if self.is_tiny else []
         waveform = torch.from_numpy(np.ascontiguousarray(source.waveform, dtype=np.float32))
         plan = plan_edit(request, waveform, source.sample_rate, seed, logs)
+        adapters = self.loras.plan(request, logs)
         with self._lock:
+            lora_seconds = self.loras.use(adapters)
             output = self.pipeline(
                 plan.tags,
                 plan.lyrics,
@@ -229,7 +243,7 @@ class Engine:
             billable_seconds=billing.billable_seconds(result.shape[-1], output.sample_rate),
             num_forwards=output.num_forwards,
             logs=logs,
-            timings=dict(output.timings),
+            timings={"lora": lora_seconds, **output.timings},
         )
 
     def _take_seeds(self, request: Request, seed: int, lyrics: str, logs: list[str]) -> list[int]:

@@ -1,4 +1,4 @@
-"""The one guard for outbound requests: source-audio downloads and webhook deliveries.
+"""The one guard for outbound requests: source-audio and LoRA downloads, webhook deliveries.
 
 A URL a client hands us must not turn the server into a proxy into its own network. Every request
 made through this module:
@@ -14,7 +14,7 @@ made through this module:
   asyncio's default pool), connect, TLS, every redirect hop and every read of the body each get
   only what is left of it, so ``timeout`` bounds the whole call.
 
-:func:`fetch` / :func:`fetch_into` (downloads: source audio, adapters) and :func:`post` (webhooks)
+:func:`fetch` / :func:`stream` (downloads: source audio, adapters) and :func:`post` (webhooks)
 are the calls; :func:`check_url` / :func:`check_url_async` vet a URL before it is accepted.
 
 ``allow_private=True`` (``[security].allow_private_urls``, ``serve --allow-private-urls``) lifts the
@@ -25,16 +25,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import ipaddress
 import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import BinaryIO
 
 import httpcore
 import httpx
@@ -366,54 +364,57 @@ def guarded_client(*, allow_private: bool, timeout: float, deadline: Deadline | 
 
 # -- the two calls ------------------------------------------------------------------------------------
 
-def copy_capped(response: httpx.Response, sink: BinaryIO, max_bytes: int) -> int:
-    """Write the raw body to ``sink``, refusing more than ``max_bytes`` (declared or received); the byte count."""
+def copy_capped(response: httpx.Response, write: Callable[[bytes], object], max_bytes: int) -> int:
+    """Hand the raw body to ``write`` chunk by chunk, refusing more than ``max_bytes`` (declared or
+    received); returns the byte count. (Each read is bounded by the client's deadline.)"""
     declared = response.headers.get("content-length", "")
     if declared.strip().isdigit() and int(declared) > max_bytes:
         raise ResponseTooLarge(max_bytes)
-    size = 0
+    received = 0
     for chunk in response.iter_raw():
-        size += len(chunk)
-        if size > max_bytes:
+        received += len(chunk)
+        if received > max_bytes:
             raise ResponseTooLarge(max_bytes)
-        sink.write(chunk)
-    return size
+        write(chunk)
+    return received
 
 
-def fetch_into(url: str, sink: BinaryIO, *, allow_private: bool, timeout: float, max_bytes: int,
-               max_redirects: int) -> int:
-    """GET ``url`` into ``sink`` (a file or buffer), following at most ``max_redirects`` redirects.
+def fetch(url: str, *, allow_private: bool, timeout: float, max_bytes: int, max_redirects: int) -> bytes:
+    """GET ``url`` and return its body (see :func:`stream`)."""
+    body = bytearray()
+    stream(url, body.extend, allow_private=allow_private, timeout=timeout, max_bytes=max_bytes,
+           max_redirects=max_redirects)
+    return bytes(body)
+
+
+def stream(url: str, write: Callable[[bytes], object], *, allow_private: bool, timeout: float, max_bytes: int,
+           max_redirects: int, headers: dict[str, str] | None = None) -> int:
+    """GET ``url``, handing the body to ``write`` as it arrives (large files go to disk, not memory),
+    following at most ``max_redirects`` redirects; returns the number of bytes written.
 
     ``timeout`` is one deadline for the whole download: DNS, connect, TLS, every redirect hop and
-    the last byte of the body. Returns the number of bytes written. Raises :class:`UnsafeURLError`
+    the last byte of the body. ``headers`` go with the first request only, never to a host a
+    redirect points at (a Hub token stays with the Hub, not its CDN). Raises :class:`UnsafeURLError`
     (refused URL, at any hop), :class:`ResponseTooLarge` and :class:`FetchError` (network failure,
-    the deadline passed, non-2xx status). Reusable for any outbound download (audio, adapters).
+    the deadline passed, non-2xx status). The call for any outbound download (audio, adapters).
     """
     deadline = Deadline(timeout)
     with guarded_client(allow_private=allow_private, timeout=timeout, deadline=deadline) as client:
-        for _ in range(max_redirects + 1):
+        for hop in range(max_redirects + 1):
             split_url(url)
             try:
-                with client.stream("GET", url) as response:
+                with client.stream("GET", url, headers=headers if hop == 0 else None) as response:
                     if response.is_redirect:
                         url = str(response.url.join(response.headers["location"]))
                         continue
                     if not response.is_success:
                         raise FetchError(f"the server answered HTTP {response.status_code}")
-                    return copy_capped(response, sink, max_bytes)
+                    return copy_capped(response, write, max_bytes)
             except httpx.TimeoutException:
                 raise FetchError(f"the download timed out (not finished within {timeout:g} s)") from None
             except httpx.HTTPError as error:
                 raise FetchError(f"the download failed: {error or type(error).__name__}") from None
     raise FetchError(f"more than {max_redirects} redirects")
-
-
-def fetch(url: str, *, allow_private: bool, timeout: float, max_bytes: int, max_redirects: int) -> bytes:
-    """:func:`fetch_into` a buffer: the body as bytes."""
-    buffer = io.BytesIO()
-    fetch_into(url, buffer, allow_private=allow_private, timeout=timeout, max_bytes=max_bytes,
-               max_redirects=max_redirects)
-    return buffer.getvalue()
 
 
 def post(url: str, *, content: bytes, headers: dict, allow_private: bool, timeout: float) -> httpx.Response:

@@ -62,6 +62,9 @@ def add_output_options(parser, default_output: Path) -> None:
     parser.add_argument("--tiny", action="store_true", help="use the tiny random demo checkpoint (its audio is noise)")
     parser.add_argument("--infra", help="infra.toml to read (default: $ACESTEP_INFRA or the repo's)")
     parser.add_argument("--json", action="store_true", help="print the response body as JSON")
+    parser.add_argument("--lora", action="append", type=lora_option, default=[], metavar="PATH_OR_REPO[:SCALE]",
+                        help="apply a LoRA adapter (local file or folder, owner/name[@revision] on the Hub, https URL, "
+                             "or a pinned name such as rapmachine) at SCALE (default 1); repeatable; see docs/lora.md")
     add_engine_options(parser)
 
 
@@ -89,13 +92,39 @@ def _chunk_frames(value: str) -> str | int:
 
 
 def apply_engine_options(settings, args):
-    """``settings`` with the engine options given on the command line."""
+    """``settings`` with the engine options (and ``--lora`` adapters) given on the command line."""
     names = ("device", "dtype", "compile", "batched_guidance", "cross_attention_cache", "threads", "decode_chunk_frames")
     update = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
-    if not update:
+    if update:
+        engine = type(settings.engine).model_validate({**settings.engine.model_dump(), **update})
+        settings = settings.model_copy(update={"engine": engine})
+    return with_cli_loras(settings, getattr(args, "lora", None) or [])
+
+
+def lora_option(text: str) -> tuple[str, float]:
+    """``PATH_OR_REPO[:SCALE]`` -> (path, scale); a trailing ``:<number>`` is the scale."""
+    import argparse
+    import math
+
+    path, _, tail = text.rpartition(":")
+    try:
+        scale = float(tail) if path else None
+    except ValueError:
+        scale = None
+    if scale is None:
+        return text, 1.0
+    if not math.isfinite(scale):
+        raise argparse.ArgumentTypeError(f"--lora scale must be a finite number, got {tail!r}")
+    return path, scale
+
+
+def with_cli_loras(settings, loras: list[tuple[str, float]], model: str = "acestep-v1"):
+    """``settings`` with the ``--lora`` adapters added to ``[[lora.adapters]]`` (merged at load, as infra.toml's)."""
+    if not loras:
         return settings
-    engine = type(settings.engine).model_validate({**settings.engine.model_dump(), **update})
-    return settings.model_copy(update={"engine": engine})
+    entries = [*settings.lora.adapters, *({"path": path, "scale": scale, "model": model} for path, scale in loras)]
+    section = type(settings.lora).model_validate({**settings.lora.model_dump(), "adapters": entries})
+    return settings.model_copy(update={"lora": section})
 
 
 def validated(model, values: dict):

@@ -18,6 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     pull.add_argument("--dir", type=Path, default=None, help="weights folder (default: infra.toml's cache)")
     pull.add_argument("--quiet", action="store_true", help="no progress bars")
     pull.add_argument("--only", action="append", default=None, metavar="ENTRY", help="manifest entry (repeatable)")
+    pull.add_argument("--lora", action="append", default=None, metavar="NAME",
+                      help="also pull this pinned LoRA adapter, e.g. rapmachine (repeatable; see docs/lora.md)")
 
     verify = actions.add_parser(
         "verify", help="rehash the weights and name every missing or bad file (offline; Hub-pinned files are "
@@ -26,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     verify.add_argument("--dir", type=Path, default=None, help="weights folder (default: infra.toml's cache)")
     verify.add_argument("--quick", action="store_true", help="trust files verified before and unchanged since")
     verify.add_argument("--only", action="append", default=None, metavar="ENTRY", help="manifest entry (repeatable)")
+    verify.add_argument("--lora", action="append", default=None, metavar="NAME", help="also verify this pinned LoRA")
 
     tiny = actions.add_parser("make-tiny", help="write a tiny random checkpoint in the official layout (noise audio)")
     tiny.add_argument("dir", type=Path, help="folder to write")
@@ -52,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
         # by default what the served families need under infra.toml (e.g. the prompt LLM, the ASR model for takes > 1)
         needed = {entry for family in served_families(settings) for entry in family.weight_entries(settings)}
         only = args.only or [name for name in manifest.names() if name in needed]
+        only = [*only, *_lora_entries(manifest, args.lora or [])]
         if args.action == "pull":
             weights.pull(folder, progress=not args.quiet, only=only, manifest=manifest)
             print(f"weights ready in {folder}")
@@ -62,6 +66,15 @@ def run(args: argparse.Namespace) -> int:
         logger.error("%s", error)
         return 1
     return 0
+
+
+def _lora_entries(manifest, names: list[str]) -> list[str]:
+    from acestep_app.errors import WeightsError
+
+    unknown = sorted(set(names) - set(manifest.lora_names()))
+    if unknown:
+        raise WeightsError(f"unknown LoRA {unknown}; pinned adapters: {manifest.lora_names()}")
+    return names
 
 
 def _describe(files: list) -> str:

@@ -17,7 +17,7 @@ from pydantic import BaseModel
 
 from acestep_app.audio.formats import AudioFormat
 from acestep_app.serving import billing, protocol
-from acestep_app.serving.endpoints import Endpoint
+from acestep_app.serving.endpoints import Endpoint, EndpointRegistry
 from acestep_app.serving.failures import Failure
 from acestep_app.serving.service import execute
 
@@ -30,14 +30,15 @@ class RequestFailed(Exception):
         self.failure = failure
 
 
-def with_endpoints(family):
+def with_endpoints(family, settings=None):
     """Class decorator: one fal endpoint per endpoint of ``family``, each calling ``app.serve(endpoint, ...)``.
 
     fal publishes each model family as its own app, so each family gets its own ``fal.App`` class.
+    ``settings`` decide the served input models (``loras`` under ``[lora].per_request``).
     """
 
     def decorate(app_class: type[fal.App]) -> type[fal.App]:
-        for endpoint in family.endpoints:
+        for endpoint in EndpointRegistry([family], settings).endpoints:
             setattr(app_class, endpoint.name.replace("-", "_"), fal_endpoint(endpoint))
         return app_class
 

@@ -129,7 +129,7 @@ def create_app(engines, settings, data_dir: str | Path, api_key: str | Sequence[
             on_finished(job)
 
     engines = engines_by_family(engines)
-    registry = EndpointRegistry([get_family(name) for name in engines])
+    registry = EndpointRegistry([get_family(name) for name in engines], settings)
     worker = JobWorker(store, EngineJobHandler(engines, registry, audio, settings, inputs))
     queue = QueueService(store, WorkerRunner(worker), finished, max_pending=settings.queue.max_pending,
                          max_pending_per_key=settings.queue.max_pending_per_key, inputs=inputs)

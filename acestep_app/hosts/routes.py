@@ -189,7 +189,7 @@ def sync_router(registry: EndpointRegistry) -> APIRouter:
     router = APIRouter()
     for family in registry.families:
         prefix = "" if family is registry.primary else f"/run/{PUBLISHED_OWNER}/{family.app_name}"
-        for endpoint in family.endpoints:
+        for endpoint in registry.endpoints_of(family):
             path = (prefix + endpoint.path).rstrip("/") or "/"
             router.add_api_route(path, sync_handler(endpoint), methods=["POST"], name=endpoint.name,
                                  response_model=endpoint.output_model, summary=endpoint.summary,

@@ -9,7 +9,7 @@ families it serves and derives every route from it, so an endpoint is added in o
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pydantic import BaseModel
@@ -39,6 +39,7 @@ class Endpoint:
         summary, description: the OpenAPI operation's title and text.
         max_body_bytes: the request body limit, a number or ``settings -> number``; None = the default.
         family, price_per_second: set by the :class:`~acestep_app.engine.family.ModelFamily` declaring it.
+        takes_loras: a generation or editing endpoint, which takes ``loras`` when ``[lora].per_request``.
     """
 
     name: str
@@ -51,6 +52,7 @@ class Endpoint:
     max_body_bytes: int | Callable[[Settings], int] | None = None
     family: str = ""
     price_per_second: Callable[[Settings], float] | None = None
+    takes_loras: bool = True
 
     @property
     def path(self) -> str:
@@ -66,6 +68,14 @@ class Endpoint:
         """USD per second of returned audio."""
         return self.price_per_second(settings) if self.price_per_second else settings.app.price_per_second_usd
 
+    def served(self, settings: Settings | None) -> Endpoint:
+        """This endpoint as a deployment under ``settings`` serves it (with ``loras`` when per-request)."""
+        if settings is None or not settings.lora.per_request or not self.takes_loras:
+            return self
+        from acestep_app.lora.schema import with_loras
+
+        return replace(self, input_model=with_loras(self.input_model))
+
 
 class EndpointRegistry:
     """The endpoints of the families one host serves.
@@ -75,11 +85,17 @@ class EndpointRegistry:
     answer at ``/<sub-path>`` and under app ids that name no family (a deployment's own app name).
     """
 
-    def __init__(self, families: Sequence[Any]):
+    def __init__(self, families: Sequence[Any], settings: Settings | None = None):
         if not families:
             raise ValueError("a host serves at least one model family")
         self.families = tuple(families)
-        self.endpoints: tuple[Endpoint, ...] = tuple(e for family in self.families for e in family.endpoints)
+        self._served = {family.name: tuple(endpoint.served(settings) for endpoint in family.endpoints)
+                        for family in self.families}
+        self.endpoints: tuple[Endpoint, ...] = tuple(e for family in self.families for e in self.endpoints_of(family))
+
+    def endpoints_of(self, family) -> tuple[Endpoint, ...]:
+        """``family``'s endpoints as this registry serves them."""
+        return self._served[family.name]
 
     @property
     def primary(self):
@@ -96,7 +112,7 @@ class EndpointRegistry:
         """The endpoint at ``sub_path`` of ``app_name``'s family (the primary family's when None)."""
         sub_path = sub_path.strip("/")
         family = self.family_of(app_name)
-        return next((endpoint for endpoint in family.endpoints if endpoint.sub_path == sub_path), None)
+        return next((endpoint for endpoint in self.endpoints_of(family) if endpoint.sub_path == sub_path), None)
 
     def for_request_path(self, path: str) -> Endpoint | None:
         """The endpoint a POST to ``path`` targets: ``/<sub>``, ``/run/<owner>/<app>[/<sub>]`` or ``/<owner>/<app>[/<sub>]``."""

@@ -10,7 +10,9 @@ import math
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
+LORAS_FIELD = "loras"  # acestep_app.lora.schema's field (off unless [lora].per_request)
 SEED_MIN = -(2**63)
 SEED_MAX = 2**63 - 1
 
@@ -42,6 +44,8 @@ class RequestModel(BaseModel):
 
     JSON parsers that accept ``NaN``/``Infinity`` literals would otherwise slip them past ``ge``/``le``
     bounds, and an error that echoes a raw NaN cannot be written as JSON; the error carries it as text.
+    One unknown field is refused rather than ignored: ``loras`` where the deployment takes no per-request
+    adapters (``[lora].per_request`` off), so a caller never gets audio silently made without them.
     """
 
     model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
@@ -54,6 +58,11 @@ class RequestModel(BaseModel):
             if bad:
                 errors = [{"type": "finite_number", "loc": (name,), "input": str(data[name])} for name in bad]
                 raise ValidationError.from_exception_data(cls.__name__, errors)
+            if data.get(LORAS_FIELD) and LORAS_FIELD not in cls.model_fields:
+                error = PydanticCustomError("loras_disabled", "this deployment takes no per-request LoRA adapters "
+                                                              "([lora].per_request is off)")
+                raise ValidationError.from_exception_data(cls.__name__, [{"type": error, "loc": (LORAS_FIELD,),
+                                                                          "input": str(data[LORAS_FIELD])[:200]}])
         return handler(data)
 
 

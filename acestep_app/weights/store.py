@@ -72,6 +72,7 @@ class HubEntry:
     target: str
     files: tuple[WeightFile, ...]
     digests: str = DIGESTS_FROM_MANIFEST
+    lora: bool = False  # a [lora.<name>] entry: an optional adapter, pulled only when named
 
 
 @dataclass(frozen=True)
@@ -113,10 +114,14 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, data: dict) -> Manifest:
-        unknown = set(data) - {"hub", "url"}
+        unknown = set(data) - {"hub", "url", "lora"}
         if unknown:
-            raise ValueError(f"unknown sections {sorted(unknown)} (expected [hub.<name>] and [url.<name>])")
+            raise ValueError(f"unknown sections {sorted(unknown)} (expected [hub.<name>], [url.<name>], [lora.<name>])")
         hub = {name: _hub_entry(name, table) for name, table in data.get("hub", {}).items()}
+        for name, table in data.get("lora", {}).items():
+            if name in hub:
+                raise ValueError(f"[lora.{name}]: the name is taken by [hub.{name}]")
+            hub[name] = _hub_entry(name, {"target": f"loras/{name}", **table}, section="lora")
         url = {name: _url_entry(name, table) for name, table in data.get("url", {}).items()}
         manifest = cls(hub=hub, url=url)
         paths = [f.path for f in manifest.files()]
@@ -126,16 +131,21 @@ class Manifest:
         return manifest
 
     def names(self) -> list[str]:
-        return [*self.hub, *self.url]
+        """The weight entries (the optional ``[lora.<name>]`` adapters are :meth:`lora_names`)."""
+        return [*(name for name, entry in self.hub.items() if not entry.lora), *self.url]
+
+    def lora_names(self) -> list[str]:
+        return [name for name, entry in self.hub.items() if entry.lora]
 
     def files(self, only: Collection[str] | None = None) -> list[WeightFile]:
-        """Every file of the entries named in ``only`` (default: all entries)."""
+        """Every file of the entries named in ``only`` (default: every weight entry, no LoRA)."""
         if only is not None:
-            unknown = set(only) - set(self.names())
+            unknown = set(only) - {*self.names(), *self.lora_names()}
             if unknown:
-                raise WeightsError(f"unknown manifest entries {sorted(unknown)}; known: {self.names()}")
+                raise WeightsError(f"unknown manifest entries {sorted(unknown)}; known: {self.names() + self.lora_names()}")
+        wanted = set(self.names() if only is None else only)
         files = [f for entry in self.hub.values() for f in entry.files] + [entry.file for entry in self.url.values()]
-        return [f for f in files if only is None or f.entry in only]
+        return [f for f in files if f.entry in wanted]
 
 
 def _file(
@@ -150,27 +160,26 @@ def _file(
     return WeightFile(path=path, sha256=sha256, size=size, entry=entry, remote=remote, hub_pin=hub_pin)
 
 
-def _hub_entry(name: str, table: dict) -> HubEntry:
-    _check_keys(f"hub.{name}", table, {"repo", "revision", "target", "files", "digests"})
+def _hub_entry(name: str, table: dict, section: str = "hub") -> HubEntry:
+    _check_keys(f"{section}.{name}", table, {"repo", "revision", "target", "files", "digests"})
     digests = table.get("digests", DIGESTS_FROM_MANIFEST)
     if digests not in (DIGESTS_FROM_MANIFEST, DIGESTS_FROM_HUB):
         allowed = f'"{DIGESTS_FROM_MANIFEST}" or "{DIGESTS_FROM_HUB}"'
-        raise ValueError(f"[hub.{name}]: digests must be {allowed}, got {digests!r}")
+        raise ValueError(f"[{section}.{name}]: digests must be {allowed}, got {digests!r}")
     from_hub = digests == DIGESTS_FROM_HUB
     pin = f"{table['repo']}@{table['revision']}" if from_hub else None
     target = table.get("target", "")
     files = []
     for item in table["files"]:
         if from_hub and set(item) - {"path"}:  # a listed digest would be a second, unchecked source of truth
-            raise ValueError(f'[hub.{name}] {item.get("path")}: digests = "hub" lists paths only, '
+            raise ValueError(f'[{section}.{name}] {item.get("path")}: digests = "hub" lists paths only, '
                              f"remove {sorted(set(item) - {'path'})}")
         _check_keys(f"hub.{name} file", item, {"path", "sha256", "size"})
         local = (Path(target) / item["path"]).as_posix() if target else item["path"]
         sha256 = None if from_hub else item["sha256"]
         files.append(_file(name, local, sha256, item.get("size"), remote=item["path"], hub_pin=pin))
-    return HubEntry(
-        name=name, repo=table["repo"], revision=table["revision"], target=target, files=tuple(files), digests=digests
-    )
+    return HubEntry(name=name, repo=table["repo"], revision=table["revision"], target=target, files=tuple(files),
+                    digests=digests, lora=section == "lora")
 
 
 def _url_entry(name: str, table: dict) -> UrlEntry:

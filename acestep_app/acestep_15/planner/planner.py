@@ -80,6 +80,8 @@ class PlanRequest:
         lyrics: the lyrics, as the LM and the DiT read them ("" for none, "[Instrumental]" for none sung).
         bpm, keyscale, timesignature, duration, language: the user's metadata; given values are
             forced into the chain of thought.
+        default_language: the DiT's language when neither the user nor the LM gives one (phase 1
+            skipped, or ``use_cot_language=False``); not forced into the chain of thought.
         negative_prompt: the caption of the LM's unconditional prompt ("NO USER INPUT" = none).
         use_cot_metas: run phase 1 for missing metadata (False: no chain of thought is written).
         use_cot_caption / use_cot_language: the LM writes (and the DiT gets) a caption / a language.
@@ -95,6 +97,7 @@ class PlanRequest:
     timesignature: str | None = None
     duration: float | None = None
     language: str | None = None
+    default_language: str | None = None
     negative_prompt: str = NO_USER_INPUT
     use_cot_metas: bool = True
     use_cot_caption: bool = True
@@ -209,8 +212,10 @@ class Planner:
         self.speed = speed or GenerationSpeed()
         self.max_model_len = max_model_len
         self.caption_tokens = caption_tokens
+        if tokenizer.pad_token is None:  # the guidance batch is left-padded
+            tokenizer.pad_token = tokenizer.eos_token
         self.vocabulary: Vocabulary = Vocabulary(tokenizer, model.get_output_embeddings().weight.shape[0], max_duration)
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.pad_id = tokenizer.pad_token_id
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, device: str = "auto", dtype: str = "auto", **kwargs: Any) -> Planner:
@@ -300,6 +305,7 @@ class Planner:
         if language is None and request.use_cot_language and cot.get("language"):
             language = cot["language"]
             decided.append("language")
+        language = language or request.default_language
         if codes:
             decided.append("audio_codes")
         shown = ", ".join(f"{key} {caption if key == 'caption' else cot.get(key)!r}" for key in decided if key != "audio_codes")
@@ -311,6 +317,11 @@ class Planner:
             language=language, audio_codes=codes, from_planner=tuple(decided), cot=dict(cot), logs=tuple(logs),
             tokens=tokens, seconds=seconds,
         )  # fmt: skip
+
+    def warmup(self) -> None:
+        """One short plan through both phases: allocates the KV cache and, on CUDA, compiles the
+        decode step for the common cache length before the first request pays for it."""
+        self.plan(PlanRequest(caption="warm-up", lyrics="[Instrumental]", duration=2.0), seed=0)
 
     # -- the helper modes ------------------------------------------------------------------------
 

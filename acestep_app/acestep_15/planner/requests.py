@@ -4,7 +4,8 @@
   the chain of thought; metadata left out is the LM's to choose. The duration always counts as given
   (the schema's default, 60 s, is a real default: the song's length and bill do not depend on the LM),
   and the language counts only when the client sent ``vocal_language`` (its default "en" would
-  otherwise hide the language the LM hears in the lyrics).
+  otherwise hide the language the LM hears in the lyrics); the default is the DiT's language only
+  when the LM names none.
 * ``sampling_config``: the request's ``lm_*`` fields.
 * ``conditions``: a plan as the DiT's ``Conditions``.
 * ``planner_report``: what the response and logs say about the plan.
@@ -33,6 +34,7 @@ def plan_request(request, *, lyrics: str | None = None, thinking: bool = True) -
         timesignature=request.time_signature,
         duration=request.duration,
         language=request.vocal_language if "vocal_language" in sent else None,
+        default_language=request.vocal_language,
         negative_prompt=request.lm_negative_prompt,
         constrained=request.use_constrained_decoding,
         thinking=thinking,

@@ -55,6 +55,7 @@ class ParityRunner:
         self.batched_guidance = batched_guidance
         self.case_dir = Path(".")  # the running case's folder; its audio paths are relative to it
         self._pipeline = None
+        self._merged = None
 
     @property
     def pipeline(self):
@@ -63,6 +64,25 @@ class ParityRunner:
 
             self._pipeline = AceStepPipeline.from_pretrained(self.checkpoint, lyric_vocab=self.lyric_vocab)
         return self._pipeline
+
+    def use_lora(self, lora: dict | None) -> None:
+        """Merge the case's adapter (``lora.path`` relative to the case, at ``lora.scale``) or none.
+
+        ``unload_before_call``: load it, unload it, then run (the expected numbers are the base model's).
+        """
+        from acestep_app.acestep_v1.lora import NO_ADAPTERS, AdapterUse, MergedAdapters, plan_merge
+        from acestep_app.lora.library import AdapterLibrary
+        from acestep_app.settings import Settings
+
+        if self._merged is None:
+            self._merged = MergedAdapters(self.pipeline.transformer)
+        if lora is None:
+            self._merged.use(NO_ADAPTERS)
+            return
+        adapter = AdapterLibrary(Settings()).load(str((self.case_dir / lora["path"]).resolve()), trusted=True)
+        self._merged.use(plan_merge(self.pipeline.transformer, [AdapterUse(adapter, lora["scale"])], "reference"))
+        if lora.get("unload_before_call"):
+            self._merged.use(NO_ADAPTERS)
 
     def run(self, case_path: Path) -> CaseResult:
         import torch
@@ -250,6 +270,7 @@ def check_e2e(runner: ParityRunner, case: dict, tensors: dict) -> Iterator[Check
     if "initial_noise" in tensors:
         yield "initial_noise", pipeline.initial_noise(seeds, frames), tensors["initial_noise"], EXACT
     retake_seeds = case["pipeline_input_params"].get("retake_seeds")
+    runner.use_lora(case.get("lora"))
     if "retake_noise" in tensors:
         yield "retake_noise", pipeline.initial_noise(retake_seeds, frames), tensors["retake_noise"], EXACT
     ids, mask = pipeline.lyric_tokenizer.ids_and_mask([kw["lyrics"]])
