@@ -6,9 +6,10 @@ which key (or how much of one) matched. Owners are stored as keyed hashes (HMAC-
 server's own secret, ``owner-secret`` in the data dir), so a copy of the database does not let
 anyone test guesses of a weak key offline.
 
-A file link of a keyed server is signed for its owner and expires: ``?exp=<unix time>&sig=<32 hex>``
-(``[storage].url_ttl_s`` after it was made). Anything else in ``sig`` or ``exp`` is simply not a
-valid signature.
+A file link of a keyed server is signed for its owner and expires: ``?exp=<unix time>&sig=<32 hex>``,
+``[storage].url_ttl_s`` after its job finished (so a job's link is the same in its result and its
+webhook, however often it is fetched). Anything else in ``sig`` or ``exp`` is simply not a valid
+signature.
 """
 
 from __future__ import annotations
@@ -82,9 +83,9 @@ class Keys:
             return None
         return hmac.new(key, f"{file_name}\n{expires}".encode(), hashlib.sha256).hexdigest()[:32]
 
-    def signed_query(self, owner: str, file_name: str, now: float | None = None) -> str | None:
-        """``exp=<time>&sig=<hex>`` for a link valid ``url_ttl_s`` from now, or None for no key."""
-        expires = int(time.time() if now is None else now) + self.url_ttl_s
+    def signed_query(self, owner: str, file_name: str, issued_at: float | None = None) -> str | None:
+        """``exp=<time>&sig=<hex>`` for a link valid ``url_ttl_s`` from ``issued_at`` (default now), or None for no key."""
+        expires = int(time.time() if issued_at is None else issued_at) + self.url_ttl_s
         signature = self.sign(owner, file_name, expires)
         return None if signature is None else f"exp={expires}&sig={signature}"
 
@@ -123,12 +124,13 @@ def owner(request: Request) -> str:
 
 
 def file_url(base_url: str, keys: Keys) -> Callable[[Job, str], str]:
-    """Makes a stored ``files/<name>`` URL absolute under ``base_url``, signed for the job's owner when keys are in use."""
+    """Makes a stored ``files/<name>`` URL absolute under ``base_url``, signed for the job's owner when keys are in
+    use (valid ``url_ttl_s`` from the job's end)."""
 
     def absolute(job: Job, url: str) -> str:
         if not url.startswith(FILES_PREFIX):
             return url
-        query = keys.signed_query(job.owner, url[len(FILES_PREFIX):])
+        query = keys.signed_query(job.owner, url[len(FILES_PREFIX):], job.finished_at)
         return base_url.rstrip("/") + "/" + url + (f"?{query}" if query else "")
 
     return absolute
