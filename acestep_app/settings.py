@@ -7,7 +7,7 @@ a deploy that customises the file must ship it (and point ``ACESTEP_INFRA`` at i
 ``Settings`` at deploy time. Unknown keys and wrongly typed values are errors that name the key.
 
 Sections: ``[app]``, ``[engine]``, ``[output]``, ``[quality]``, ``[weights]``, ``[fal]``, ``[modal]``, ``[security]``,
-``[audio_input]``, ``[webhooks]``, ``[lora]``, ``[server]``, ``[queue]``, ``[storage]``, and ``[models."<family>"]`` per model family (each family validates its own). Settings are frozen pydantic models, so they pickle (fal ships the
+``[audio_input]``, ``[webhooks]``, ``[lora]``, ``[metrics]``, ``[server]``, ``[queue]``, ``[storage]``, and ``[models."<family>"]`` per model family (each family validates its own). Settings are frozen pydantic models, so they pickle (fal ships the
 App by value) and compare by value.
 """
 
@@ -195,6 +195,17 @@ class LoraSection(BaseModel):
     adapters: list[LoraAdapterEntry] = []
 
 
+class MetricsSection(BaseModel):
+    """``/metrics`` (Prometheus text format; see :mod:`acestep_app.serving.metrics`)."""
+
+    model_config = _SECTION_CONFIG
+
+    enabled: bool = True
+    # the environment variable holding the scrape key; set, /metrics needs ``Authorization: Bearer <key>``;
+    # unset or empty, only loopback clients may scrape
+    key_env: str = Field(default="ACESTEP_METRICS_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
 class Settings(BaseModel):
     """Every setting of the app, one attribute per ``infra.toml`` section."""
 
@@ -214,6 +225,7 @@ class Settings(BaseModel):
     queue: QueueSection = QueueSection()
     storage: StorageSection = StorageSection()
     lora: LoraSection = LoraSection()
+    metrics: MetricsSection = MetricsSection()
     # [models."<family>"]: each family's own section, validated by that family (ModelFamily.config)
     models: dict[str, dict[str, Any]] = Field(default_factory=dict)
 

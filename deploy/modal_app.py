@@ -13,7 +13,7 @@
 # Modal cuts a web request off at 150 s. A synchronous call (`POST /prompt-to-audio`, `POST /`,
 # `POST /run/...`) waits `SYNC_WAIT_SECONDS`, then answers `303 See Other` to `/requests/{id}/wait`,
 # which waits again (and redirects again): `curl -L` and `fal_client` follow it to the result.
-# This file only wires `acestep_app` to Modal; settings come from `infra.toml`.
+# This file only wires `acestep_app` (`/playground`, `/metrics`: docs/metrics.md) to Modal; settings: `infra.toml`.
 
 from __future__ import annotations
 
@@ -29,8 +29,7 @@ from acestep_app.hosts.routes import Host
 from acestep_app.hosts.web import create_web_app
 from acestep_app.serving.auth import Keys
 from acestep_app.serving.endpoints import EndpointRegistry
-from acestep_app.serving.queue import QueueService
-from acestep_app.serving.stores.modal import ModalJobStore, VolumeFiles, run_job
+from acestep_app.serving.stores.modal import ModalJobStore, VolumeFiles, finished_event, run_job, web_metrics
 from acestep_app.settings import INFRA_ENV, REPO_INFRA_PATH, Settings
 
 SETTINGS = Settings.load()
@@ -93,6 +92,10 @@ def job_store() -> ModalJobStore:
     return ModalJobStore(registry, files_dir(), commit=commit_files, reload=reload_files, backlog=backlog)
 
 
+def metrics_events() -> modal.Queue:  # jobs GPU containers finished, taken in by `/metrics` at each scrape
+    return modal.Queue.from_name(f"{SETTINGS.app.name}-metrics", create_if_missing=True)
+
+
 # ## Weights: pulled once into a Volume (`modal run deploy/modal_app.py::pull_weights`)
 
 
@@ -132,27 +135,31 @@ class AceStep:
         self.registry = EndpointRegistry([ACESTEP_V1], self.settings)
         self.store = job_store()
         self.store.repair_usage()  # usage records a container that died mid-finish left pending
+        self.events = metrics_events()
         if not modal.is_local():
             weights_volume.commit()  # keep weights a first start had to pull
 
     @modal.method()
     def run_job(self, request_id: str) -> str:
-        return run_job(self.store, self.engine, self.registry, self.settings, request_id)
+        return run_job(self.store, self.engine, self.registry, self.settings, request_id,
+                       on_finished=lambda job: self.events.put(finished_event(job)))
 
 
 # ## Web: the shared fal routes over Modal function calls
 
 
 def build_web(store: ModalJobStore, runner, api_keys: list[str], files: VolumeFiles, settings: Settings,
-              on_finished=None):
+              on_finished=None, events=None, stats=None):
     if not api_keys:
         raise RuntimeError(f"no API key: put {API_KEY_ENV} in the modal.Secret '{settings.modal.api_key_secret}'")
-    queue = QueueService(store, runner, on_finished, max_pending=settings.queue.max_pending,
-                         inputs=store.inputs(settings.audio_input.max_download_bytes))
+    registry = EndpointRegistry([ACESTEP_V1], settings)
+    metrics = web_metrics(registry, events, stats)  # `/metrics`: see acestep_app.serving.stores.modal
+    queue = metrics.queue(store, runner, on_finished, max_pending=settings.queue.max_pending,
+                          inputs=store.inputs(settings.audio_input.max_download_bytes))
     keys = Keys(api_keys, schemes=("key", "bearer"), secret=store.owner_secret(), url_ttl_s=settings.storage.url_ttl_s)
-    host = Host(queue, keys, settings, EndpointRegistry([ACESTEP_V1], settings), files.open,
-                health=lambda: {"status": "ok"}, sync_wait=SYNC_WAIT_SECONDS,
-                allowed_hosts=settings.server.allowed_hosts or None, cors_origins=settings.server.cors_origins)
+    host = Host(queue, keys, settings, registry, files.open, health=lambda: {"status": "ok"}, sync_wait=SYNC_WAIT_SECONDS,
+                metrics=metrics, allowed_hosts=settings.server.allowed_hosts or None,
+                cors_origins=settings.server.cors_origins)
     return create_web_app(host, title="ACE-Step (acestep-app on Modal)")
 
 
@@ -166,7 +173,8 @@ def api_keys_from_env() -> list[str]:
 def web():
     store = job_store()
     files = VolumeFiles(files_dir(), reload=files_volume.reload)
-    return build_web(store, FunctionCalls(store, AceStep().run_job.spawn), api_keys_from_env(), files, Settings.load())
+    return build_web(store, FunctionCalls(store, AceStep().run_job.spawn), api_keys_from_env(), files, Settings.load(),
+                     events=metrics_events(), stats=lambda: AceStep().run_job.get_current_stats())
 
 
 # ## Smoke test: `modal run deploy/modal_app.py` times a cold and a warm call of the deployed class

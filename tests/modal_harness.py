@@ -1,7 +1,8 @@
 """deploy/modal_app.py in-process, without a Modal token: an in-memory ``modal.Dict`` and a thread-pool runner.
 
 ``InMemoryDict`` has the ``modal.Dict`` calls the job store uses (``get``, ``put(..., skip_if_exists)``),
-atomic under a lock as Modal's server makes them. ``ThreadCalls`` stands in for ``FunctionCalls``:
+atomic under a lock as Modal's server makes them; ``InMemoryQueue`` the ``modal.Queue`` calls of the
+metrics events. ``ThreadCalls`` stands in for ``FunctionCalls``:
 ``dispatch`` runs ``run_job(request_id)`` on a pool thread instead of ``.spawn()``.
 """
 
@@ -48,6 +49,24 @@ class InMemoryDict:
     def keys(self):
         with self._lock:
             return list(self._data)
+
+
+class InMemoryQueue:
+    """The ``modal.Queue`` calls the metrics events use (``put``, ``get_many(n, block=False)``)."""
+
+    def __init__(self):
+        self._items: list = []
+        self._lock = threading.Lock()
+
+    def put(self, value) -> None:
+        with self._lock:
+            self._items.append(value)
+
+    def get_many(self, n_values: int, block: bool = True, timeout: float | None = None) -> list:
+        assert not block, "the web container never blocks on the events queue"
+        with self._lock:
+            taken, self._items = self._items[:n_values], self._items[n_values:]
+        return taken
 
 
 class ThreadCalls:

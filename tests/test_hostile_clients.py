@@ -44,7 +44,7 @@ from acestep_app.serving.webhooks.verify import verify
 from acestep_app.settings import Settings
 from conftest import PLAYS_PUBLIC, public_loopback, wait_until  # noqa: F401  (fixture)
 from engine_double import EngineDouble
-from local_http import LocalServer, redirect_route, send
+from local_http import LocalServer, send
 from server_process import free_port
 from webhook_receiver import Receiver
 

@@ -312,3 +312,16 @@ def test_the_same_content_from_two_sources_is_stored_once(tmp_path):
         second = AdapterLibrary(settings_for(tmp_path)).load(server.url("/two.safetensors"))
     assert first.sha256 == second.sha256 and set(second.layers) == set(SHAPES)
     assert [blob.name for blob in (tmp_path / "cache" / "blobs").iterdir()] == [first.sha256]
+
+
+def test_a_bad_file_is_not_kept_so_a_fixed_one_at_the_same_url_is_fetched(tmp_path):
+    write_adapter(tmp_path / "src", adapter_tensors(SHAPES))
+    served = {"body": b"not yet an adapter"}
+    good = (tmp_path / "src" / "pytorch_lora_weights.safetensors").read_bytes()
+    with LocalServer({"/a.safetensors": lambda handler: body_route(served["body"])(handler)}) as server:
+        library = AdapterLibrary(settings_for(tmp_path))
+        with pytest.raises(LoraError, match="not a valid safetensors file"):
+            library.load(server.url("/a.safetensors"), index=0)
+        assert not list((tmp_path / "cache" / "blobs").iterdir())
+        served["body"] = good
+        assert set(library.load(server.url("/a.safetensors"), index=0).layers) == set(SHAPES)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import threading
+from types import SimpleNamespace
 
 import pytest
 from fastapi import FastAPI
@@ -14,12 +15,13 @@ from modal._utils.function_utils import parse_gpu_config
 from acestep_app.serving.jobs import JobStatus, read_usage_dir
 from acestep_app.engine.family import get_family
 from acestep_app.serving.endpoints import EndpointRegistry
-from acestep_app.serving.stores.modal import ModalJobStore, VolumeFiles, run_job
+from acestep_app.serving.stores.modal import ModalJobStore, VolumeFiles, finished_event, run_job
 from acestep_app.acestep_v1.schema import PromptToAudioOutput, TextToAudioOutput
 from acestep_app.settings import INFRA_ENV, REPO_INFRA_PATH, Settings
 from conftest import wait_until
 from engine_double import EngineDouble
-from modal_harness import InMemoryDict, ThreadCalls, load_modal_app
+from metrics_scrape import parse, value
+from modal_harness import InMemoryDict, InMemoryQueue, ThreadCalls, load_modal_app
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*executing locally and will not have access:UserWarning")
 
@@ -246,11 +248,29 @@ def test_registry_keys_have_one_writer_each_so_no_update_is_lost(tmp_path):
     job = store.create("text-to-audio", "owner", {"tags": "x", "duration": 5}, webhook_url="https://example.com/hook")
     store.set_call(job.request_id, "fc-1")
     run(job.request_id)
-    assert sorted(key.split(":")[1] for key in store.registry.keys()) == ["call", "job", "outcome", "run"]
+    keys = store.registry.keys()
+    assert sorted(key.split(":")[1] for key in keys if key.startswith(job.request_id)) == ["call", "job", "outcome", "run"]
+    # the owner's history: a slot claimed once (put if absent), and a hint that only speeds up the next claim
+    assert sorted(key for key in keys if not key.startswith(job.request_id)) == ["owner:history", "owner:history:0"]
     done = store.get(job.request_id)
     assert (done.owner, done.webhook_url, done.input["tags"], store.call_id(job.request_id)) == (
         "owner", "https://example.com/hook", "x", "fc-1")
     assert done.status is JobStatus.COMPLETED and len([e for e in done.logs if e["message"].startswith("denoising")]) == 2
+
+
+def test_history_lists_an_owners_requests_newest_first_even_when_containers_race(tmp_path):
+    shared = InMemoryDict()
+    web_a, web_b = ModalJobStore(shared, tmp_path / "files"), ModalJobStore(shared, tmp_path / "files")
+    first = web_a.create("text-to-audio", "alice", {"tags": "a"})
+    shared.put("alice:history", 0)  # a container whose hint fell behind (it wrote before another's claim)
+    second = web_b.create("prompt-to-audio", "alice", {"prompt": "b"})
+    third = web_a.create("text-to-audio", "alice", {"tags": "c"})
+    other = web_b.create("text-to-audio", "bob", {"tags": "d"})
+    assert [job.request_id for job in web_b.recent("alice", 10)] == [third.request_id, second.request_id,
+                                                                     first.request_id]
+    assert [job.request_id for job in web_a.recent("alice", 2)] == [third.request_id, second.request_id]
+    assert [job.request_id for job in web_a.recent("bob", 10)] == [other.request_id]
+    assert web_a.recent("carol", 10) == []
 
 
 def test_a_lost_generation_call_fails_the_request_unbilled(tmp_path):
@@ -309,3 +329,36 @@ def test_asgi_function_local_returns_the_app_and_requires_a_key(monkeypatch):
     monkeypatch.delenv(modal_app.API_KEY_ENV)
     with pytest.raises(RuntimeError, match="ACESTEP_API_KEY"):
         modal_app.web.local()
+
+
+def test_metrics_count_what_gpu_containers_finish_and_what_the_web_container_cancels_once(tmp_path):
+    events = InMemoryQueue()  # GPU containers put the jobs they finish; the web container takes them at a scrape
+    store = ModalJobStore(InMemoryDict(), tmp_path / "files")
+    engine = EngineDouble(steps=1, sample_rate=100)
+    calls = ThreadCalls(lambda request_id: run_job(store, engine, V1_ENDPOINTS, Settings(), request_id,
+                                                   on_finished=lambda job: events.put(finished_event(job))))
+    web = modal_app.build_web(store, calls, [KEY], VolumeFiles(store.files_root, reload=lambda: None),
+                              Settings.load(), events=events,
+                              stats=lambda: SimpleNamespace(backlog=2, num_running_inputs=1))  # Modal's FunctionStats
+    with TestClient(web, client=("127.0.0.1", 50000)) as client:
+        assert client.post("/prompt-to-audio", json={"prompt": "x", "duration": 5}, headers=AUTH).status_code == 200
+        engine.hold = threading.Event()
+        held = client.post("/fal-ai/ace-step", json={"tags": "x", "duration": 7}, headers=AUTH).json()
+        assert engine.started.wait(10)
+        assert client.put(held["cancel_url"], headers=AUTH).status_code == 202
+        engine.hold.set()
+        calls.calls[held["request_id"]].result(10)  # the GPU side ended too; the cancel had won
+        samples = parse(client.get("/metrics").text)
+        again = parse(client.get("/metrics").text)
+    calls.shutdown()
+    assert value(samples, "acestep_requests_total", endpoint="prompt-to-audio", status="COMPLETED") == 1
+    assert value(samples, "acestep_billed_audio_seconds_total", endpoint="prompt-to-audio") == 5.0
+    assert value(samples, "acestep_run_seconds_count", endpoint="prompt-to-audio") == 1
+    assert value(samples, "acestep_requests_total", endpoint="text-to-audio", status="CANCELLED") == 1
+    assert value(samples, "acestep_requests_total", endpoint="text-to-audio", status="COMPLETED") == 0
+    assert value(samples, "acestep_requests_submitted_total", endpoint="text-to-audio") == 1
+    assert (value(samples, "acestep_queue_depth", state="queued"), value(samples, "acestep_queue_depth", state="running")) \
+        == (2, 1)
+    requests = {key: count for key, count in samples.items() if key[0].startswith("acestep_requests")}
+    assert requests == {key: again[key] for key in requests}  # each event is taken once
+    assert events.get_many(10, block=False) == []

@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from conftest import wait_until
+from metrics_scrape import parse, value
 from reliability import TALLY, reliability_tally  # noqa: F401  (autouse: prints the reliability summary)
 from server_process import ServerProcess, double_command, free_port, running, serve_command
 
@@ -149,6 +150,17 @@ def test_load_200_submissions_from_20_clients(tmp_path):
     with running(double_command(data_dir, port, "--steps", "1"), base_url, tmp_path / "server.log"):
         with ThreadPoolExecutor(clients) as pool:
             outcomes = [item for batch in pool.map(one_client, range(clients)) for item in batch]
+        metrics = parse(httpx.get(f"{base_url}/metrics").text)  # from 127.0.0.1: no metrics key needed
+
+    # the load as /metrics saw it: every job counted once, billed, timed; nothing left in the queue
+    assert value(metrics, "acestep_requests_submitted_total", endpoint="prompt-to-audio") == total
+    assert value(metrics, "acestep_requests_total", endpoint="prompt-to-audio", status="COMPLETED") == total
+    assert value(metrics, "acestep_billed_audio_seconds_total", endpoint="prompt-to-audio") == 5.0 * total
+    assert value(metrics, "acestep_queue_wait_seconds_count", endpoint="prompt-to-audio") == total
+    assert value(metrics, "acestep_run_seconds_count", endpoint="prompt-to-audio") == total
+    assert value(metrics, "acestep_queue_depth", state="queued") == value(metrics, "acestep_queue_depth",
+                                                                         state="running") == 0
+    assert value(metrics, "acestep_http_responses_total", method="POST", code="200") == total
 
     handles = [handle for handle, _, _ in outcomes]
     latencies = sorted(latency for _, latency, _ in outcomes)

@@ -112,6 +112,22 @@ def exposure_error(bind: str, keys, insecure_no_auth: bool) -> str | None:
             "--insecure-no-auth if that is really what you want.")
 
 
+def local_url(host: str, port: int, tls: bool, path: str) -> str:
+    """A URL of the server as seen from this machine (a wildcard bind is reached at loopback)."""
+    shown = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "[::1]"}.get(host, f"[{host}]" if ":" in host else host)
+    return f"{'https' if tls else 'http'}://{shown}:{port}{path}"
+
+
+def announce(args: argparse.Namespace, settings) -> None:
+    """The playground's (and /metrics') address, printed once the engines are loaded, before uvicorn starts."""
+    tls = args.ssl_certfile is not None
+    print(f"Playground: {local_url(args.host, args.port, tls, '/playground')}", flush=True)
+    if settings.metrics.enabled:
+        who = (f"needs its scrape key ({settings.metrics.key_env})" if os.environ.get(settings.metrics.key_env)
+               else f"loopback clients only; set {settings.metrics.key_env} for a scrape key")
+        print(f"Metrics: {local_url(args.host, args.port, tls, '/metrics')} ({who})", flush=True)
+
+
 def api_keys(args: argparse.Namespace) -> list[str] | None:
     keys = args.api_key or ([os.environ["ACESTEP_API_KEY"]] if os.environ.get("ACESTEP_API_KEY") else None)
     return keys
@@ -169,5 +185,6 @@ def run(args: argparse.Namespace) -> int:
     engines = load_engines(settings, families, args.weights, args.tiny)
     app = create_app(engines, settings, args.data_dir, api_key=keys, max_body_bytes=limits,
                      allowed_hosts=allowed_hosts(settings, args.host))
+    announce(args, settings)
     serve_app(app, args.host, args.port, args.ssl_certfile, args.ssl_keyfile)
     return 0

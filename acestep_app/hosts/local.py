@@ -5,9 +5,10 @@ Jobs live in ``<data dir>/jobs.sqlite3`` (:mod:`acestep_app.serving.stores.sqlit
 One worker thread runs them in submission order on the Engine. Synchronous calls wait for their job
 without a limit (there is no proxy in front to cut them off), on the event loop. Queue submits
 with ``?fal_webhook=`` get fal's signed webhook (:mod:`acestep_app.serving.webhooks.queue_hooks`), delivered from
-``<data dir>/webhooks.sqlite3`` by a thread that starts and stops with the app. A retention thread
-prunes what is older than ``[storage].retention_days`` (:mod:`acestep_app.serving.retention`).
-The data dir is private to the server's user (docs/security.md).
+``<data dir>/webhooks.sqlite3`` by a thread that starts and stops with the app. ``/metrics``
+counts every job, webhook attempt and response of this process (:mod:`acestep_app.serving.metrics`).
+A retention thread prunes what is older than ``[storage].retention_days``
+(:mod:`acestep_app.serving.retention`). The data dir is private to the server's user (docs/security.md).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from acestep_app.serving.endpoints import EndpointRegistry
 from acestep_app.serving.failures import failure_for
 from acestep_app.serving.inputs import InputFiles
 from acestep_app.serving.jobs import Job, JobStatus, Outcome
+from acestep_app.serving.metrics import Metrics
 from acestep_app.serving.queue import FinishedHook, QueueService
 from acestep_app.serving.retention import Retention
 from acestep_app.serving.service import execute, file_saver
@@ -120,18 +122,24 @@ def create_app(engines, settings, data_dir: str | Path, api_key: str | Sequence[
     except OSError as error:
         raise RuntimeError(f"cannot write generated audio under {data_dir}: {error}") from error
     keys = Keys(api_key, secret=secret, url_ttl_s=settings.storage.url_ttl_s)
-    outbox = Webhooks(data_dir, settings.webhooks, allow_private=settings.security.allow_private_urls)
+    engines = engines_by_family(engines)
+    registry = EndpointRegistry([get_family(name) for name in engines], settings)
+    metrics = Metrics([endpoint.name for endpoint in registry.endpoints],
+                      queue_depth=lambda: {"queued": store.count(JobStatus.IN_QUEUE),
+                                           "running": store.count(JobStatus.IN_PROGRESS)})
+    outbox = Webhooks(data_dir, settings.webhooks, allow_private=settings.security.allow_private_urls,
+                      on_attempt=metrics.webhook_attempt)
     webhooks = QueueWebhooks(outbox, store, keys)
 
     def finished(job: Job) -> None:
+        metrics.job_finished(job)
         webhooks.on_finished(job)
         if on_finished is not None:
             on_finished(job)
 
-    engines = engines_by_family(engines)
-    registry = EndpointRegistry([get_family(name) for name in engines], settings)
     worker = JobWorker(store, EngineJobHandler(engines, registry, audio, settings, inputs))
-    queue = QueueService(store, WorkerRunner(worker), finished, max_pending=settings.queue.max_pending,
+    queue = QueueService(store, WorkerRunner(worker), finished, on_submitted=metrics.job_submitted,
+                         max_pending=settings.queue.max_pending,
                          max_pending_per_key=settings.queue.max_pending_per_key, inputs=inputs)
     worker.finish = queue.finish
     retention = Retention(store, audio, inputs, outbox.outbox, settings.storage.retention_days,
@@ -159,7 +167,7 @@ def create_app(engines, settings, data_dir: str | Path, api_key: str | Sequence[
 
     host = Host(queue, keys, settings, registry, audio.open, health, sync_wait=None, max_body_bytes=max_body_bytes,
                 on_submitted=on_submitted, routers=[webhooks.router(), *routers], accepts_webhooks=True,
-                allowed_hosts=allowed_hosts, cors_origins=settings.server.cors_origins)
+                allowed_hosts=allowed_hosts, cors_origins=settings.server.cors_origins, metrics=metrics)
     app = create_web_app(host, version=_version(), lifespan=lifespan)
     app.state.store = store
     app.state.worker = worker
@@ -167,6 +175,7 @@ def create_app(engines, settings, data_dir: str | Path, api_key: str | Sequence[
     app.state.webhooks = webhooks
     app.state.retention = retention
     app.state.queue = queue
+    app.state.metrics = metrics
     return app
 
 

@@ -39,6 +39,7 @@ from acestep_app.serving import auth, failures, protocol
 from acestep_app.serving.auth import file_url
 from acestep_app.serving.endpoints import Endpoint, EndpointRegistry
 from acestep_app.serving.jobs import Job
+from acestep_app.serving.metrics import Metrics
 from acestep_app.serving.queue import QueueFull, QueueService
 from acestep_app.serving.storage import AudioStore, StoredFile
 from acestep_app.settings import Settings
@@ -59,6 +60,7 @@ class Host:
     ``max_body_bytes``: per-endpoint body limits (endpoint name -> bytes) over the endpoints' own.
     ``allowed_hosts``: the ``Host`` header values served (None: any; see :mod:`acestep_app.hosts.gate`).
     ``cors_origins``: browser origins allowed cross-site (none by default).
+    ``metrics``: the app's Prometheus metrics, fed by the host's queue hooks.
     """
 
     queue: QueueService
@@ -74,6 +76,7 @@ class Host:
     accepts_webhooks: bool = False
     allowed_hosts: Sequence[str] | None = None
     cors_origins: Sequence[str] = ()
+    metrics: Metrics | None = None  # served at /metrics when [metrics].enabled
 
 
 class WaitSlots:

@@ -1,8 +1,9 @@
 """The local server's and the Modal app's ASGI app: fal's routes, fal-shaped errors, the gate.
 
 :func:`create_web_app` puts the routers of :mod:`acestep_app.hosts.routes` behind
-:class:`~acestep_app.hosts.gate.Gate` for one :class:`~acestep_app.hosts.routes.Host`; CORS only
-for the origins the host names (none by default).
+:class:`~acestep_app.hosts.gate.Gate` for one :class:`~acestep_app.hosts.routes.Host`, with the
+playground (:mod:`acestep_app.hosts.playground`) and ``/metrics`` (:mod:`acestep_app.hosts.metrics`);
+CORS only for the origins the host names (none by default).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from acestep_app.hosts.gate import Gate
+from acestep_app.hosts.metrics import CountResponses, metrics_router
+from acestep_app.hosts.playground import playground_router
 from acestep_app.hosts.routes import (
     Host,
     RequestRejected,
@@ -77,6 +80,10 @@ def create_web_app(host: Host, *, title: str = "ACE-Step (acestep-app)", version
     app.include_router(meta_router())
     app.include_router(sync_router(host.registry))
     app.include_router(files_router())
+    app.include_router(playground_router(host.registry))
+    metrics = host.metrics if host.settings.metrics.enabled else None
+    if metrics is not None:
+        app.include_router(metrics_router(metrics, host.settings.metrics))
     for router in host.routers:  # before the queue's catch-all /{owner}/{app} routes
         app.include_router(router)
     app.include_router(queue_router())
@@ -88,4 +95,6 @@ def create_web_app(host: Host, *, title: str = "ACE-Step (acestep-app)", version
         app.add_middleware(CORSMiddleware, allow_origins=list(host.cors_origins), allow_methods=["GET", "POST", "PUT"],
                            allow_headers=["authorization", "content-type"], expose_headers=["x-fal-billable-units",
                                                                                            "x-fal-request-id"])
+    if metrics is not None:
+        app.add_middleware(CountResponses, metrics=metrics)  # outermost: sees the Gate's answers too
     return app

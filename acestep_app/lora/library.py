@@ -8,7 +8,8 @@ Layout under ``[lora].cache_dir`` (default ``<weights cache>/loras``)::
 ``key`` is the sha256 of the weights file, or of ``"<weights sha256>:<config sha256>"`` when a config file
 travels with it. A source seen before is served from its blob without touching the network (a Hub repo
 named without ``@revision`` is therefore fetched at the commit its main branch had the first time; pin a
-revision to change that deliberately). Blobs are evicted least recently used first once they exceed
+revision to change that deliberately). A download that is no usable adapter is not kept, so a file fixed
+at the same URL is fetched again. Blobs are evicted least recently used first once they exceed
 ``[lora].disk_cache_bytes``; parsed adapters likewise past ``[lora].memory_cache_bytes``. Local and
 pinned adapters are read where they are (never copied) and hashed once per (size, mtime).
 """
@@ -44,6 +45,7 @@ class AdapterFiles:
     weights: Path
     config: Path | None
     key: str
+    fetched: bool = False  # downloaded by this load (remembered only once it parses)
 
 
 def cache_root(settings: Settings) -> Path:
@@ -90,7 +92,16 @@ class AdapterLibrary:
             raise LoraError(index, str(error)) from None
         with self._source_lock(source.identity):
             files = self._locate(source, index)
-            return self._parsed(files, index)
+            try:
+                adapter = self._parsed(files, index)
+            except LoraError:
+                if files.fetched:  # not kept: a file fixed at the same URL is fetched again next time
+                    self._forget_blob(files.key)
+                raise
+            if files.fetched:
+                self._remember(source, files.key)
+                self._evict(keep=files.key)
+            return adapter
 
     # -- where the files are ------------------------------------------------------------------------
 
@@ -102,10 +113,7 @@ class AdapterLibrary:
         known = self._known(source)
         if known is not None:
             return known
-        files = self._fetch_url(source, index) if source.kind == "url" else self._fetch_hub(source, index)
-        self._remember(source, files.key)
-        self._evict(keep=files.key)
-        return files
+        return self._fetch_url(source, index) if source.kind == "url" else self._fetch_hub(source, index)
 
     def _local(self, path: Path, index: int | None) -> AdapterFiles:
         try:
@@ -238,7 +246,11 @@ class AdapterLibrary:
             if not blob.is_dir():
                 raise
             os.utime(blob)  # the same content came from another source (its file may have another name)
-        return AdapterFiles(find_weights_file(blob), read_config_path(blob), key)
+        return AdapterFiles(find_weights_file(blob), read_config_path(blob), key, fetched=True)
+
+    def _forget_blob(self, key: str) -> None:
+        """Drop a fetched blob that is no usable adapter (the same bytes never parse, so nothing maps to it)."""
+        shutil.rmtree(self.root / "blobs" / key, ignore_errors=True)
 
     def _evict(self, keep: str) -> None:
         """Drop least recently used blobs until the store fits ``[lora].disk_cache_bytes`` (``keep`` stays)."""

@@ -179,6 +179,9 @@ class JobStore(Protocol):
 
     def queue_position(self, job: Job) -> int: ...
 
+    def recent(self, owner: str, limit: int) -> list[Job]:
+        """The owner's latest ``limit`` jobs, newest first (the playground's history)."""
+
     def start(self, request_id: str) -> Job | None:
         """IN_QUEUE -> IN_PROGRESS; None when the job is not queued (e.g. cancelled meanwhile)."""
 

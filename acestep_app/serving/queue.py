@@ -3,7 +3,8 @@
 The store (:class:`acestep_app.serving.jobs.JobStore`) keeps jobs; the runner starts and follows their work
 (the local worker thread, or Modal function calls). ``on_finished(job)`` is called on every
 terminal transition, exactly once per job, by whichever process made it (webhook deliveries hook in
-there). The HTTP shapes of fal's queue protocol are in :mod:`acestep_app.serving.protocol`.
+there); ``on_submitted(job)`` after every accepted submit (metrics). The HTTP shapes of fal's queue
+protocol are in :mod:`acestep_app.serving.protocol`.
 
 Submits are capped (``[queue].max_pending`` jobs queued or running in all, ``max_pending_per_key``
 per key): past a cap :meth:`QueueService.submit` raises :class:`QueueFull`, and nothing is created.
@@ -112,16 +113,18 @@ class QueueService:
 
     Args:
         on_finished: runs once per job on its terminal transition.
+        on_submitted: runs after every accepted submit (metrics).
         max_pending, max_pending_per_key: the submit caps (None: none).
         inputs: where inline input files go (None: they stay in the job's input).
     """
 
-    def __init__(self, store: JobStore, runner: Runner, on_finished: FinishedHook | None = None, *,
-                 max_pending: int | None = None, max_pending_per_key: int | None = None,
-                 inputs: InputStash | None = None):
+    def __init__(self, store: JobStore, runner: Runner, on_finished: FinishedHook | None = None,
+                 on_submitted: Callable[[Job], None] | None = None, *, max_pending: int | None = None,
+                 max_pending_per_key: int | None = None, inputs: InputStash | None = None):
         self.store = store
         self.runner = runner
         self.on_finished = on_finished
+        self.on_submitted = on_submitted
         self.max_pending = max_pending
         self.max_pending_per_key = max_pending_per_key
         self.inputs = inputs
@@ -144,6 +147,8 @@ class QueueService:
                 self.inputs.discard(files)
             raise
         self.runner.dispatch(job)
+        if self.on_submitted is not None:
+            self.on_submitted(job)
         return job
 
     def check_room(self, owner: str) -> None:
@@ -152,6 +157,10 @@ class QueueService:
             raise QueueFull("server", self.max_pending)
         if self.max_pending_per_key is not None and self.store.pending_count(owner) >= self.max_pending_per_key:
             raise QueueFull("key", self.max_pending_per_key)
+
+    def recent(self, owner: str, limit: int) -> list[Job]:
+        """The owner's latest jobs, newest first."""
+        return self.store.recent(owner, limit)
 
     def find(self, request_id: str, owner: str) -> Job | None:
         """The owner's job, settled first when its work was lost."""

@@ -9,6 +9,8 @@ key                    written by                      holds
 ``<id>:call``          web, once (dispatch)            the Modal function call id
 ``<id>:run``           the GPU container running it    started_at, attempts, logs
 ``<id>:outcome``       first writer wins               the terminal outcome (``put(skip_if_exists)``)
+``<owner>:history:<n>``  web, once (submit)            the owner's n-th request id (``put(skip_if_exists)``)
+``<owner>:history``    web (submit)                    a hint: a slot at or before the owner's next free one
 =====================  ==============================  =========================================
 
 A cancel and a finished generation race for ``<id>:outcome``; whichever is first is the outcome, and
@@ -36,6 +38,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +54,7 @@ from acestep_app.serving.jobs import (
     log_entry,
     read_usage_dir,
 )
+from acestep_app.serving.metrics import Metrics
 from acestep_app.serving.queue import FinishedHook, finish_job
 from acestep_app.serving.service import execute, file_saver
 from acestep_app.serving.storage import AudioStore, StoredFile
@@ -87,6 +91,7 @@ class ModalJobStore:
                       "created_at": time.time(), "logs": [log_entry("Request queued.")],
                       "input_files": list(input_files or []), "ahead": self.backlog()}
         self.registry.put(f"{request_id}:job", submission, skip_if_exists=True)
+        self._add_to_history(owner, request_id)
         return self._job(request_id, submission, None, None)
 
     def inputs(self, max_bytes: int) -> InputFiles:
@@ -100,6 +105,24 @@ class ModalJobStore:
     def pending_count(self, owner: str | None = None) -> int:
         """Requests waiting for a GPU container (all keys: the backlog has no owners; per key: not counted)."""
         return self.backlog() if owner is None else 0
+    def _add_to_history(self, owner: str, request_id: str) -> None:
+        """Claim the owner's next history slot; two containers submitting at once each claim their own."""
+        slot = self.registry.get(f"{owner}:history") or 0
+        while not self.registry.put(f"{owner}:history:{slot}", request_id, skip_if_exists=True):
+            slot += 1
+        self.registry.put(f"{owner}:history", slot + 1)  # may fall behind under a race: readers scan forward
+
+    def recent(self, owner: str, limit: int) -> list[Job]:
+        end = self.registry.get(f"{owner}:history") or 0
+        while self.registry.get(f"{owner}:history:{end}") is not None:
+            end += 1
+        jobs = []
+        for slot in range(end - 1, max(-1, end - 1 - limit), -1):
+            request_id = self.registry.get(f"{owner}:history:{slot}")
+            job = self.get(request_id, owner) if request_id else None
+            if job is not None:
+                jobs.append(job)
+        return jobs
 
     def set_call(self, request_id: str, call_id: str) -> None:
         self.registry.put(f"{request_id}:call", call_id, skip_if_exists=True)
@@ -207,6 +230,34 @@ class ModalJobStore:
             started_at=run["started_at"] if run else None, finished_at=outcome.get("finished_at"),
             input_files=submission.get("input_files", []),
         )
+
+
+def web_metrics(registry: EndpointRegistry, events=None, stats: Callable[[], Any] | None = None) -> Metrics:
+    """The web container's metrics. The jobs GPU containers finished arrive on ``events`` (a ``modal.Queue``
+    they put :func:`finished_event` on), taken in at each scrape; ``stats()`` is Modal's current stats of the
+    generation function (its backlog and running inputs are the queue depth). No GPU in this container."""
+    depth = None if stats is None else lambda: {"queued": (now := stats()).backlog, "running": now.num_running_inputs}
+    metrics = Metrics([endpoint.name for endpoint in registry.endpoints], queue_depth=depth, gpu_memory=None,
+                      before_scrape=None if events is None else lambda: drain_events(events, metrics.job_finished))
+    return metrics
+
+
+def finished_event(job: Job) -> Job:
+    """A finished job as the GPU container reports it to the web container's metrics: no input, no logs
+    (an input may carry a whole song as a ``data:`` URI)."""
+    return replace(job, input={}, logs=[])
+
+
+def drain_events(events, on_finished: FinishedHook, batch: int = 1000) -> int:
+    """Hand every waiting event of a ``modal.Queue`` (``get_many(n, block=False)``) to ``on_finished``."""
+    taken = 0
+    while True:
+        jobs = events.get_many(batch, block=False)
+        for job in jobs:
+            on_finished(job)
+        taken += len(jobs)
+        if len(jobs) < batch:
+            return taken
 
 
 def run_job(store: ModalJobStore, engine, registry: EndpointRegistry, settings, request_id: str,

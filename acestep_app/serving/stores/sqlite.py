@@ -65,7 +65,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     finished_at REAL
 );
 CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (status, seq);
-CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner, status);
+CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner, seq);
+CREATE INDEX IF NOT EXISTS jobs_owner_status ON jobs (owner, status);
 CREATE TABLE IF NOT EXISTS job_logs (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     request_id TEXT NOT NULL,
@@ -151,6 +152,12 @@ class SqliteJobStore(SQLiteBacked):
             (ahead,) = self._db.execute(
                 "SELECT COUNT(*) FROM jobs WHERE status = 'IN_QUEUE' AND seq < ?", (job.seq,)).fetchone()
         return int(ahead)
+
+    def recent(self, owner: str, limit: int) -> list[Job]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM jobs WHERE owner = ? ORDER BY seq DESC LIMIT ?",
+                                    (owner, limit)).fetchall()
+        return [job_from_row(row) for row in rows]
 
     def count(self, status: JobStatus) -> int:
         with self._lock:

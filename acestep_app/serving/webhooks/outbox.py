@@ -374,6 +374,8 @@ class Outbox(SQLiteBacked):
 
 # -- delivering ----------------------------------------------------------------------------------------
 
+AttemptHook = Callable[[int, str, bool], None]
+
 
 def _netguard_post(url: str, *, content: bytes, headers: dict[str, str], allow_private: bool, timeout: float):
     from acestep_app.audio import netguard
@@ -397,11 +399,13 @@ class DeliveryWorker:
         allow_private: let deliveries reach loopback/private addresses (``[security].allow_private_urls``).
         post: ``netguard.post``'s signature; tests may wrap it.
         clock: Unix time (persisted schedules need wall-clock time).
+        on_attempt: ``(attempt number, "delivered" | "failed" | "refused", settled for good)`` after each POST.
     """
 
     def __init__(self, outbox: Outbox, key: SigningKey, settings: WebhooksSection = WebhooksSection(), *,
                  allow_private: bool = False, post: Callable[..., Any] = _netguard_post,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, on_attempt: AttemptHook | None = None):
+        self.on_attempt = on_attempt
         self.outbox = outbox
         self.key = key
         self.settings = settings
@@ -501,6 +505,7 @@ class DeliveryWorker:
                 logger.error("webhook %s refused, not sent: %s", delivery.request_id, error)
                 self.outbox.mark_attempt_failed(delivery.request_id, f"refused target: {error}", None, self.clock(),
                                                 final=True)
+                self._observe(delivery, "refused", True)
                 return False
             reason = f"{type(error).__name__}: {error}"
         else:
@@ -509,13 +514,19 @@ class DeliveryWorker:
                 self.outbox.mark_delivered(delivery.request_id, status, self.clock())
                 logger.info("webhook %s delivered (attempt %d, HTTP %d)", delivery.request_id, delivery.attempts,
                             status)
+                self._observe(delivery, "delivered", True)
                 return True
             reason = f"HTTP {status}"
         final = delivery.attempts >= self.settings.max_attempts
         self.outbox.mark_attempt_failed(delivery.request_id, reason, status, self.clock(), final=final)
         logger.warning("webhook %s attempt %d/%d failed (%s)%s", delivery.request_id, delivery.attempts,
                        self.settings.max_attempts, reason, "; giving up" if final else "")
+        self._observe(delivery, "failed", final)
         return False
+
+    def _observe(self, delivery: Delivery, result: str, final: bool) -> None:
+        if self.on_attempt is not None:
+            self.on_attempt(delivery.attempts, result, final)
 
 
 # -- the service ---------------------------------------------------------------------------------------
@@ -531,11 +542,13 @@ class Webhooks:
     """
 
     def __init__(self, data_dir: str | Path, settings: WebhooksSection = WebhooksSection(), *,
-                 allow_private: bool = False, key: SigningKey | None = None, post: Callable[..., Any] = _netguard_post):
+                 allow_private: bool = False, key: SigningKey | None = None, post: Callable[..., Any] = _netguard_post,
+                 on_attempt: AttemptHook | None = None):
         self.allow_private = allow_private
         self.key = key or SigningKey.load(data_dir)
         self.outbox = Outbox(data_dir, settings)
-        self.worker = DeliveryWorker(self.outbox, self.key, settings, allow_private=allow_private, post=post)
+        self.worker = DeliveryWorker(self.outbox, self.key, settings, allow_private=allow_private, post=post,
+                                     on_attempt=on_attempt)
 
     def jwks(self) -> dict[str, list[dict[str, str]]]:
         return jwks(self.key)
