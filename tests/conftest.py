@@ -103,6 +103,22 @@ def tiny_weights(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_llm_dir(tmp_path_factory) -> Path:
+    """A tiny random Qwen3 with a small byte-level BPE tokenizer (the song writer's local LLM), written once."""
+    from acestep_app.songwriter.tiny_llm import write_tiny_llm
+
+    return write_tiny_llm(tmp_path_factory.mktemp("tiny-qwen3"))
+
+
+@pytest.fixture(scope="session")
+def tiny_whisper(tmp_path_factory) -> Path:
+    """A tiny random Whisper (the takes' transcriber), written once."""
+    from tiny_whisper import write_tiny_whisper
+
+    return write_tiny_whisper(tmp_path_factory.mktemp("whisper"))
+
+
+@pytest.fixture(scope="session")
 def tiny_planner_lm(tmp_path_factory) -> Path:
     """A tiny random ACE-Step 1.5 5 Hz LM (Qwen3 with audio-code tokens), written once."""
     from acestep_app.acestep_15.planner.tiny import write_tiny_planner_lm

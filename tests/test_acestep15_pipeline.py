@@ -167,6 +167,7 @@ def test_repaint_at_full_strength_is_the_pipelines_repaint_and_replays_from_its_
 def test_partial_repaint_strength_starts_from_the_noised_source(pipelines):
     _, official, _ = pipelines
     schedule = strength_schedule(8, 3.0, 0.5)
+    # float64 schedule arithmetic: approx's relative 1e-6
     assert schedule[0] == pytest.approx(0.5) and schedule == sorted(schedule, reverse=True) and schedule[-1] > 0
     assert strength_schedule(8, 3.0, 1.0)[:3] == pytest.approx([1.0, 0.9545, 0.9], abs=1e-4)  # facts §2's table
     source = stereo_tensor(_source(), 44100, SAMPLE_RATE)

@@ -310,6 +310,7 @@ def test_control_characters_and_unknown_fields_are_accepted_on_the_queue(fuzz_cl
     wait_for(lambda: fuzz_client.get(f"/{APP}/requests/{rid}/status").json()["status"] == "COMPLETED")
     stored = fuzz_client.app.state.store.get(rid).input
     assert stored["prompt"] == payload["prompt"] and "format" not in stored and "nested" not in stored
+    assert "seed" not in stored  # what the client sent: a left-out field gets its default when the job runs
 
 
 # -- a few fuzzed requests on the real Engine (tiny checkpoint) ------------------------------------

@@ -21,7 +21,6 @@ from acestep_app.songwriter.fallback import FallbackSongWriter
 from acestep_app.songwriter.local_llm import EAGER, GenerationSpeed, SamplingConfig, TransformersSongWriter, song_fields
 from acestep_app.songwriter.song import LyricBudget, Song, build_messages, check_variety, fit_lyrics, normalize_tags, parse_draft, wrap_line
 from acestep_app.songwriter.writer import OpenAISongWriter, load_song_writer
-from acestep_app.songwriter.tiny_llm import write_tiny_llm
 
 PROMPT = "A lofi hiphop song with a chill vibe about a sunny day on the boardwalk, female vocals, 85 bpm."
 
@@ -159,11 +158,6 @@ def test_load_song_writer_without_weights_falls_back_with_a_startup_warning(tmp_
 # ----------------------------------------------------------------------------------------------
 # Local model: a tiny random-weight Qwen3 with a small byte-level BPE tokenizer
 # ----------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def tiny_llm_dir(tmp_path_factory) -> Path:
-    return write_tiny_llm(tmp_path_factory.mktemp("tiny-qwen3"))
 
 
 @pytest.fixture(scope="module")

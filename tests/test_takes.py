@@ -23,7 +23,6 @@ from acestep_app.quality.takes import (
     rank_takes,
     word_error_rate,
 )
-from tiny_whisper import write_tiny_whisper
 
 LYRICS = "[verse]\nHello, world! Sing it loud\n[chorus]\nWe're on our way"
 SHORT = {"duration": 5, "number_of_steps": 3}
@@ -89,8 +88,8 @@ def test_without_a_transcriber_the_first_take_is_returned_and_the_logs_say_so():
 
 
 @pytest.fixture(scope="module")
-def whisper_dir(tmp_path_factory):
-    return write_tiny_whisper(tmp_path_factory.mktemp("whisper"))
+def whisper_dir(tiny_whisper):
+    return tiny_whisper
 
 
 def test_tiny_whisper_transcribes_each_song_over_30_second_windows(whisper_dir):

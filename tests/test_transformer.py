@@ -84,16 +84,17 @@ def test_per_sample_erg_equals_running_the_item_alone(model, case):
     states, mask = _encode(model, case, erg_lyric=flags)
     sample = _decode(model, case, states, mask, erg_diffusion=flags)
 
-    # batch 2 vs batch 1 reorders float32 sums: eps 1.2e-7 x outputs ~2 x 24 blocks = 6e-6 < 1e-5 (measured 1.1e-6)
     for index, erg in enumerate([None, True]):
         single = _item(case, index)
         single_states, single_mask = _encode(model, single, erg_lyric=erg)
+        # batch 2 vs batch 1 reorders float32 sums: eps 1.2e-7 x outputs ~2 x 24 blocks = 6e-6 (measured 1.1e-6)
         _close(states[index : index + 1], single_states, tol=1e-5)
         _close(sample[index : index + 1], _decode(model, single, single_states, single_mask, erg), tol=1e-5)
 
     # ERG really changed item 1 and left item 0 alone, without touching the shared weights.
     plain_states, _ = _encode(model, case)
     plain_sample = _decode(model, case, plain_states, mask)
+    # item 0 alone vs in a batch with ERG on item 1: the same batch reordering as above (measured 0)
     _close(states[0], plain_states[0], tol=1e-5)
     _close(sample[0], plain_sample[0], tol=1e-5)
     assert (states[1] - plain_states[1]).abs().max() > 1e-3
@@ -102,6 +103,7 @@ def test_per_sample_erg_equals_running_the_item_alone(model, case):
 
 def test_erg_flags():
     assert erg_scale(None, 2, "cpu") is None and erg_scale(False, 2, "cpu") is None
+    # float32 0.01 is 0.0099999998: approx's relative 1e-6 absorbs the float32 rounding
     assert erg_scale(True, 2, "cpu").flatten().tolist() == pytest.approx([0.01, 0.01])
     assert erg_scale(torch.tensor([True, False]), 2, "cpu").flatten().tolist() == pytest.approx([0.01, 1.0])
     with pytest.raises(ValueError, match="shape"):

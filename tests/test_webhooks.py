@@ -291,7 +291,7 @@ def test_worker_thread_delivers_retries_and_stops_cleanly(tmp_path):
                 time.sleep(0.02)
         finally:
             webhooks.stop()
-    assert webhooks.worker._thread is None
+    assert not webhooks.worker.running
     assert sorted(item.headers["x-fal-webhook-request-id"] for item in receiver.successes) == ["req-a", "req-b"]
     assert len(receiver.received) == 4  # two 500s, then one success each
     published = webhooks.jwks()

@@ -156,9 +156,11 @@ async def submit(request: Request, endpoint: Endpoint, parsed: BaseModel, owner:
                  webhook: str | None = None) -> Job:
     """A new job for ``parsed``; 429 past the queue's caps, 422 for an unusable inline file."""
     queue = host_of(request).queue
+    # The fields the client sent: the others get their defaults again when the job runs, so an endpoint
+    # can still tell a sent value from a default (the 1.5 planner forces only the metadata a client sent).
+    sent = parsed.model_dump(mode="json", exclude_unset=True)
     try:
-        return await asyncio.to_thread(queue.submit, endpoint.name, owner, parsed.model_dump(mode="json"), webhook,
-                                       base_url=str(request.base_url))
+        return await asyncio.to_thread(queue.submit, endpoint.name, owner, sent, webhook, base_url=str(request.base_url))
     except QueueFull as error:
         raise RequestRejected(too_many(str(error), "queue_full")) from None
     except InputError as error:

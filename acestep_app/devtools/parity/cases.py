@@ -49,12 +49,13 @@ class CaseResult:
 class ParityRunner:
     """Loads components lazily (a tokenizer case needs no transformer) and runs cases by kind."""
 
-    def __init__(self, checkpoint: Path, lyric_vocab: Path | None, batched_guidance: bool = False):
+    def __init__(self, checkpoint: Path, lyric_vocab: Path | None, batched_guidance: bool = False, pipeline=None):
+        """``pipeline``: an already loaded pipeline of ``checkpoint`` to share (loaded on first use otherwise)."""
         self.checkpoint = checkpoint
         self.lyric_vocab = lyric_vocab or find_lyric_vocab(checkpoint)
         self.batched_guidance = batched_guidance
         self.case_dir = Path(".")  # the running case's folder; its audio paths are relative to it
-        self._pipeline = None
+        self._pipeline = pipeline
         self._merged = None
 
     @property
