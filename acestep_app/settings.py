@@ -48,6 +48,7 @@ class EngineSection(BaseModel):
     weights_dir: str = ""
     device: str = Field(default="auto", pattern=r"^(auto|cpu|mps|cuda(:\d+)?)$")
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    cpu_bf16_kernels: Literal["reference", "native"] = "reference"
     batched_guidance: bool = True
     cross_attention_cache: bool = True
     compile: bool = False

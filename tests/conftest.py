@@ -11,9 +11,16 @@ from pathlib import Path
 
 import pytest
 
+from acestep_app.engine.cpu_kernels import pin_reference_cpu_kernels
+
+# Before any test runs a kernel: the bfloat16 parity tests need the reference's oneDNN and MKL kernels,
+# and both libraries read their caps once per process (float32 results are unaffected).
+pin_reference_cpu_kernels()
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = Path(os.environ.get("ACESTEP_SHARED_DIR", PROJECT_ROOT.parent / "shared"))
 TINY_DIR = SHARED_DIR / "fixtures" / "acestep-v1-tiny"
+TINY_BF16_DIR = SHARED_DIR / "fixtures" / "acestep-v1-tiny-bf16"
 
 
 def _require(path: Path) -> Path:

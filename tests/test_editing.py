@@ -14,8 +14,7 @@ RUNS = [(name, "sequential") for name in EDIT_CASES] + [(name, "batched") for na
 @pytest.fixture(scope="module")
 def runners(tiny_checkpoint, lyric_vocab):
     sequential = parity.ParityRunner(tiny_checkpoint, lyric_vocab)
-    # one load: the batched-guidance flag lives on the runner, the pipeline is shared
-    batched = parity.ParityRunner(tiny_checkpoint, lyric_vocab, batched_guidance=True, pipeline=sequential.pipeline)
+    batched = parity.ParityRunner(tiny_checkpoint, lyric_vocab, batched_guidance=True, pipelines=sequential.pipelines)
     return {"sequential": sequential, "batched": batched}
 
 

@@ -13,7 +13,9 @@ activations run in bf16 except these float32 islands, each kept because the refe
 * the ReLU linear-attention core (KV sums over up to 2583 frames),
 * RMSNorm / GroupNorm statistics (accumulated in fp32 by the norm kernels),
 * the scheduler update (fp32) and the APG projection (float64), in ``sampling.py``,
-* STFT / mel / resampling in the decoder (``autoencoder.py``).
+* the STFT magnitudes of the encode path and the 44.1 -> 48 kHz resampling after the vocoder
+  (``autoencoder.py``); the decoder's log-mel mapping stays in bf16, as the reference's
+  (docs/fidelity.md lists every place bf16 rounds and why).
 
 Models load one after the other (straight to the device, memory-mapped safetensors); there is no
 parallel loader: diffusers and transformers build models under process-wide patches (accelerate's

@@ -120,6 +120,29 @@ class FlowEdit:
 EditTask = Retake | Repaint | Extend | AudioToAudio | FlowEdit
 
 
+# -- memory layout -----------------------------------------------------------------------------------
+# In bfloat16 the DiT's output depends on its input latents' memory format (channels-last latents take
+# other convolution kernels and feed block 0 a contiguous stream; docs/fidelity.md). The reference's
+# encoded source latents are channels-last, and elementwise ops, F.pad and torch.cat keep the layout of
+# their leading operand, so which DiT inputs are channels-last follows from its op order, which the
+# functions here keep. Where we build a tensor another way, the layout is set explicitly.
+
+
+def memory_format_of(latents: torch.Tensor) -> torch.memory_format:
+    """``torch.channels_last`` for channels-last (B, C, H, W) latents, else ``torch.contiguous_format``."""
+    channels_last = latents.dim() == 4 and latents.is_contiguous(memory_format=torch.channels_last)
+    return torch.channels_last if channels_last and not latents.is_contiguous() else torch.contiguous_format
+
+
+def batch_copies(latents: torch.Tensor, count: int) -> torch.Tensor:
+    """``count`` copies of ``latents`` along the batch axis, in the same memory format.
+
+    For a batched guidance forward: ``Tensor.repeat`` returns a contiguous tensor, which would round
+    channels-last latents differently from the reference's per-branch (or ``torch.cat``) forwards.
+    """
+    return torch.cat([latents] * count).contiguous(memory_format=memory_format_of(latents))
+
+
 # -- retake noise -----------------------------------------------------------------------------------
 
 
@@ -249,7 +272,9 @@ def region_start(
         pieces.append(pad_noise[..., longest - plan.right_pad : longest])
         padded.append(source.new_zeros(*source.shape[:-1], plan.right_pad))
     target = torch.cat(pieces, dim=-1)
-    return RegionStart(torch.cat(padded, dim=-1), target, mask, target)
+    # The reference zero-pads the source with F.pad, which keeps its (channels-last) layout.
+    padded_source = torch.cat(padded, dim=-1).contiguous(memory_format=memory_format_of(source))
+    return RegionStart(padded_source, target, mask, target)
 
 
 StepCallback = Callable[[int, int, torch.Tensor], None]

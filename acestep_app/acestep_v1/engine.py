@@ -68,6 +68,7 @@ class Engine:
         import torch
 
         from acestep_app.acestep_v1.acceleration import AccelerationOptions, accelerate_transformer
+        from acestep_app.engine.cpu_kernels import use_reference_cpu_kernels
         from acestep_app.engine.devices import configure_torch, resolve_device, resolve_dtype
         from acestep_app.engine.cpu_threads import SMALL_MODEL_PARAMETERS, configure_cpu_threads
         from acestep_app.acestep_v1.lora import LoraSupport
@@ -86,6 +87,11 @@ class Engine:
         device = resolve_device(engine_settings.device)
         dtype = resolve_dtype(engine_settings.dtype, device)
         configure_torch(device)
+        reference_kernels = (
+            device == "cpu" and dtype == torch.bfloat16 and engine_settings.cpu_bf16_kernels == "reference"
+        )
+        if reference_kernels:  # before anything runs a kernel: the libraries read their caps once
+            reference_kernels = use_reference_cpu_kernels()
         started = time.perf_counter()
         chunk_frames, overlap_frames = decode_chunking(engine_settings, device)
         pipeline = AceStepPipeline.from_pretrained(
@@ -96,6 +102,8 @@ class Engine:
             decode_chunk_frames=chunk_frames,
             decode_overlap_frames=overlap_frames,
         )
+        if reference_kernels:
+            pipeline.transformer.set_conv_impl("conv")  # the reference's convolutions (docs/fidelity.md)
         if engine_settings.compile:
             accelerate_transformer(pipeline.transformer, AccelerationOptions.fast(device))
         if device == "cpu":

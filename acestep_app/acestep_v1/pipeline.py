@@ -21,7 +21,9 @@ from typing import TYPE_CHECKING
 import torch
 
 from acestep_app.acestep_v1 import editing
-from acestep_app.acestep_v1.editing import AudioToAudio, EditTask, Extend, FlowEdit, Repaint, Retake, latent_frames
+from acestep_app.acestep_v1.editing import (
+    AudioToAudio, EditTask, Extend, FlowEdit, Repaint, Retake, batch_copies, latent_frames,
+)
 from acestep_app.acestep_v1.models.transformer import ACEStepTransformer2DModel, CrossAttentionCache
 from acestep_app.acestep_v1.sampling import COND, NULL, TEXT_ONLY, FlowMatchSampler, GuidanceConfig, denoise, flow_match_schedule
 
@@ -244,7 +246,7 @@ class AceStepPipeline:
             flags = torch.tensor([flag for flag in erg for _ in range(batch)], device=latents.device)
             states = torch.cat([conditioning.states[name] for name in branches])
             velocity = transformer.decode(
-                latents.repeat(count, 1, 1, 1),
+                batch_copies(latents, count),
                 frame_mask.repeat(count, 1),
                 states,
                 conditioning.mask.repeat(count, 1),
@@ -473,7 +475,7 @@ class AceStepPipeline:
             count = len(branches)
             batch_states = torch.cat([states for states, _ in conditions])
             velocity = self.transformer.decode(
-                latents.repeat(count, 1, 1, 1),
+                batch_copies(latents, count),
                 frame_mask.repeat(count, 1),
                 batch_states,
                 torch.cat([mask for _, mask in conditions]),

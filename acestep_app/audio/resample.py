@@ -33,8 +33,9 @@
 Windowed-sinc interpolation with a Hann window, 6 zero crossings and a cut-off at 0.99 of the lower
 Nyquist frequency. The rates are reduced by their gcd (44100 -> 48000 is 147 -> 160), so each block
 of ``orig`` input samples yields ``new`` output samples through one strided convolution with ``new``
-filters. Filters are built in float64 and applied in float32, as torchaudio does; ``dtype`` applies
-them in another precision instead (the reference encodes audio with the resampler cast to bf16).
+filters. Filters are built as torchaudio builds them (float64 but for its float32 output phases) and
+applied in float32; ``dtype`` applies them in another precision instead (the reference encodes audio
+with the resampler cast to bf16).
 """
 
 from __future__ import annotations
@@ -48,16 +49,22 @@ import torch.nn.functional as F
 
 @lru_cache(maxsize=8)
 def _sinc_filters(orig: int, new: int, zero_crossings: int, rolloff: float) -> tuple[torch.Tensor, int]:
-    """(new, 1, 2 * width + orig) float32 filters and the half-width ``width`` in input samples."""
+    """(new, 1, 2 * width + orig) float32 filters and the half-width ``width`` in input samples.
+
+    Computed as torchaudio computes its default kernel, roundings included: the output phases
+    ``-j / new`` in float32 (an integer range divided by ``new``), everything else in float64, the
+    window times the gain before it multiplies the sinc. A bfloat16 resampler rounds these float32
+    taps once more, and the last float32 bits decide ties there (docs/fidelity.md).
+    """
     cutoff = min(orig, new) * rolloff
     width = math.ceil(zero_crossings * orig / cutoff)
     input_offsets = torch.arange(-width, width + orig, dtype=torch.float64)[None, None] / orig
-    output_offsets = torch.arange(0, -new, -1, dtype=torch.float64)[:, None, None] / new
+    output_offsets = torch.arange(0, -new, -1)[:, None, None] / new  # float32, as torchaudio's
     t = ((output_offsets + input_offsets) * cutoff).clamp(-zero_crossings, zero_crossings)
     window = torch.cos(t * math.pi / zero_crossings / 2) ** 2
     t = t * math.pi
     sinc = torch.where(t == 0, torch.ones_like(t), torch.sin(t) / t)
-    return (sinc * window * (cutoff / orig)).to(torch.float32), width
+    return (sinc * (window * (cutoff / orig))).to(torch.float32), width
 
 
 def resampled_length(length: int, orig_freq: int, new_freq: int) -> int:

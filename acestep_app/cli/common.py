@@ -75,6 +75,8 @@ def add_engine_options(parser) -> None:
     group = parser.add_argument_group("engine (override infra.toml [engine])")
     group.add_argument("--device", help="auto | cpu | cuda | cuda:N | mps")
     group.add_argument("--dtype", choices=["auto", "bfloat16", "float16", "float32"])
+    group.add_argument("--cpu-bf16-kernels", choices=["reference", "native"],
+                       help="bfloat16 on a CPU: the reference's kernels (its exact output) or the CPU's fastest")
     group.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                        help="torch.compile the transformer (shape-bucketed)")
     group.add_argument("--batched-guidance", action=argparse.BooleanOptionalAction, default=None,
@@ -93,7 +95,10 @@ def _chunk_frames(value: str) -> str | int:
 
 def apply_engine_options(settings, args):
     """``settings`` with the engine options (and ``--lora`` adapters) given on the command line."""
-    names = ("device", "dtype", "compile", "batched_guidance", "cross_attention_cache", "threads", "decode_chunk_frames")
+    names = (
+        "device", "dtype", "cpu_bf16_kernels", "compile", "batched_guidance", "cross_attention_cache", "threads",
+        "decode_chunk_frames",
+    )  # fmt: skip
     update = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
     if update:
         engine = type(settings.engine).model_validate({**settings.engine.model_dump(), **update})

@@ -146,14 +146,20 @@ class MusicDCAE(nn.Module):
             raise ValueError("waveform has no samples to encode")
         mel = self.log_mel(self.waveform_to_native(waveform, sample_rate))
         raw = self.encode_mel(self.normalise_log_mel(mel))
-        return (raw - LATENT_SHIFT) * LATENT_SCALE
+        # Channels-last, as the reference's encoder output is: in bfloat16 the DiT rounds differently
+        # for channels-last latents, and the editing tasks keep this layout (editing.memory_format_of).
+        return ((raw - LATENT_SHIFT) * LATENT_SCALE).contiguous(memory_format=torch.channels_last)
 
     # -- decoding ---------------------------------------------------------------------------------
 
     def latents_to_log_mel(self, latents: torch.Tensor) -> torch.Tensor:
-        """(B, 8, 16, T) -> natural-log mel (B, 2, 128, 8T), float32."""
+        """(B, 8, 16, T) -> natural-log mel (B, 2, 128, 8T) in the model dtype.
+
+        The de-normalisation runs in the model dtype, four separately rounded ops, before anything is
+        cast to float32: the reference's vocoder input in bfloat16 (docs/fidelity.md).
+        """
         z = latents.to(device=self.device, dtype=self.dtype) / LATENT_SCALE + LATENT_SHIFT
-        normalised = self.dcae.decoder(z).float()
+        normalised = self.dcae.decoder(z)
         return (normalised * 0.5 + 0.5) * (MAX_LOG_MEL - MIN_LOG_MEL) + MIN_LOG_MEL
 
     def vocode(self, log_mel: torch.Tensor, *, per_channel: bool = True) -> torch.Tensor:

@@ -17,6 +17,8 @@ LYRIC_ERG_LAYERS = (4, 5)
 DIFFUSION_ERG_BLOCKS = (15, 16, 17, 18, 19)
 PATCH_EMBED_HIDDEN = 2048  # fixed in the reference, independent of the config
 FP16_MAX = 65504.0
+# How the patch embedding and the feed-forwards run their convolutions (ACEStepTransformer2DModel.set_conv_impl).
+CONV_IMPLS = ("gemm", "conv")
 
 ErgFlag = bool | torch.Tensor | None
 
@@ -118,16 +120,19 @@ class LinearSelfAttention(nn.Module):
         query, key = apply_rotary(query, *rope), apply_rotary(key, *rope)
 
         token_mask = mask[:, None, :, None]
-        query = F.relu(query * token_mask).float()
-        key = F.relu(key * token_mask).float()
-        value = (value * token_mask).float()
+        query = F.relu(query * token_mask).float().transpose(-2, -1)  # (B, H, D, T)
+        key = F.relu(key * token_mask).float()  # (B, H, T, D)
+        value = (value * token_mask).float().transpose(-2, -1)  # (B, H, D, T)
 
-        # One matmul gives numerator and denominator: a ones column on v makes the last output
-        # column sum_n (k_n . q_t).
-        value = F.pad(value, (0, 1), value=1.0)
-        out = query @ (key.transpose(-2, -1) @ value)
-        out = out[..., :-1] / (out[..., -1:] + self.eps)
-        out = self.to_out[0](_merge_heads(out).to(x.dtype))
+        # One matmul chain gives numerator and denominator: a ones row under v makes the last output
+        # row sum_n (k_n . q_t). Computed feature-major, (v k) q, as the reference does (same fp32 bits).
+        value = F.pad(value, (0, 0, 0, 1), value=1.0)
+        out = (value @ key) @ query  # (B, H, D + 1, T)
+        out = out[:, :, :-1] / (out[:, :, -1:] + self.eps)
+        # Layout matters here (docs/fidelity.md): to_out gets a (B, T, C) view of (B, C, T) memory, as
+        # in the reference. For such a non-contiguous 3-D input nn.Linear rounds the matmul and then
+        # the bias add (two bf16 roundings) instead of one fused addmm.
+        out = self.to_out[0](out.flatten(1, 2).transpose(1, 2).to(x.dtype))
         # The reference clamps to the fp16 range unconditionally (its fp16 check is always true).
         return out.clamp(-FP16_MAX, FP16_MAX)
 
@@ -194,8 +199,11 @@ class GLUMBConv(nn.Module):
         self.inverted_conv = ConvLayer(dim, 2 * hidden_dim)
         self.depth_conv = ConvLayer(2 * hidden_dim, 2 * hidden_dim, kernel_size=3, groups=2 * hidden_dim)
         self.point_conv = ConvLayer(hidden_dim, dim, bias=False)
+        self.conv_impl = "gemm"
 
     def forward(self, x: torch.Tensor, frame_mask: torch.Tensor | None = None) -> torch.Tensor:
+        if self.conv_impl == "conv":
+            return self._forward_conv(x, frame_mask)
         # The 1x1 convs run as matmuls on (B, T, C): the conv's sums, but one GEMM instead of a
         # transposed-input convolution (CPU took the im2col path: batch 3 of 646 frames 2.5 s -> 2.0 s).
         y = F.silu(F.linear(x, self.inverted_conv.conv.weight[..., 0], self.inverted_conv.conv.bias))
@@ -203,6 +211,14 @@ class GLUMBConv(nn.Module):
             y = torch.where(frame_mask[:, :, None], y, 0.0)
         y, gate = self.depth_conv(y.transpose(1, 2)).transpose(1, 2).chunk(2, dim=-1)
         return F.linear(y * F.silu(gate), self.point_conv.conv.weight[..., 0])
+
+    def _forward_conv(self, x: torch.Tensor, frame_mask: torch.Tensor | None) -> torch.Tensor:
+        """The reference's kernels: every step a convolution on (B, C, T)."""
+        y = F.silu(self.inverted_conv(x.transpose(1, 2)))
+        if frame_mask is not None:
+            y = torch.where(frame_mask[:, None, :], y, 0.0)
+        y, gate = self.depth_conv(y).chunk(2, dim=1)
+        return self.point_conv(y * F.silu(gate)).transpose(1, 2)
 
 
 class LinearTransformerBlock(nn.Module):
@@ -224,7 +240,10 @@ class LinearTransformerBlock(nn.Module):
         modulation = self.scale_shift_table[None] + temb.unflatten(1, (6, -1))
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = modulation.chunk(6, dim=1)
         n = self.norm1(h) * (1 + scale_msa) + shift_msa
-        h = h + gate_msa * self.attn(n, mask, rope, q_scale)
-        h = h + self.cross_attn(h, context, query_mask, key_mask, rope, context_rope, q_scale, cross_key_value)
+        # Operand order as in the reference: the first add is led by the (contiguous) attention output,
+        # which makes the residual stream contiguous even when block 0 receives the patch embedding's
+        # transposed view; from then on every linear sees a contiguous input (fused bias in bf16).
+        h = gate_msa * self.attn(n, mask, rope, q_scale) + h
+        h = self.cross_attn(h, context, query_mask, key_mask, rope, context_rope, q_scale, cross_key_value) + h
         n = self.norm2(h) * (1 + scale_mlp) + shift_mlp
         return h + gate_mlp * self.ff(n, frame_mask)

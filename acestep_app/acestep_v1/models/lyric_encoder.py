@@ -87,17 +87,19 @@ class RelPositionMultiHeadedAttention(nn.Module):
         value = self._heads(self.linear_v(x)).transpose(1, 2)
         pos = self._heads(self.linear_pos(pos_emb)).transpose(1, 2)
 
+        # Each step below is its own op, rounded to the activation dtype, in the reference's order
+        # (docs/fidelity.md): in bfloat16 a fused kernel (SDPA) rounds differently and moves the
+        # lyric states enough to change the whole trajectory.
         query_u = (query + self.pos_bias_u).transpose(1, 2)
         query_v = (query + self.pos_bias_v).transpose(1, 2)
-        position_scores = _rel_shift(query_v @ pos.transpose(-2, -1)) / math.sqrt(self.head_dim)
-
-        # The reference softmaxes over -inf and zeroes the masked probabilities, so an item with no
-        # valid key attends to nothing; mask only items that have a valid key, zero the rest after.
-        has_key = key_mask.any(dim=-1)
-        masked = ~key_mask & has_key[:, None]
-        bias = position_scores.masked_fill(masked[:, None, None, :], float("-inf"))
-        out = F.scaled_dot_product_attention(query_u, key, value, attn_mask=bias)
-        out = out * has_key[:, None, None, None].to(out.dtype)
+        content_scores = query_u @ key.transpose(-2, -1)
+        position_scores = _rel_shift(query_v @ pos.transpose(-2, -1))
+        scores = (content_scores + position_scores) / math.sqrt(self.head_dim)
+        # Padded keys get -inf and, after the softmax, exactly 0 (an item without valid keys gets
+        # all-zero weights instead of NaN).
+        masked = ~key_mask[:, None, None, :]
+        weights = torch.softmax(scores.masked_fill(masked, float("-inf")), dim=-1).masked_fill(masked, 0.0)
+        out = weights @ value
         return self.linear_out(out.transpose(1, 2).flatten(2))
 
 

@@ -5,6 +5,10 @@ as unconditional text: the self-attention query projections of encoder blocks 8 
 by 0.01, which flattens those layers' attention. The scaling is done by forward hooks installed once
 at load time that consult a per-call context variable, so the model is never mutated and
 concurrent ``encode`` calls (threads or asyncio tasks) do not interfere.
+
+Attention runs the reference's eager UMT5 attention (:func:`reference_umt5_attention`), registered
+with transformers' attention interface: in bfloat16 its float32 softmax is what the reference's
+text states are made of (transformers 5's eager and SDPA paths round differently).
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ MAX_TEXT_TOKENS = 256
 ERG_BLOCKS = (8, 9)
 ERG_QUERY_SCALE = 0.01
 
+REFERENCE_ATTENTION = "acestep_umt5_reference"
+
 _erg_active: contextvars.ContextVar[bool] = contextvars.ContextVar("umt5_erg_active", default=False)
 
 
@@ -30,6 +36,35 @@ def _scale_query_when_erg(module: torch.nn.Module, inputs, output: torch.Tensor)
     if _erg_active.get():
         return output * ERG_QUERY_SCALE
     return None
+
+
+def reference_umt5_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0,
+                             position_bias=None, **kwargs):
+    """UMT5 self-attention as transformers 4.50 computes it (the reference's version; docs/fidelity.md).
+
+    Unscaled scores ``q @ k^T`` in the model dtype; the position bias plus the additive mask added to
+    them; softmax in float32, cast back before ``@ v``. In bfloat16 each of these roundings shows in
+    the text states (a bfloat16 softmax moves them by up to 5e-2). ``scaling`` is UMT5's 1.0.
+    """
+    scores = torch.matmul(query, key.transpose(2, 3))
+    if scaling is not None and scaling != 1.0:
+        scores = scores * scaling
+    bias = position_bias
+    if attention_mask is not None:
+        bias = attention_mask if bias is None else bias + attention_mask
+    if bias is not None:
+        scores = scores + bias
+    weights = torch.softmax(scores.float(), dim=-1).type_as(scores)
+    output = torch.matmul(weights, value).transpose(1, 2).contiguous()
+    return output, weights
+
+
+def _register_reference_attention() -> None:
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, eager_mask
+
+    AttentionInterface.register(REFERENCE_ATTENTION, reference_umt5_attention)
+    AttentionMaskInterface.register(REFERENCE_ATTENTION, eager_mask)  # additive float mask, as the reference's
 
 
 def _dtype_kwarg(torch_dtype: torch.dtype | None) -> dict:
@@ -50,6 +85,8 @@ def _load_encoder_strictly(umt5_dir: Path, torch_dtype: torch.dtype | None) -> U
 
 class TextEncoder:
     def __init__(self, model: UMT5EncoderModel, tokenizer, max_length: int = MAX_TEXT_TOKENS):
+        _register_reference_attention()
+        model.set_attn_implementation(REFERENCE_ATTENTION)
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.max_length = max_length

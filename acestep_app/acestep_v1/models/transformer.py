@@ -29,6 +29,8 @@ from diffusers.models.normalization import RMSNorm
 from torch import nn
 
 from acestep_app.acestep_v1.models.dit_blocks import (
+    CONV_IMPLS,
+    GLUMBConv,
     LYRIC_ERG_LAYERS,
     DIFFUSION_ERG_BLOCKS,
     PATCH_EMBED_HIDDEN,
@@ -54,10 +56,18 @@ class PatchEmbed(nn.Module):
             nn.GroupNorm(32, PATCH_EMBED_HIDDEN, eps=1e-6),
             nn.Conv2d(PATCH_EMBED_HIDDEN, dim, kernel_size=1),
         )
+        self.conv_impl = "gemm"
 
     def forward(self, latent: torch.Tensor, frame_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The output's memory layout follows the latents' (docs/fidelity.md): contiguous latents give
+        the transposed view the reference gives block 0, channels-last latents a contiguous stream."""
         conv, norm, project = self.early_conv_layers
-        x = conv(latent)
+        if self.conv_impl == "gemm":
+            # A (16, 1) convolution with stride (16, 1) is one linear map per frame over its 8 x 16 values.
+            patches = latent.flatten(1, 2).transpose(1, 2)
+            x = F.linear(patches, conv.weight.flatten(1), conv.bias).transpose(1, 2)[:, :, None]
+        else:
+            x = conv(latent)
         x = norm(x) if frame_mask is None else group_norm_over_frames(norm, x, frame_mask)
         return project(x).flatten(2).transpose(1, 2)
 
@@ -259,6 +269,24 @@ class ACEStepTransformer2DModel(ModelMixin, ConfigMixin):
 
     def disable_shape_buckets(self) -> None:
         self.shape_buckets = None
+
+    def set_conv_impl(self, impl: str) -> None:
+        """How the patch embedding's strided convolution and the feed-forwards' 1x1 convolutions run.
+
+        ``"gemm"`` (the default): as matrix products over (frames, channels), the same sums; faster on
+        CPU, and clear of oneDNN 3.12's AMX convolution bug (:mod:`acestep_app.engine.cpu_kernels`).
+        ``"conv"``: as torch convolutions, the reference's ops; with the reference's CPU kernels the
+        bfloat16 output then equals the reference's bit for bit (docs/fidelity.md).
+        """
+        if impl not in CONV_IMPLS:
+            raise ValueError(f"conv impl must be one of {CONV_IMPLS}, got {impl!r}")
+        for module in self.modules():
+            if isinstance(module, (PatchEmbed, GLUMBConv)):
+                module.conv_impl = impl
+
+    @property
+    def conv_impl(self) -> str:
+        return self.proj_in.conv_impl
 
     # -- loading -------------------------------------------------------------------------------
 

@@ -26,10 +26,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--lyric-vocab", type=Path, help="lyric vocabulary (default: <checkpoint>/lyric_tokenizer/vocab.json)"
     )
     parser.add_argument("--batched", action="store_true", help="run guidance branches as one batched forward")
+    parser.add_argument(
+        "--stored-source-latents", action="store_true",
+        help="editing cases: take the source latents from the case instead of encoding its clip (checks the diffusion alone)",
+    )  # fmt: skip
     parser.add_argument("-k", dest="only", help="run only cases whose name contains this text")
 
 
 def run(args: argparse.Namespace) -> int:
+    from acestep_app.engine.cpu_kernels import pin_reference_cpu_kernels
+
+    pin_reference_cpu_kernels()  # first thing: oneDNN and MKL read their caps once (bfloat16 cases need them)
     from acestep_app.devtools.parity.cases import run_cases
     from acestep_app.devtools.parity.lyrics import is_lyric_vector_file, run_lyric_vectors
     from acestep_app.devtools.parity.planner import is_planner_vector_file, run_planner_vectors
