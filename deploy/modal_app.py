@@ -174,17 +174,14 @@ def build_web(store: ModalJobStore, runner, api_keys: list[str], files: VolumeFi
     return create_web_app(host, title="ACE-Step (acestep-app on Modal)")
 
 
-def api_keys_from_env() -> list[str]:
-    return [key.strip() for key in os.environ.get(API_KEY_ENV, "").split(",") if key.strip()]
-
-
 @app.function(volumes={FILES_DIR: files_volume}, secrets=[api_key_secret], timeout=SETTINGS.modal.timeout)
 @modal.concurrent(max_inputs=100)
 @modal.asgi_app()
 def web():
     store = job_store()
     files = VolumeFiles(files_dir(), reload=files_volume.reload)
-    return build_web(store, FunctionCalls(store, spawn_run_job), api_keys_from_env(), files, Settings.load(),
+    keys = [key.strip() for key in os.environ.get(API_KEY_ENV, "").split(",") if key.strip()]
+    return build_web(store, FunctionCalls(store, spawn_run_job), keys, files, Settings.load(),
                      events=metrics_events(), stats=lambda: family_class(FAMILIES[0].name)().run_job.get_current_stats())
 
 

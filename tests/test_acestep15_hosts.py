@@ -190,3 +190,28 @@ def test_webhooks_and_the_output_format_work_for_1_5(infra15, tmp_path):
     assert verify(delivered.headers, delivered.body, keys) and body["status"] == "OK"
     assert body["request_id"] == handle["request_id"] and body["payload"] == answer.json()
     assert answer.json()["audio"]["content_type"] == "audio/flac" and answer.json()["seed"] == MUSIC["seed"]
+
+
+def test_thinking_is_on_by_default_and_the_plan_is_reported_on_every_host(hosts):
+    """A request that leaves ``thinking`` at its default runs the tiny planner on every host: the codes
+    reach the DiT (duration x 5 of them), the response names what the planner decided, and the queue's
+    logs show the planner's metadata."""
+    planned = {key: value for key, value in MUSIC.items() if key != "thinking"} | {"duration": 2.0}
+    answers = []
+    for host in hosts:
+        response = post(host, "/", planned)
+        assert response.status_code == 200, (host[0], response.text)
+        body = response.json()
+        assert body["audio_code_count"] == 10 and "audio_codes" in body["planned"], host[0]
+        assert {"prompt", "bpm", "key_scale", "time_signature", "vocal_language"} <= set(body["planned"]), host[0]
+        assert response.headers[billing.BILLING_HEADER] == "2", host[0]
+        answers.append({k: v for k, v in body.items() if k not in ("audio", "planner_seconds")})
+    assert answers == [answers[0]] * len(hosts)  # the request's seed drives the planner too
+    for name, client, headers, _ in hosts:
+        if name == "fal":
+            continue  # fal's platform keeps the logs; its App is called synchronously here
+        handle = client.post("/fal-ai/ace-step-1.5", headers=headers, json=planned).json()
+        status = wait_until(lambda: (body := client.get(handle["status_url"] + "?logs=true", headers=headers).json())[
+            "status"] == "COMPLETED" and body, 60)
+        lines = [entry["message"] if isinstance(entry, dict) else entry for entry in status["logs"]]
+        assert any("metadata from the LM" in line and "keyscale" in line for line in lines), (name, lines)
