@@ -7,7 +7,7 @@ a deploy that customises the file must ship it (and point ``ACESTEP_INFRA`` at i
 ``Settings`` at deploy time. Unknown keys and wrongly typed values are errors that name the key.
 
 Sections: ``[app]``, ``[engine]``, ``[output]``, ``[quality]``, ``[weights]``, ``[fal]``, ``[modal]``, ``[security]``,
-``[audio_input]``, ``[webhooks]``, ``[lora]``, ``[metrics]``, and ``[models."<family>"]`` per model family (each family validates its own). Settings are frozen pydantic models, so they pickle (fal ships the
+``[audio_input]``, ``[webhooks]``, ``[lora]``, ``[metrics]``, ``[server]``, ``[queue]``, ``[storage]``, and ``[models."<family>"]`` per model family (each family validates its own). Settings are frozen pydantic models, so they pickle (fal ships the
 App by value) and compare by value.
 """
 
@@ -107,12 +107,14 @@ class ModalSection(BaseModel):
     secret: str = ""
     files_volume: str = "acestep-files"
     api_key_secret: str = "acestep-api-key"
+    max_containers: int = Field(default=4, ge=1)  # GPU containers at most: bounds what a flood of submits costs
 
 
 class SecuritySection(BaseModel):
     model_config = _SECTION_CONFIG
 
     allow_private_urls: bool = False
+    dns_timeout_seconds: float = Field(default=5.0, gt=0, allow_inf_nan=False)
 
 
 class AudioInputSection(BaseModel):
@@ -124,6 +126,8 @@ class AudioInputSection(BaseModel):
     max_duration_seconds: float = Field(default=240.0, gt=0, allow_inf_nan=False)
     min_duration_seconds: float = Field(default=1.0, ge=0, allow_inf_nan=False)
     max_request_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
+    # decoded samples (rate x seconds x channels) one input may decode to: 240 s of 48 kHz stereo
+    max_decoded_samples: int = Field(default=240 * 48_000 * 2, ge=1)
 
     @model_validator(mode="after")
     def _durations_ordered(self) -> AudioInputSection:
@@ -143,6 +147,29 @@ class WebhooksSection(BaseModel):
     concurrency: int = Field(default=4, ge=1)
 
 
+class ServerSection(BaseModel):
+    """The local server's exposure (``acestep-app serve``)."""
+
+    model_config = _SECTION_CONFIG
+
+    allowed_hosts: list[str] = Field(default_factory=list)  # [] = the bound address plus localhost; "*" = any
+    cors_origins: list[str] = Field(default_factory=list)  # [] = no CORS; ["*"] or explicit origins
+    max_sync_waiters: int = Field(default=32, ge=1)  # synchronous calls waiting at once; more get a 429
+
+
+class QueueSection(BaseModel):
+    model_config = _SECTION_CONFIG
+
+    max_pending: int = Field(default=256, ge=1)  # queued + running jobs of all keys; more get a 429
+    max_pending_per_key: int = Field(default=64, ge=1)
+
+
+class StorageSection(BaseModel):
+    model_config = _SECTION_CONFIG
+
+    retention_days: float = Field(default=30.0, gt=0, allow_inf_nan=False)
+    prune_interval_s: float = Field(default=3600.0, gt=0, allow_inf_nan=False)
+    url_ttl_s: int = Field(default=7 * 24 * 3600, ge=1)
 class LoraAdapterEntry(BaseModel):
     """One deploy-time adapter (``[[lora.adapters]]``), applied to every request of its model family."""
 
@@ -195,6 +222,9 @@ class Settings(BaseModel):
     security: SecuritySection = SecuritySection()
     audio_input: AudioInputSection = AudioInputSection()
     webhooks: WebhooksSection = WebhooksSection()
+    server: ServerSection = ServerSection()
+    queue: QueueSection = QueueSection()
+    storage: StorageSection = StorageSection()
     lora: LoraSection = LoraSection()
     metrics: MetricsSection = MetricsSection()
     # [models."<family>"]: each family's own section, validated by that family (ModelFamily.config)

@@ -22,12 +22,12 @@ from pathlib import Path
 import modal
 
 from acestep_app.engine.family import get_family, served_families
+from acestep_app.hosts.modal_calls import FunctionCalls
 from acestep_app.hosts.routes import Host
 from acestep_app.hosts.web import create_web_app
 from acestep_app.serving.auth import Keys
 from acestep_app.serving.endpoints import EndpointRegistry
 from acestep_app.serving.jobs import Job
-from acestep_app.serving.queue import CallFailed
 from acestep_app.serving.stores.modal import ModalJobStore, VolumeFiles, finished_event, run_job, web_metrics
 from acestep_app.settings import INFRA_ENV, REPO_INFRA_PATH, Settings
 
@@ -71,10 +71,23 @@ def commit_files() -> None:
         files_volume.commit()
 
 
+def reload_files() -> None:
+    if not modal.is_local():
+        files_volume.reload()
+
+
+def backlog() -> int:
+    """Inputs waiting for a GPU container (queue positions and `[queue].max_pending` count them)."""
+    try:
+        return sum(family_class(family.name)().run_job.get_current_stats().backlog for family in FAMILIES)
+    except Exception:  # stats are advisory: no number is not a reason to refuse or fail a request
+        return 0
+
+
 def job_store() -> ModalJobStore:
     """The shared job registry (one `modal.Dict`), as seen from any container."""
     registry = modal.Dict.from_name(f"{SETTINGS.app.name}-jobs", create_if_missing=True)
-    return ModalJobStore(registry, files_dir(), commit=commit_files)
+    return ModalJobStore(registry, files_dir(), commit=commit_files, reload=reload_files, backlog=backlog)
 
 
 def metrics_events() -> modal.Queue:  # jobs GPU containers finished, taken in by `/metrics` at each scrape
@@ -108,6 +121,7 @@ class FamilyServer:
         self.registry = EndpointRegistry([get_family(self.family_name)], self.settings)
         self.engine = self.registry.primary.load_engine(self.settings)
         self.store = job_store()
+        self.store.repair_usage()  # usage records a container that died mid-finish left pending
         self.events = metrics_events()
         if not modal.is_local():
             weights_volume.commit()  # keep weights a first start had to pull
@@ -120,6 +134,7 @@ class FamilyServer:
 
 GPU_CLASS = {"gpu": SETTINGS.modal.gpu, "timeout": SETTINGS.modal.timeout, "secrets": hf_secrets,
              "scaledown_window": SETTINGS.modal.scaledown_window, "enable_memory_snapshot": True,
+             "max_containers": SETTINGS.modal.max_containers,  # a flood of submits queues; it does not multiply GPUs
              "volumes": {WEIGHTS_DIR: weights_volume, FILES_DIR: files_volume}}
 CLASS_NAMES = {"acestep-v1": "AceStep", "acestep-1.5": "AceStep15"}  # family -> its class (family_class)
 if "acestep-v1" in {family.name for family in FAMILIES}:
@@ -140,29 +155,8 @@ def family_class(name: str):  # the deployed class serving the family called `na
     return globals()[CLASS_NAMES[name]]
 
 
-class FunctionCalls:
-    """The queue's runner on Modal: one spawned `run_job` of the job's family class per job."""
-
-    def __init__(self, store: ModalJobStore):
-        self.store = store
-
-    def dispatch(self, job: Job) -> None:
-        server = family_class(REGISTRY.by_name(job.endpoint).family)
-        self.store.set_call(job.request_id, server().run_job.spawn(job.request_id).object_id)
-
-    def wait(self, job: Job, timeout: float) -> None:
-        if (call_id := self.store.call_id(job.request_id)) is None:
-            return time.sleep(min(timeout, 0.5))
-        try:
-            modal.FunctionCall.from_id(call_id).get(timeout=timeout)
-        except TimeoutError:
-            pass
-        except Exception as error:  # run_job never raises: this is a lost container or input
-            raise CallFailed(str(error)) from error
-
-    def cancel(self, job: Job) -> None:
-        if (call_id := self.store.call_id(job.request_id)) is not None:
-            modal.FunctionCall.from_id(call_id).cancel()
+def spawn_run_job(job: Job):  # one call of the job's family class
+    return family_class(REGISTRY.by_name(job.endpoint).family)().run_job.spawn(job.request_id)
 
 
 def build_web(store: ModalJobStore, runner, api_keys: list[str], files: VolumeFiles, settings: Settings,
@@ -171,8 +165,12 @@ def build_web(store: ModalJobStore, runner, api_keys: list[str], files: VolumeFi
         raise RuntimeError(f"no API key: put {API_KEY_ENV} in the modal.Secret '{settings.modal.api_key_secret}'")
     registry = EndpointRegistry(FAMILIES, settings)
     metrics = web_metrics(registry, events, stats)  # `/metrics`: see acestep_app.serving.stores.modal
-    host = Host(metrics.queue(store, runner, on_finished), Keys(api_keys, schemes=("key", "bearer")), settings,
-                registry, files.open, health=lambda: {"status": "ok"}, sync_wait=SYNC_WAIT_SECONDS, metrics=metrics)
+    queue = metrics.queue(store, runner, on_finished, max_pending=settings.queue.max_pending,
+                          inputs=store.inputs(settings.audio_input.max_download_bytes))
+    keys = Keys(api_keys, schemes=("key", "bearer"), secret=store.owner_secret(), url_ttl_s=settings.storage.url_ttl_s)
+    host = Host(queue, keys, settings, registry, files.open, health=lambda: {"status": "ok"}, sync_wait=SYNC_WAIT_SECONDS,
+                metrics=metrics, allowed_hosts=settings.server.allowed_hosts or None,
+                cors_origins=settings.server.cors_origins)
     return create_web_app(host, title="ACE-Step (acestep-app on Modal)")
 
 
@@ -183,8 +181,8 @@ def web():
     store = job_store()
     files = VolumeFiles(files_dir(), reload=files_volume.reload)
     keys = [key.strip() for key in os.environ.get(API_KEY_ENV, "").split(",") if key.strip()]
-    return build_web(store, FunctionCalls(store), keys, files, Settings.load(), events=metrics_events(),
-                     stats=lambda: family_class(FAMILIES[0].name)().run_job.get_current_stats())
+    return build_web(store, FunctionCalls(store, spawn_run_job), keys, files, Settings.load(),
+                     events=metrics_events(), stats=lambda: family_class(FAMILIES[0].name)().run_job.get_current_stats())
 
 
 @app.local_entrypoint()  # the smoke test: `modal run deploy/modal_app.py` times a cold and a warm call

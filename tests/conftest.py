@@ -113,6 +113,23 @@ def tiny_weights(tmp_path_factory) -> Path:
     return write_tiny_checkpoint(tmp_path_factory.mktemp("tiny-weights"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def background_soak(request, tmp_path_factory):
+    """When the session selected the soak (tests/test_soak.py), starts it in its own process at once:
+    its 3 minutes of load overlap the rest of the suite. Yields (process, workdir); stops it at the end."""
+    if not any(item.path.name == "test_soak.py" for item in request.session.items):
+        yield None
+        return
+    from test_soak import start_in_background
+
+    workdir = tmp_path_factory.mktemp("soak")
+    process = start_in_background(workdir, request.getfixturevalue("tiny_weights"))
+    yield process, workdir
+    if process.poll() is None:  # the session ended first (-x, an interrupt): nothing keeps running
+        process.kill()
+        process.wait()
+
+
 @pytest.fixture(scope="session")
 def tiny_llm_dir(tmp_path_factory) -> Path:
     """A tiny random Qwen3 with a small byte-level BPE tokenizer (the song writer's local LLM), written once."""

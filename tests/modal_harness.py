@@ -3,11 +3,13 @@
 ``InMemoryDict`` has the ``modal.Dict`` calls the job store uses (``get``, ``put(..., skip_if_exists)``),
 atomic under a lock as Modal's server makes them; ``InMemoryQueue`` the ``modal.Queue`` calls of the
 metrics events. ``ThreadCalls`` stands in for ``FunctionCalls``:
-``dispatch`` runs ``run_job(request_id)`` on a pool thread instead of ``.spawn()``.
+``dispatch`` runs ``run_job(request_id)`` on a pool thread instead of ``.spawn()``; ``wait_async``
+stands for ``FunctionCall.get.aio``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import sys
 import threading
@@ -89,6 +91,18 @@ class ThreadCalls:
         except (FutureTimeout, CancelledError):
             pass
         except Exception as error:  # what FunctionCall.get raises for a lost input
+            raise CallFailed(str(error)) from error
+
+    async def wait_async(self, job, timeout: float) -> None:
+        """``wait`` on the event loop, as ``FunctionCalls.wait_async`` awaits ``FunctionCall.get.aio``."""
+        call = self.calls.get(job.request_id)
+        if call is None:
+            return
+        try:  # shielded: a timed-out wait must not cancel a call still queued in the pool
+            await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(call)), timeout)
+        except (TimeoutError, CancelledError, asyncio.CancelledError):
+            pass
+        except Exception as error:
             raise CallFailed(str(error)) from error
 
     def cancel(self, job) -> None:

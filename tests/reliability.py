@@ -57,14 +57,19 @@ class Tally:
 
 
 TALLY = Tally()
+LINES: list[str] = []  # further one-line summaries (the soak's), printed after the tally
+
+
 
 
 class SummaryReporter:
     @pytest.hookimpl(trylast=True)
     def pytest_terminal_summary(self, terminalreporter) -> None:
-        if not TALLY.is_empty():
+        if not TALLY.is_empty() or LINES:
             terminalreporter.write_sep("-", "reliability summary")
             terminalreporter.write_line(TALLY.line())
+            for line in LINES:
+                terminalreporter.write_line(line)
 
 
 @pytest.fixture(autouse=True)

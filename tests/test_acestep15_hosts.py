@@ -161,3 +161,57 @@ def test_the_queue_routes_by_the_fal_app_id(local15, modal15):
         assert "error" not in status or status["error"] is None, (name, status)
         result = client.get(handle["response_url"], headers=headers)
         assert result.status_code == 200 and MusicOutput.model_validate(result.json()).seed >= 0, name
+
+
+def test_webhooks_and_the_output_format_work_for_1_5(infra15, tmp_path):
+    """A queued 1.5 request with ``?fal_webhook=`` is delivered signed, its payload the result URL's answer,
+    in the configured output format (FLAC here), as for v1."""
+    import json
+
+    from acestep_app.engine.family import get_family
+    from acestep_app.hosts.local import create_app
+    from acestep_app.serving.webhooks.verify import verify
+    from test_webhooks import fast_settings
+    from webhook_receiver import Receiver
+
+    settings = Settings.load(infra15)
+    settings = settings.model_copy(update={
+        "output": settings.output.model_copy(update={"format": "flac"}),
+        "security": settings.security.model_copy(update={"allow_private_urls": True}),
+        "webhooks": fast_settings()})
+    engine = get_family("acestep-1.5").load_engine(settings)
+    app = create_app(engine, settings, tmp_path / "data", api_key=[KEY])
+    with Receiver() as receiver, TestClient(app) as client:
+        handle = client.post(f"/fal-ai/ace-step-1.5?fal_webhook={receiver.url}", json=MUSIC, headers=AUTH).json()
+        (delivered,) = receiver.wait_for(1, timeout=60)
+        answer = client.get(handle["response_url"], headers=AUTH)
+        keys = client.get("/.well-known/jwks.json").json()
+    body = json.loads(delivered.body)
+    assert verify(delivered.headers, delivered.body, keys) and body["status"] == "OK"
+    assert body["request_id"] == handle["request_id"] and body["payload"] == answer.json()
+    assert answer.json()["audio"]["content_type"] == "audio/flac" and answer.json()["seed"] == MUSIC["seed"]
+
+
+def test_thinking_is_on_by_default_and_the_plan_is_reported_on_every_host(hosts):
+    """A request that leaves ``thinking`` at its default runs the tiny planner on every host: the codes
+    reach the DiT (duration x 5 of them), the response names what the planner decided, and the queue's
+    logs show the planner's metadata."""
+    planned = {key: value for key, value in MUSIC.items() if key != "thinking"} | {"duration": 2.0}
+    answers = []
+    for host in hosts:
+        response = post(host, "/", planned)
+        assert response.status_code == 200, (host[0], response.text)
+        body = response.json()
+        assert body["audio_code_count"] == 10 and "audio_codes" in body["planned"], host[0]
+        assert {"prompt", "bpm", "key_scale", "time_signature", "vocal_language"} <= set(body["planned"]), host[0]
+        assert response.headers[billing.BILLING_HEADER] == "2", host[0]
+        answers.append({k: v for k, v in body.items() if k not in ("audio", "planner_seconds")})
+    assert answers == [answers[0]] * len(hosts)  # the request's seed drives the planner too
+    for name, client, headers, _ in hosts:
+        if name == "fal":
+            continue  # fal's platform keeps the logs; its App is called synchronously here
+        handle = client.post("/fal-ai/ace-step-1.5", headers=headers, json=planned).json()
+        status = wait_until(lambda: (body := client.get(handle["status_url"] + "?logs=true", headers=headers).json())[
+            "status"] == "COMPLETED" and body, 60)
+        lines = [entry["message"] if isinstance(entry, dict) else entry for entry in status["logs"]]
+        assert any("metadata from the LM" in line and "keyscale" in line for line in lines), (name, lines)

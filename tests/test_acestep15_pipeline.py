@@ -196,3 +196,23 @@ def test_cover_uses_source_and_reference_and_blends_below_full_strength(pipeline
     assert full.num_forwards == 2 and blended.num_forwards == 4  # a text-only pass blended in at every step
     assert full.waveforms[0].shape == (2, int(0.8 * SAMPLE_RATE))
     assert not np.array_equal(full.waveforms[0], blended.waveforms[0])
+
+
+def test_an_xl_shaped_dit_over_a_narrower_condition_encoder_loads_from_the_official_layout(tmp_path):
+    """The XL DiT (hidden 2560) reads a 2048-wide condition encoder; widths come from the weights' shapes."""
+    from diffusers import AceStepTransformer1DModel
+
+    from acestep_app.acestep_15 import tiny
+
+    pipeline = tiny.build_tiny_pipeline(torch.Generator().manual_seed(1))
+    wide = {**tiny.TRANSFORMER, "hidden_size": 48, "intermediate_size": 96, "num_attention_heads": 6,
+            "num_key_value_heads": 3, "encoder_hidden_size": tiny.WIDTH}
+    pipeline.register_modules(transformer=AceStepTransformer1DModel(**wide, is_turbo=True, model_version="turbo"))
+    tiny.write_official_layout(pipeline, tmp_path)
+    loaded = checkpoint.load_pipeline(tmp_path)
+    assert loaded.transformer.config.hidden_size == 48 and loaded.transformer.config.encoder_hidden_size == tiny.WIDTH
+    assert loaded.condition_encoder.config.hidden_size == tiny.WIDTH
+    for name, tensor in pipeline.transformer.state_dict().items():
+        assert torch.equal(loaded.transformer.state_dict()[name], tensor), name
+    audio = Renderer(loaded)(seed=[0], prompt=CAPTION, audio_duration=0.4, num_inference_steps=2).waveforms[0]
+    assert audio.shape == (2, int(0.4 * SAMPLE_RATE))

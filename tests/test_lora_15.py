@@ -140,3 +140,27 @@ def test_engine_support_applies_deploy_time_adapters_and_checks_request_ones_fir
     assert caught.value.index == 0 and len(fresh.get_list_adapters()["transformer"]) == 1
     [deployed] = support.describe()["deploy"]
     assert deployed.endswith(" @ 0.6") and support.describe()["active"] == [deployed]
+
+
+def test_the_15_engine_applies_a_requests_adapter_for_that_request_only(tiny15_checkpoint, adapters, tmp_path):
+    from acestep_app.acestep_15.schema import TextToMusicInput
+    from acestep_app.engine.family import get_family
+    from acestep_app.lora.schema import with_loras
+    from acestep_app.settings import Settings
+    from local_http import LocalServer, body_route
+
+    settings = Settings.from_dict({
+        "app": {"families": ["acestep-1.5"]}, "engine": {"device": "cpu", "prompt_backend": "fallback"},
+        "models": {"acestep-1.5": {"weights_dir": str(tiny15_checkpoint), "planner": "none"}},
+        "lora": {"per_request": True, "cache_dir": str(tmp_path / "cache")}, "security": {"allow_private_urls": True}})
+    engine = get_family("acestep-1.5").load_engine(settings)
+    request = with_loras(TextToMusicInput)
+    body = {"prompt": "dreamy synth-pop", "lyrics": "[verse]\nneon nights", "duration": 1.0, "num_inference_steps": 2,
+            "seed": 5}
+    weights = find_weights_file(adapters["diffusers"]).read_bytes()
+    with LocalServer({"/style.safetensors": body_route(weights)}) as server:
+        plain = engine.text_to_music(request(**body)).waveform
+        styled = engine.text_to_music(request(**body, loras=[{"path": server.url("/style.safetensors")}]))
+        again = engine.text_to_music(request(**body)).waveform
+    assert np.array_equal(plain, again) and not np.array_equal(plain, styled.waveform)
+    assert styled.timings["lora"] > 0 and any(line.startswith("LoRA loras[0] @ 1") for line in styled.logs)

@@ -18,6 +18,7 @@ import ssl
 import subprocess
 import sys
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +36,7 @@ from acestep_app.serving.endpoints import EndpointRegistry
 from acestep_app.settings import INFRA_ENV, Settings
 from conftest import write_infra
 from local_http import LocalServer, body_route
-from lora_files import adapter_tensors, linear_shapes
+from lora_files import V1_TARGETS, adapter_tensors, linear_shapes
 from server_process import free_port, running, serve_command, write_self_signed_cert
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*executing locally and will not have access:UserWarning")
@@ -44,6 +45,8 @@ KEY = "lora-key"
 AUTH = {"Authorization": f"Key {KEY}"}
 MAX_ADAPTER_BYTES = 1024 * 1024
 BODY = {"tags": "funk", "lyrics": "[verse]\nla la", "duration": 5, "number_of_steps": 3, "seed": 4}
+BODY_15 = {"prompt": "dreamy synth-pop", "lyrics": "[verse]\nneon nights", "duration": 1.0, "num_inference_steps": 2,
+           "seed": 5, "thinking": False}
 DRIVER = Path(__file__).resolve().parent / "fal_client_lora_driver.py"
 
 
@@ -66,45 +69,76 @@ def adapter_server():
         yield served
 
 
-@pytest.fixture(scope="module")
-def lora_infra(tiny_weights, tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("lora-infra")
-    return write_infra(root / "infra.toml",
-                       engine={"weights_dir": str(tiny_weights), "device": "cpu", "prompt_backend": "fallback"},
-                       lora={"per_request": True, "cache_dir": str(root / "loras"),
-                             "max_download_bytes": MAX_ADAPTER_BYTES},
-                       security={"allow_private_urls": True})
+@dataclass(frozen=True)
+class FamilyCase:
+    """A model family as these tests drive it: its fal App class, a fast request, the Linear layers to adapt."""
+
+    name: str
+    fal_app: str
+    body: dict
+    target: str  # the layer the bad adapters aim at
+    targets: tuple[str, ...]  # the layers the good adapter adapts
+
+
+FAMILIES = [
+    FamilyCase("acestep-v1", "AceStep", BODY, "transformer_blocks.0.attn.to_q", V1_TARGETS),
+    FamilyCase("acestep-1.5", "AceStep15", BODY_15, "layers.0.self_attn.to_q", ("to_q", "to_k", "to_v", "to_out.0")),
+]
+
+
+@pytest.fixture(scope="module", params=FAMILIES, ids=lambda case: case.name)
+def family(request) -> FamilyCase:
+    return request.param
 
 
 @pytest.fixture(scope="module")
-def engine(lora_infra):
-    return get_family("acestep-v1").load_engine(Settings.load(lora_infra))
+def lora_infra(family, request, tmp_path_factory) -> Path:
+    return write_lora_infra(tmp_path_factory.mktemp("lora-infra"), family, request)
+
+
+def write_lora_infra(root: Path, family: FamilyCase, request) -> Path:
+    """infra.toml serving ``family`` alone on its tiny checkpoint, per-request adapters on."""
+    lora = {"per_request": True, "cache_dir": str(root / "loras"), "max_download_bytes": MAX_ADAPTER_BYTES}
+    engine = {"device": "cpu", "prompt_backend": "fallback"}
+    if family.name == "acestep-v1":
+        sections = {"engine": {**engine, "weights_dir": str(request.getfixturevalue("tiny_weights"))}}
+    else:
+        sections = {"app": {"families": [family.name]}, "engine": engine,
+                    "models": {family.name: {"weights_dir": str(request.getfixturevalue("tiny15_checkpoint"))}}}
+    return write_infra(root / "infra.toml", lora=lora, security={"allow_private_urls": True}, **sections)
 
 
 @pytest.fixture(scope="module")
-def good_adapter(engine, adapter_server) -> str:
-    tensors = adapter_tensors(linear_shapes(engine.pipeline.transformer), rank=2, seed=9, std=0.5)
+def engine(family, lora_infra):
+    return get_family(family.name).load_engine(Settings.load(lora_infra))
+
+
+@pytest.fixture(scope="module")
+def good_adapter(family, engine, adapter_server) -> str:
+    tensors = adapter_tensors(linear_shapes(engine.pipeline.transformer, family.targets), rank=2, seed=9, std=0.5)
     return adapter_server.publish(safetensors_bytes(tensors))
 
 
 @pytest.fixture(scope="module")
-def hosts(lora_infra, engine, tmp_path_factory):
+def hosts(family, lora_infra, engine, tmp_path_factory):
     """(name, client, headers, usage records or None, engine) of the three hosts, per-request LoRA on."""
     from acestep_app.hosts.local import create_app
     from acestep_app.serving.stores.modal import ModalJobStore, VolumeFiles, run_job
     from fal_harness import PROJECT_ROOT, load_module, serve
-    from modal_harness import InMemoryDict, ThreadCalls, load_modal_app
+    from modal_harness import InMemoryDict, ThreadCalls
 
     lora_settings = Settings.load(lora_infra)
     root = tmp_path_factory.mktemp("lora-hosts")
+    env = {INFRA_ENV: str(lora_infra)}
     local = TestClient(create_app(engine, lora_settings, root / "local", api_key=[KEY]))
     store = ModalJobStore(InMemoryDict(), root / "modal")
-    registry = EndpointRegistry([get_family("acestep-v1")], lora_settings)
+    registry = EndpointRegistry([get_family(family.name)], lora_settings)
     calls = ThreadCalls(lambda request_id: run_job(store, engine, registry, lora_settings, request_id))
-    modal = TestClient(load_modal_app().build_web(store, calls, [KEY], VolumeFiles(store.files_root, reload=lambda: None),
-                                                  lora_settings))
-    fal_module = load_module(PROJECT_ROOT / "deploy" / "fal_app.py", "acestep_fal_app_lora", {INFRA_ENV: str(lora_infra)})
-    with local, modal, serve(fal_module.AceStep, {fal_module.FILE_REPOSITORY_ENV: "in_memory"},
+    modal_module = load_module(PROJECT_ROOT / "deploy" / "modal_app.py", f"acestep_modal_lora_{family.fal_app}", env)
+    modal = TestClient(modal_module.build_web(store, calls, [KEY], VolumeFiles(store.files_root, reload=lambda: None),
+                                              lora_settings))
+    fal_module = load_module(PROJECT_ROOT / "deploy" / "fal_app.py", f"acestep_fal_lora_{family.fal_app}", env)
+    with local, modal, serve(getattr(fal_module, family.fal_app), {fal_module.FILE_REPOSITORY_ENV: "in_memory"},
                              home=root / "fal-home") as (fal_app, fal):
         yield [("local", local, AUTH, local.app.state.store.usage_records, engine),
                ("fal", fal, {}, None, fal_app.engine),
@@ -127,31 +161,32 @@ def post(host, body):
     return response, new
 
 
-def test_openapi_publishes_loras_on_every_endpoint_only_when_per_request(hosts):
+def test_openapi_publishes_loras_on_every_endpoint_only_when_per_request(family, hosts):
     for name, client, headers, _, _ in hosts:
         schema = client.get("/openapi.json", headers=headers).json()
         bodies = [operation["post"]["requestBody"]["content"]["application/json"]["schema"]
                   for path, operation in schema["paths"].items() if "post" in operation and "requestBody" in operation["post"]]
         resolved = [schema["components"]["schemas"][body["$ref"].rpartition("/")[2]] for body in bodies]
-        assert len(resolved) >= 5 and all("loras" in model["properties"] for model in resolved), name
+        served = len(get_family(family.name).endpoints)  # v1: 5, 1.5: 3 (all generate or edit)
+        assert len(resolved) == served and all("loras" in model["properties"] for model in resolved), name
         assert schema["components"]["schemas"]["LoraWeight"]["properties"]["scale"]["default"] == 1.0, name
-    off = EndpointRegistry([get_family("acestep-v1")], Settings())
+    off = EndpointRegistry([get_family(family.name)], Settings())
     assert all("loras" not in endpoint.input_model.model_fields for endpoint in off.endpoints)
 
 
-def test_a_request_with_a_good_adapter_is_served_and_billed_on_every_host(hosts, good_adapter):
+def test_a_request_with_a_good_adapter_is_served_and_billed_on_every_host(family, hosts, good_adapter):
     for host in hosts:
-        response, records = post(host, {**BODY, "loras": [{"path": good_adapter, "scale": 0.5}]})
+        response, records = post(host, {**family.body, "loras": [{"path": good_adapter, "scale": 0.5}]})
         assert response.status_code == 200, (host[0], response.text)
         assert response.headers[billing.BILLING_HEADER] != "0"
         assert all(record.seconds > 0 for record in records)
 
 
-def test_loras_is_refused_where_per_request_adapters_are_off(tiny_engine, tmp_path, good_adapter):
+def test_loras_is_refused_where_per_request_adapters_are_off(tiny_engine, tmp_path):
     from acestep_app.hosts.local import create_app
 
     with TestClient(create_app(tiny_engine, Settings(), tmp_path, api_key=[KEY])) as client:
-        response = client.post("/", json={**BODY, "loras": [{"path": good_adapter}]}, headers=AUTH)
+        response = client.post("/", json={**BODY, "loras": [{"path": "me/lora"}]}, headers=AUTH)
         assert "loras" not in json.dumps(client.get("/openapi.json", headers=AUTH).json()["components"]["schemas"])
     assert response.status_code == 422 and response.json()["detail"][0]["loc"] == ["body", "loras"]
     assert response.headers[billing.BILLING_HEADER] == "0"
@@ -202,22 +237,23 @@ def bad_adapter_bytes(draw, module: str, out_features: int, in_features: int) ->
 
 
 @pytest.fixture(scope="module")
-def target(engine) -> tuple[str, int, int]:
-    module = engine.pipeline.transformer.get_submodule("transformer_blocks.0.attn.to_q")
-    return "transformer_blocks.0.attn.to_q", module.out_features, module.in_features
+def target(family, engine) -> tuple[str, int, int]:
+    module = engine.pipeline.transformer.get_submodule(family.target)
+    module = getattr(module, "base_layer", module)  # a loaded 1.5 adapter wraps the Linear
+    return family.target, module.out_features, module.in_features
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                   HealthCheck.too_slow])
 @given(data=st.data(), index=st.integers(0, 2))
-def test_bad_adapters_get_the_same_unbilled_422_naming_the_entry_on_every_host(hosts, adapter_server, good_adapter,
-                                                                                 target, data, index):
+def test_bad_adapters_get_the_same_unbilled_422_naming_the_entry_on_every_host(family, hosts, adapter_server,
+                                                                                 good_adapter, target, data, index):
     bad = adapter_server.publish(data.draw(bad_adapter_bytes(*target)))
     loras = [{"path": good_adapter, "scale": 0.5}] * index + [{"path": bad}]
     before = {name: weights_digest(engine) for name, _, _, _, engine in hosts}
     answers = []
     for host in hosts:
-        response, records = post(host, {**BODY, "loras": loras})
+        response, records = post(host, {**family.body, "loras": loras})
         assert response.status_code == 422, (host[0], response.text)
         assert response.headers[billing.BILLING_HEADER] == "0"
         assert all(record.seconds == 0 and record.price_usd == 0 for record in records)
@@ -231,7 +267,12 @@ def test_bad_adapters_get_the_same_unbilled_422_naming_the_entry_on_every_host(h
 # -- the unmodified fal_client -----------------------------------------------------------------------
 
 
-def test_fal_client_sends_loras_to_acestep_app_serve(lora_infra, good_adapter, adapter_server, tmp_path, monkeypatch):
+def test_fal_client_sends_loras_to_acestep_app_serve(tiny_weights, adapter_server, tmp_path, monkeypatch, request):
+    from acestep_app.acestep_v1.models.transformer import ACEStepTransformer2DModel
+
+    lora_infra = write_lora_infra(tmp_path, FAMILIES[0], request)
+    transformer = ACEStepTransformer2DModel.from_pretrained(tiny_weights / "ace_step_transformer")
+    good_adapter = adapter_server.publish(safetensors_bytes(adapter_tensors(linear_shapes(transformer), 2, 9, 0.5)))
     cert, key = write_self_signed_cert(tmp_path)
     verify = ssl.create_default_context(cafile=str(cert))
     port = free_port()

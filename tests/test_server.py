@@ -302,7 +302,7 @@ def test_keys_are_isolated_and_file_urls_are_signed(keyed):
     response = keyed.post("/prompt-to-audio", json={"prompt": "x", "duration": 5})
     assert response.status_code == 200
     url = response.json()["audio"]["url"]
-    assert "?sig=" in url
+    assert "?exp=" in url and "&sig=" in url
     handle = submit(keyed, {"prompt": "y", "duration": 5})
     wait_status(keyed, handle, "COMPLETED")
 

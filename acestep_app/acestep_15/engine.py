@@ -47,7 +47,9 @@ class AceStep15Engine:
     family = FAMILY_NAME
 
     def __init__(self, pipeline, settings: Settings, config: AceStep15Settings, weights_dir: Path, *,
-                 is_tiny: bool, song_writer, planner=None, transcriber=None):
+                 is_tiny: bool, song_writer, planner=None, transcriber=None, loras=None):
+        from .lora import LoraSupport
+
         self.pipeline = pipeline
         self.renderer = Renderer(pipeline)
         self.settings = settings
@@ -58,6 +60,7 @@ class AceStep15Engine:
         self.song_writer = song_writer
         self.planner = planner  # turns (caption, lyrics, metadata, duration) into metas + audio codes
         self.transcriber = transcriber
+        self.loras = loras or LoraSupport.load(pipeline, settings)  # infra.toml's adapters, then each request's
         self._lock = threading.Lock()
 
     @classmethod
@@ -118,6 +121,7 @@ class AceStep15Engine:
             "song_writer": getattr(self.song_writer, "description", type(self.song_writer).__name__),
             "cover": self.pipeline.audio_tokenizer is not None,
             "takes": self.settings.quality.takes,
+            "loras": self.loras.describe(),
         }
 
     def warmup(self) -> None:
@@ -130,12 +134,14 @@ class AceStep15Engine:
     def text_to_music(self, request: TextToMusicInput, on_progress: ProgressCallback | None = None) -> Generation:
         seed = _seed(request.seed)
         logs: list[str] = [TINY_NOTICE] if self.is_tiny else []
+        adapters = self.loras.plan(request, logs)  # fetched and checked before any model work (LoraError: 422)
         with self._lock:
+            lora_seconds = self.loras.use(adapters)
             started = time.perf_counter()
             lyrics = self._lyrics(request, seed, logs)
             planned: dict[str, Any] = {}
             conditions = self._conditions(request, lyrics, seed, logs, planned)
-            timings = {"prompt": time.perf_counter() - started}
+            timings = {"lora": lora_seconds, "prompt": time.perf_counter() - started}
             self._warn_about_duration(conditions, logs)
             arguments = {**conditions.pipeline_arguments(), **self._sampling(request)}
             seeds = self._take_seeds(request, seed, conditions.lyrics, logs)
@@ -186,14 +192,16 @@ class AceStep15Engine:
               strength: float = 1.0) -> Generation:
         seed = _seed(request.seed)
         logs: list[str] = [TINY_NOTICE] if self.is_tiny else []
+        adapters = self.loras.plan(request, logs)
         with self._lock:
+            lora_seconds = self.loras.use(adapters)
             rendered = self.renderer(seed=[seed], callback=_step_reporter(on_progress), global_seed=True,
                                      strength=strength, **arguments)
         waveform = rendered.waveforms[0].numpy()
         logs.append(f"{what}: {waveform.shape[-1] / rendered.sample_rate:.3f}s of audio with "
                     f"{rendered.num_forwards} transformer forwards in {rendered.timings['render']:.2f}s")
-        return self._generation(waveform, seed, conditions, rendered.timings, rendered.num_forwards, logs,
-                                billable_samples=waveform.shape[-1], log_summary=False)
+        return self._generation(waveform, seed, conditions, {"lora": lora_seconds, **rendered.timings},
+                                rendered.num_forwards, logs, billable_samples=waveform.shape[-1], log_summary=False)
 
     def _generation(self, waveform, seed: int, conditions: Conditions, timings: dict, num_forwards: int,
                     logs: list[str], *, billable_samples: int, takes=(), log_summary: bool = True) -> Generation:

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from acestep_app.errors import LoraError
-from acestep_app.lora.adapter import AdapterFormatError, LoraAdapter, layer_scalings, parse_layers
+from acestep_app.lora.adapter import AdapterFormatError, LoraAdapter, layer_scalings, parse_layers, strip_prefix
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +72,9 @@ class PipelineAdapters:
             layers = parse_layers(state_dict)
         except (AdapterFormatError, ValueError, OSError) as error:
             raise LoraError(use.index, f"not a usable ACE-Step 1.5 LoRA adapter: {error}") from None
+        # diffusers loads only `transformer.` keys: files on the DiT's own names (no prefix, or PEFT's) get it
+        prefix = strip_prefix(list(state_dict))
+        state_dict = {f"transformer.{key[len(prefix):]}": value for key, value in state_dict.items()}
         modules = dict(self.pipeline.transformer.named_modules())
         misfits = []
         for name, layer in layers.items():
@@ -130,6 +133,9 @@ class PipelineAdapters:
         """The adapter's own factor (PEFT's alpha / r) over the factor diffusers set; the same on every layer."""
         wanted = layer_scalings(adapter, 1.0, "adapter")
         modules = dict(self.pipeline.transformer.named_modules())
+        missed = [module for module in wanted if name not in getattr(modules.get(module), "scaling", {})]
+        if missed:
+            raise LoraError(index, f"diffusers loaded no LoRA layer for {', '.join(missed[:3])}")
         ratios = [factor / modules[module].scaling[name] for module, factor in wanted.items()]
         if max(ratios) - min(ratios) > _UNIFORM * max(abs(ratio) for ratio in ratios):
             raise LoraError(index, "the adapter's layers have different alpha/rank ratios, which one adapter "

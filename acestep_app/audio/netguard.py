@@ -9,7 +9,13 @@ made through this module:
   (IPv4-mapped, 6to4 and NAT64 IPv6 addresses are judged by the IPv4 address inside them);
 * connects to the address it checked (the socket is opened to the IP; ``Host`` and TLS SNI keep the
   name), so a second DNS answer cannot swap in another address (DNS rebinding);
-* follows redirects by hand, checking every hop the same way.
+* follows redirects by hand, checking every hop the same way;
+* runs under one deadline: DNS (on a small resolver pool of its own, never the event loop's or
+  asyncio's default pool), connect, TLS, every redirect hop and every read of the body each get
+  only what is left of it, so ``timeout`` bounds the whole call.
+
+:func:`fetch` / :func:`stream` (downloads: source audio, adapters) and :func:`post` (webhooks)
+are the calls; :func:`check_url` / :func:`check_url_async` vet a URL before it is accepted.
 
 ``allow_private=True`` (``[security].allow_private_urls``, ``serve --allow-private-urls``) lifts the
 address rule for local use, except for cloud metadata endpoints, which are always refused.
@@ -17,12 +23,16 @@ address rule for local use, except for cloud metadata endpoints, which are alway
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ipaddress
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 
 import httpcore
 import httpx
@@ -44,6 +54,8 @@ CGNAT = ipaddress.ip_network("100.64.0.0/10")
 NAT64 = ipaddress.ip_network("64:ff9b::/96")
 USER_AGENT = "acestep-app"
 MAX_POST_RESPONSE_BYTES = 1024 * 1024
+DEFAULT_DNS_TIMEOUT = 5.0  # seconds, where a caller gives no deadline
+RESOLVER_THREADS = 8  # a resolver that hangs holds one of these, never a thread anyone else needs
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -54,6 +66,10 @@ class UnsafeURLError(ValueError):
 
 class FetchError(RuntimeError):
     """The download failed: unreachable, timed out, an HTTP error status, too many redirects."""
+
+
+class ResolveTimeout(FetchError):
+    """The host's name did not resolve in the time left (a slow or dead resolver; worth retrying)."""
 
 
 class ResponseTooLarge(FetchError):
@@ -114,16 +130,43 @@ def split_url(url: str) -> tuple[str, str, int]:
     return parsed.scheme, parsed.host, port
 
 
-def resolve_checked(host: str, port: int, *, allow_private: bool) -> list[IPAddress]:
-    """Every address ``host`` resolves to, once all of them passed the rule (one bad answer refuses all)."""
+_resolver_lock = threading.Lock()
+_resolver: ThreadPoolExecutor | None = None
+
+
+def resolver_pool() -> ThreadPoolExecutor:
+    """The threads ``getaddrinfo`` runs on (created on first use, shared by every caller)."""
+    global _resolver
+    with _resolver_lock:
+        if _resolver is None:
+            _resolver = ThreadPoolExecutor(RESOLVER_THREADS, thread_name_prefix="netguard-dns")
+        return _resolver
+
+
+def _lookup(name: str, port: int) -> list:
+    return socket.getaddrinfo(name, port, type=socket.SOCK_STREAM)
+
+
+def _literal(name: str) -> list[IPAddress] | None:
+    try:
+        return [ipaddress.ip_address(name.split("%")[0])]
+    except ValueError:
+        return None
+
+
+def _metadata_name(host: str) -> str:
     name = host.lower().rstrip(".").strip("[]")
     if name in METADATA_HOSTS:
         raise UnsafeURLError(f"{host} is a cloud metadata host")
-    try:
-        answers = socket.getaddrinfo(name, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as error:
-        raise UnsafeURLError(f"cannot resolve {host}: {error}") from None
+    return name
+
+
+def _checked(host: str, answers: list, *, allow_private: bool) -> list[IPAddress]:
     addresses = list(dict.fromkeys(ipaddress.ip_address(answer[4][0].split("%")[0]) for answer in answers))
+    return _passed(host, addresses, allow_private=allow_private)
+
+
+def _passed(host: str, addresses: list[IPAddress], *, allow_private: bool) -> list[IPAddress]:
     for address in addresses:
         reason = refusal_reason(address, allow_private=allow_private)
         if reason is not None:
@@ -133,27 +176,119 @@ def resolve_checked(host: str, port: int, *, allow_private: bool) -> list[IPAddr
     return addresses
 
 
-def check_url(url: str, *, allow_private: bool) -> None:
-    """Raise :class:`UnsafeURLError` unless ``url`` is http(s) and every address of its host is allowed."""
+def resolve_checked(host: str, port: int, *, allow_private: bool, timeout: float = DEFAULT_DNS_TIMEOUT
+                    ) -> list[IPAddress]:
+    """Every address ``host`` resolves to, once all of them passed the rule (one bad answer refuses all).
+
+    The lookup runs on :func:`resolver_pool`; :class:`ResolveTimeout` after ``timeout`` seconds.
+    """
+    name = _metadata_name(host)
+    literal = _literal(name)
+    if literal is not None:
+        return _passed(host, literal, allow_private=allow_private)
+    if timeout <= 0:
+        raise ResolveTimeout(f"no time left to resolve {host}")
+    future = resolver_pool().submit(_lookup, name, port)
+    try:
+        answers = future.result(timeout)
+    except FutureTimeout:
+        future.cancel()
+        raise ResolveTimeout(f"{host} did not resolve within {timeout:g} s") from None
+    except (socket.gaierror, UnicodeError) as error:
+        raise UnsafeURLError(f"cannot resolve {host}: {error}") from None
+    return _checked(host, answers, allow_private=allow_private)
+
+
+async def resolve_checked_async(host: str, port: int, *, allow_private: bool,
+                                timeout: float = DEFAULT_DNS_TIMEOUT) -> list[IPAddress]:
+    """:func:`resolve_checked` for the event loop: it waits without blocking the loop or asyncio's pool."""
+    name = _metadata_name(host)
+    literal = _literal(name)
+    if literal is not None:
+        return _passed(host, literal, allow_private=allow_private)
+    lookup = asyncio.get_running_loop().run_in_executor(resolver_pool(), _lookup, name, port)
+    try:
+        answers = await asyncio.wait_for(lookup, timeout)
+    except TimeoutError:
+        raise ResolveTimeout(f"{host} did not resolve within {timeout:g} s") from None
+    except (socket.gaierror, UnicodeError) as error:
+        raise UnsafeURLError(f"cannot resolve {host}: {error}") from None
+    return _checked(host, answers, allow_private=allow_private)
+
+
+def check_url(url: str, *, allow_private: bool, timeout: float = DEFAULT_DNS_TIMEOUT) -> None:
+    """Raise :class:`UnsafeURLError` unless ``url`` is http(s) and every address of its host is allowed
+    (:class:`ResolveTimeout` when its name does not resolve within ``timeout`` seconds)."""
     _, host, port = split_url(url)
-    resolve_checked(host, port, allow_private=allow_private)
+    resolve_checked(host, port, allow_private=allow_private, timeout=timeout)
+
+
+async def check_url_async(url: str, *, allow_private: bool, timeout: float = DEFAULT_DNS_TIMEOUT) -> None:
+    """:func:`check_url` for async code (a request handler): the event loop keeps serving meanwhile."""
+    _, host, port = split_url(url)
+    await resolve_checked_async(host, port, allow_private=allow_private, timeout=timeout)
 
 
 # -- a transport that connects only to checked addresses ----------------------------------------------
 
-class GuardedNetworkBackend(httpcore.NetworkBackend):
-    """httpcore backend whose TCP connections go to the addresses :func:`resolve_checked` passed."""
+class Deadline:
+    """What is left of one overall time budget (None: no budget, only the per-operation timeouts)."""
 
-    def __init__(self, *, allow_private: bool):
+    def __init__(self, seconds: float | None):
+        self.at = None if seconds is None else time.monotonic() + seconds
+
+    def left(self, timeout: float | None = None, error: type[Exception] = httpcore.ReadTimeout) -> float | None:
+        """``timeout`` clamped to the time left; ``error`` when none is left."""
+        if self.at is None:
+            return timeout
+        left = self.at - time.monotonic()
+        if left <= 0:
+            raise error("the overall deadline passed")
+        return left if timeout is None else min(timeout, left)
+
+
+class DeadlineStream(httpcore.NetworkStream):
+    """A network stream whose every read, write and TLS handshake ends by the deadline."""
+
+    def __init__(self, stream: httpcore.NetworkStream, deadline: Deadline):
+        self.stream = stream
+        self.deadline = deadline
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self.stream.read(max_bytes, self.deadline.left(timeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self.stream.write(buffer, self.deadline.left(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self.stream.close()
+
+    def start_tls(self, ssl_context, server_hostname=None, timeout=None) -> httpcore.NetworkStream:
+        left = self.deadline.left(timeout, httpcore.ConnectTimeout)
+        return DeadlineStream(self.stream.start_tls(ssl_context, server_hostname, left), self.deadline)
+
+    def get_extra_info(self, info: str):
+        return self.stream.get_extra_info(info)
+
+
+class GuardedNetworkBackend(httpcore.NetworkBackend):
+    """httpcore backend whose TCP connections go to the addresses :func:`resolve_checked` passed,
+    with DNS, connect and every later socket operation bounded by ``deadline``."""
+
+    def __init__(self, *, allow_private: bool, deadline: Deadline | None = None):
         self.allow_private = allow_private
+        self.deadline = deadline or Deadline(None)
         self.backend = httpcore.SyncBackend()
 
     def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
-        addresses = resolve_checked(host, port, allow_private=self.allow_private)
+        dns_time = self.deadline.left(DEFAULT_DNS_TIMEOUT, httpcore.ConnectTimeout)
+        addresses = resolve_checked(host, port, allow_private=self.allow_private, timeout=dns_time)
         last_error: Exception | None = None
         for address in addresses:
             try:
-                return self.backend.connect_tcp(str(address), port, timeout, local_address, socket_options)
+                left = self.deadline.left(timeout, httpcore.ConnectTimeout)
+                stream = self.backend.connect_tcp(str(address), port, left, local_address, socket_options)
+                return DeadlineStream(stream, self.deadline)
             except (httpcore.ConnectError, httpcore.ConnectTimeout) as error:
                 last_error = error
         raise last_error
@@ -190,12 +325,12 @@ def map_transport_errors() -> Iterator[None]:
 class GuardedTransport(httpx.BaseTransport):
     """An httpx transport over :class:`GuardedNetworkBackend`; no proxies, no connection reuse across calls."""
 
-    def __init__(self, *, allow_private: bool):
+    def __init__(self, *, allow_private: bool, deadline: Deadline | None = None):
         import certifi
 
         self.pool = httpcore.ConnectionPool(
             ssl_context=ssl.create_default_context(cafile=certifi.where()),
-            network_backend=GuardedNetworkBackend(allow_private=allow_private),
+            network_backend=GuardedNetworkBackend(allow_private=allow_private, deadline=deadline),
         )
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
@@ -216,9 +351,10 @@ class GuardedTransport(httpx.BaseTransport):
         self.pool.close()
 
 
-def guarded_client(*, allow_private: bool, timeout: float) -> httpx.Client:
+def guarded_client(*, allow_private: bool, timeout: float, deadline: Deadline | None = None) -> httpx.Client:
+    """An httpx client through the guard; ``deadline`` bounds everything it does, ``timeout`` each operation."""
     return httpx.Client(
-        transport=GuardedTransport(allow_private=allow_private),
+        transport=GuardedTransport(allow_private=allow_private, deadline=deadline),
         timeout=httpx.Timeout(timeout),
         follow_redirects=False,
         trust_env=False,  # no proxies from the environment: the guard must see the real target
@@ -228,9 +364,9 @@ def guarded_client(*, allow_private: bool, timeout: float) -> httpx.Client:
 
 # -- the two calls ------------------------------------------------------------------------------------
 
-def copy_capped(response: httpx.Response, write: Callable[[bytes], object], max_bytes: int, deadline: float) -> int:
-    """Hand the raw body to ``write`` chunk by chunk, refusing more than ``max_bytes`` (declared or received)
-    and stopping at ``deadline``; returns the byte count."""
+def copy_capped(response: httpx.Response, write: Callable[[bytes], object], max_bytes: int) -> int:
+    """Hand the raw body to ``write`` chunk by chunk, refusing more than ``max_bytes`` (declared or
+    received); returns the byte count. (Each read is bounded by the client's deadline.)"""
     declared = response.headers.get("content-length", "")
     if declared.strip().isdigit() and int(declared) > max_bytes:
         raise ResponseTooLarge(max_bytes)
@@ -239,18 +375,12 @@ def copy_capped(response: httpx.Response, write: Callable[[bytes], object], max_
         received += len(chunk)
         if received > max_bytes:
             raise ResponseTooLarge(max_bytes)
-        if time.monotonic() > deadline:
-            raise FetchError("the download timed out")
         write(chunk)
     return received
 
 
 def fetch(url: str, *, allow_private: bool, timeout: float, max_bytes: int, max_redirects: int) -> bytes:
-    """GET ``url`` and return its body, following at most ``max_redirects`` redirects.
-
-    Raises :class:`UnsafeURLError` (refused URL, at any hop), :class:`ResponseTooLarge` and
-    :class:`FetchError` (network failure, ``timeout`` seconds passed in all, non-2xx status).
-    """
+    """GET ``url`` and return its body (see :func:`stream`)."""
     body = bytearray()
     stream(url, body.extend, allow_private=allow_private, timeout=timeout, max_bytes=max_bytes,
            max_redirects=max_redirects)
@@ -259,13 +389,17 @@ def fetch(url: str, *, allow_private: bool, timeout: float, max_bytes: int, max_
 
 def stream(url: str, write: Callable[[bytes], object], *, allow_private: bool, timeout: float, max_bytes: int,
            max_redirects: int, headers: dict[str, str] | None = None) -> int:
-    """:func:`fetch`, handing the body to ``write`` as it arrives (large files go to disk, not memory).
+    """GET ``url``, handing the body to ``write`` as it arrives (large files go to disk, not memory),
+    following at most ``max_redirects`` redirects; returns the number of bytes written.
 
-    ``headers`` go with the first request only, never to a host a redirect points at (a Hub token
-    stays with the Hub, not its CDN). Returns the number of bytes written.
+    ``timeout`` is one deadline for the whole download: DNS, connect, TLS, every redirect hop and
+    the last byte of the body. ``headers`` go with the first request only, never to a host a
+    redirect points at (a Hub token stays with the Hub, not its CDN). Raises :class:`UnsafeURLError`
+    (refused URL, at any hop), :class:`ResponseTooLarge` and :class:`FetchError` (network failure,
+    the deadline passed, non-2xx status). The call for any outbound download (audio, adapters).
     """
-    deadline = time.monotonic() + timeout
-    with guarded_client(allow_private=allow_private, timeout=timeout) as client:
+    deadline = Deadline(timeout)
+    with guarded_client(allow_private=allow_private, timeout=timeout, deadline=deadline) as client:
         for hop in range(max_redirects + 1):
             split_url(url)
             try:
@@ -275,9 +409,9 @@ def stream(url: str, write: Callable[[bytes], object], *, allow_private: bool, t
                         continue
                     if not response.is_success:
                         raise FetchError(f"the server answered HTTP {response.status_code}")
-                    return copy_capped(response, write, max_bytes, deadline)
+                    return copy_capped(response, write, max_bytes)
             except httpx.TimeoutException:
-                raise FetchError("the download timed out") from None
+                raise FetchError(f"the download timed out (not finished within {timeout:g} s)") from None
             except httpx.HTTPError as error:
                 raise FetchError(f"the download failed: {error or type(error).__name__}") from None
     raise FetchError(f"more than {max_redirects} redirects")
@@ -286,18 +420,23 @@ def stream(url: str, write: Callable[[bytes], object], *, allow_private: bool, t
 def post(url: str, *, content: bytes, headers: dict, allow_private: bool, timeout: float) -> httpx.Response:
     """POST ``content`` once, without following redirects; the response body is read up to 1 MiB.
 
-    Raises :class:`UnsafeURLError` for a refused target and httpx's errors for transport failures
-    (``httpx.TimeoutException``, ``httpx.TransportError``); any HTTP status is returned, not raised.
+    ``timeout`` bounds the whole attempt (DNS, connect, sending, the answer). Raises
+    :class:`UnsafeURLError` for a refused target and httpx's errors for transport failures
+    (``httpx.TimeoutException``, ``httpx.TransportError``) or :class:`ResolveTimeout`; any HTTP
+    status is returned, not raised.
     """
     split_url(url)
-    deadline = time.monotonic() + timeout
-    with guarded_client(allow_private=allow_private, timeout=timeout) as client:
+    deadline = Deadline(timeout)
+    with guarded_client(allow_private=allow_private, timeout=timeout, deadline=deadline) as client:
         with client.stream("POST", url, content=content, headers=headers) as response:
             body = b""
-            for chunk in response.iter_raw():
-                body += chunk
-                if len(body) >= MAX_POST_RESPONSE_BYTES or time.monotonic() > deadline:
-                    break
+            try:
+                for chunk in response.iter_raw():
+                    body += chunk
+                    if len(body) >= MAX_POST_RESPONSE_BYTES:
+                        break
+            except httpx.TimeoutException:
+                pass  # the status is what counts; a body still trickling in at the deadline is cut
             kept = [(name, value) for name, value in response.headers.multi_items()
                     if name.lower() not in ("content-encoding", "content-length", "transfer-encoding")]
             return httpx.Response(response.status_code, headers=kept, content=body[:MAX_POST_RESPONSE_BYTES],

@@ -7,7 +7,12 @@ Ogg Vorbis/Opus and MP3. Mono becomes stereo; other channel counts are refused.
 
 Every refusal is an :class:`~acestep_app.errors.AudioInputError` carrying fal's error type
 (§5): ``file_download_error``, ``file_too_large``, ``unsupported_audio_format``,
-``audio_duration_too_long`` and ``audio_duration_too_short``, all 422.
+``audio_duration_too_long`` and ``audio_duration_too_short``, all 422, with fal's ``input`` (the URL;
+a ``data:`` URI only by its header).
+
+Decoding is bounded by what it produces, not by the file's size: a file may decode to at most
+``[audio_input].max_decoded_samples`` samples (rate x seconds x channels), checked from its header
+before anything is decoded, and it is read in blocks straight into the ``(2, N)`` result.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ from acestep_app.errors import AudioInputError
 SUPPORTED_FORMATS = ("wav", "flac", "ogg", "mp3")
 SNDFILE_FORMATS = frozenset({"WAV", "WAVEX", "RF64", "W64", "FLAC", "OGG", "MP3"})
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 8_000, 192_000
+BLOCK_FRAMES = 65_536  # frames decoded at a time
+MAX_ECHOED_INPUT = 2048  # characters of a refused URL echoed in fal's ``input``
 DATA_URI = re.compile(r"^data:(?P<media_type>[^,]*?)(?P<base64>;base64)?,(?P<payload>.*)$", re.DOTALL | re.IGNORECASE)
 
 
@@ -64,8 +71,23 @@ def unsupported(field: str, reason: str) -> AudioInputError:
                            ctx={"supported_formats": list(SUPPORTED_FORMATS)})
 
 
+def echoed(url: str) -> str:
+    """How a refused URL is echoed in fal's ``input``: a ``data:`` URI by its header, a URL cut to 2048 characters."""
+    if url[:5].lower() == "data:":
+        return url.split(",", 1)[0][:200] + ",..."
+    return url if len(url) <= MAX_ECHOED_INPUT else url[:MAX_ECHOED_INPUT] + "..."
+
+
 def load_audio_url(url: str, settings, *, field: str = "audio_url") -> SourceAudio:
     """Fetch and decode the audio at ``url`` (http, https or ``data:``), within ``settings.audio_input``."""
+    try:
+        return _load_audio_url(url, settings, field)
+    except AudioInputError as error:
+        error.input = echoed(url)
+        raise
+
+
+def _load_audio_url(url: str, settings, field: str) -> SourceAudio:
     limits = settings.audio_input
     if url[:5].lower() == "data:":
         data = decode_data_uri(url, limits.max_download_bytes, field)
@@ -124,26 +146,47 @@ def read_audio(source, settings, field: str) -> SourceAudio:
     try:
         with soundfile.SoundFile(source) as sound:
             check_stream(sound, field)
-            max_frames = int(limits.max_duration_seconds * sound.samplerate)
+            max_frames = min(int(limits.max_duration_seconds * sound.samplerate),
+                             limits.max_decoded_samples // sound.channels)
             if sound.frames > max_frames:
-                raise duration_error(field, sound.frames / sound.samplerate, limits)
-            # MP3 frame counts are estimates: read one frame past the cap rather than trust them.
-            samples = sound.read(frames=max_frames + 1, dtype="float32", always_2d=True)
+                raise duration_error(field, sound.frames / sound.samplerate, limits, sound)
+            waveform = read_blocks(sound, max_frames, field)
+            if waveform.shape[1] > max_frames:  # an MP3 longer than its header said
+                raise duration_error(field, waveform.shape[1] / sound.samplerate, limits, sound)
             sample_rate = sound.samplerate
     except AudioInputError:
         raise
     except (soundfile.SoundFileError, RuntimeError, ValueError, TypeError, EOFError) as error:
         reason = getattr(error, "error_string", None) or str(error)  # libsndfile's words, not the object's repr
         raise unsupported(field, f"cannot decode it as {', '.join(SUPPORTED_FORMATS)} ({reason})") from None
-    duration = samples.shape[0] / sample_rate
-    if not limits.min_duration_seconds <= duration <= limits.max_duration_seconds or samples.shape[0] == 0:
+    duration = waveform.shape[1] / sample_rate
+    if not limits.min_duration_seconds <= duration <= limits.max_duration_seconds or waveform.shape[1] == 0:
         raise duration_error(field, duration, limits)
-    if not np.isfinite(samples).all():
-        raise unsupported(field, "it holds NaN or infinite samples")
-    waveform = samples.T
-    if waveform.shape[0] == 1:
-        waveform = np.repeat(waveform, 2, axis=0)
-    return SourceAudio(np.ascontiguousarray(waveform, dtype=np.float32), int(sample_rate))
+    return SourceAudio(waveform, int(sample_rate))
+
+
+def read_blocks(sound: soundfile.SoundFile, max_frames: int, field: str) -> np.ndarray:
+    """The stream as ``(2, N)`` float32, decoded ``BLOCK_FRAMES`` at a time into the result (mono on both rows).
+
+    At most ``max_frames + 1`` frames are read (MP3 frame counts are estimates: one past the cap shows
+    it was exceeded). Peak memory is the result plus one block. NaN or infinite samples are refused.
+    """
+    capacity = min(max(sound.frames, 0), max_frames) + 1
+    waveform = np.empty((2, capacity), dtype=np.float32)
+    filled = 0
+    while filled <= max_frames:
+        block = sound.read(frames=min(BLOCK_FRAMES, max_frames + 1 - filled), dtype="float32", always_2d=True)
+        if len(block) == 0:
+            break
+        if not np.isfinite(block).all():
+            raise unsupported(field, "it holds NaN or infinite samples")
+        if filled + len(block) > waveform.shape[1]:
+            grown = np.empty((2, min(max_frames + 1, 2 * (filled + len(block)))), dtype=np.float32)
+            grown[:, :filled] = waveform[:, :filled]
+            waveform = grown
+        waveform[:, filled:filled + len(block)] = block.T  # mono broadcasts onto both rows
+        filled += len(block)
+    return waveform[:, :filled]
 
 
 def check_stream(sound: soundfile.SoundFile, field: str) -> None:
@@ -156,8 +199,15 @@ def check_stream(sound: soundfile.SoundFile, field: str) -> None:
                                  f"{MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz")
 
 
-def duration_error(field: str, duration: float, limits) -> AudioInputError:
+def duration_error(field: str, duration: float, limits, sound: soundfile.SoundFile | None = None) -> AudioInputError:
     provided = round(duration, 3)
+    if sound is not None and duration <= limits.max_duration_seconds:  # within the duration, over the samples
+        longest = round(limits.max_decoded_samples / (sound.channels * sound.samplerate), 3)
+        return AudioInputError(
+            field, f"The audio decodes to {sound.frames * sound.channels} samples ({sound.samplerate} Hz x "
+                   f"{provided} s x {sound.channels} channels); at most {limits.max_decoded_samples} are accepted, "
+                   f"{longest} s at this rate.", error_type="audio_duration_too_long",
+            ctx={"max_duration": longest, "provided_duration": provided})
     if duration > limits.max_duration_seconds:
         return AudioInputError(field, f"The audio is {provided} s long; at most {limits.max_duration_seconds} s "
                                       "is accepted.", error_type="audio_duration_too_long",

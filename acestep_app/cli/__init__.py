@@ -19,6 +19,7 @@ COMMANDS = {
     "serve": "acestep_app.cli.serve",
     "weights": "acestep_app.cli.weights",
     "usage": "acestep_app.cli.usage",
+    "prune": "acestep_app.cli.prune",
     "parity": "acestep_app.devtools.parity.command",
 }
 

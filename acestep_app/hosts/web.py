@@ -2,7 +2,8 @@
 
 :func:`create_web_app` puts the routers of :mod:`acestep_app.hosts.routes` behind
 :class:`~acestep_app.hosts.gate.Gate` for one :class:`~acestep_app.hosts.routes.Host`, with the
-playground (:mod:`acestep_app.hosts.playground`) and ``/metrics`` (:mod:`acestep_app.hosts.metrics`).
+playground (:mod:`acestep_app.hosts.playground`) and ``/metrics`` (:mod:`acestep_app.hosts.metrics`);
+CORS only for the origins the host names (none by default).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from acestep_app.hosts.playground import playground_router
 from acestep_app.hosts.routes import (
     Host,
     RequestRejected,
+    WaitSlots,
     files_router,
     meta_router,
     queue_router,
@@ -73,6 +75,7 @@ def create_web_app(host: Host, *, title: str = "ACE-Step (acestep-app)", version
                   openapi_url=None, docs_url=None, redoc_url=None)
     app.state.host = host
     app.state.keys = host.keys
+    app.state.wait_slots = WaitSlots(host.settings.server.max_sync_waiters)
     add_error_handlers(app)
     app.include_router(meta_router())
     app.include_router(sync_router(host.registry))
@@ -84,7 +87,14 @@ def create_web_app(host: Host, *, title: str = "ACE-Step (acestep-app)", version
     for router in host.routers:  # before the queue's catch-all /{owner}/{app} routes
         app.include_router(router)
     app.include_router(queue_router())
-    app.add_middleware(Gate, settings=host.settings, registry=host.registry, max_body_bytes=host.max_body_bytes)
+    app.add_middleware(Gate, settings=host.settings, registry=host.registry, keys=host.keys,
+                       max_body_bytes=host.max_body_bytes, allowed_hosts=host.allowed_hosts)
+    if host.cors_origins:  # outside the gate: a preflight carries no key, and refusals get CORS headers too
+        from starlette.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=list(host.cors_origins), allow_methods=["GET", "POST", "PUT"],
+                           allow_headers=["authorization", "content-type"], expose_headers=["x-fal-billable-units",
+                                                                                           "x-fal-request-id"])
     if metrics is not None:
         app.add_middleware(CountResponses, metrics=metrics)  # outermost: sees the Gate's answers too
     return app

@@ -2,13 +2,23 @@
 
 Each key is its own owner: jobs and files of one key are invisible to another. Keys are compared
 with ``hmac.compare_digest`` against every configured key, so the time taken does not depend on
-which key (or how much of one) matched. Owners are stored as SHA-256 digests of their keys.
+which key (or how much of one) matched. Owners are stored as keyed hashes (HMAC-SHA256 with the
+server's own secret, ``owner-secret`` in the data dir), so a copy of the database does not let
+anyone test guesses of a weak key offline.
+
+A file link of a keyed server is signed for its owner and expires: ``?exp=<unix time>&sig=<32 hex>``,
+``[storage].url_ttl_s`` after its job finished (so a job's link is the same in its result and its
+webhook, however often it is fetched). Anything else in ``sig`` or ``exp`` is simply not a valid
+signature.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import re
+import secrets
+import time
 from collections.abc import Callable, Sequence
 
 from fastapi import HTTPException, Request
@@ -18,16 +28,30 @@ from acestep_app.serving.storage import FILES_PREFIX
 
 ANONYMOUS = "anonymous"
 UNAUTHORIZED = "Missing or invalid API key: send 'Authorization: Key <key>'."
+SIGNATURE = re.compile(r"[0-9a-f]{32}")
+EXPIRY = re.compile(r"[0-9]{1,12}")
+DEFAULT_URL_TTL_S = 7 * 24 * 3600
 
 
 class Keys:
-    """The configured keys; ``schemes`` are the accepted ``Authorization`` schemes (fal's is ``Key``)."""
+    """The configured keys.
 
-    def __init__(self, api_keys: str | Sequence[str] | None, schemes: Sequence[str] = ("key",)):
+    Args:
+        api_keys: the keys (none: no authentication, every caller is ``anonymous``).
+        schemes: the accepted ``Authorization`` schemes (fal's is ``Key``).
+        secret: the server's secret that owner ids are keyed with (persist it, or owners change on
+            restart); None draws one for this process.
+        url_ttl_s: how long a signed file link stays valid.
+    """
+
+    def __init__(self, api_keys: str | Sequence[str] | None, schemes: Sequence[str] = ("key",), *,
+                 secret: bytes | None = None, url_ttl_s: int = DEFAULT_URL_TTL_S):
         self.schemes = tuple(scheme.lower() for scheme in schemes)
         keys = [api_keys] if isinstance(api_keys, str) else list(api_keys or [])
         if any(not key for key in keys):
             raise ValueError("an API key must not be empty")
+        self.secret = secret or secrets.token_bytes(32)
+        self.url_ttl_s = url_ttl_s
         self._keys = [key.encode() for key in keys]
         self._by_owner = {self.owner_of(key): key for key in self._keys}
 
@@ -35,9 +59,8 @@ class Keys:
     def required(self) -> bool:
         return bool(self._keys)
 
-    @staticmethod
-    def owner_of(key: bytes) -> str:
-        return hashlib.sha256(key).hexdigest()
+    def owner_of(self, key: bytes) -> str:
+        return hmac.new(self.secret, b"owner:" + key, hashlib.sha256).hexdigest()
 
     def authenticate(self, authorization: str | None) -> str | None:
         """The owner for an ``Authorization: Key <key>`` header, or None when it is not valid."""
@@ -53,14 +76,28 @@ class Keys:
             return None
         return self.owner_of(matched)
 
-    def sign(self, owner: str, file_name: str) -> str | None:
+    def sign(self, owner: str, file_name: str, expires: int) -> str | None:
+        """The signature of a link to ``file_name`` valid until ``expires`` (Unix time), or None for no key."""
         key = self._by_owner.get(owner)
         if key is None:
             return None
-        return hmac.new(key, file_name.encode(), hashlib.sha256).hexdigest()[:32]
+        return hmac.new(key, f"{file_name}\n{expires}".encode(), hashlib.sha256).hexdigest()[:32]
 
-    def verify(self, owner: str, file_name: str, signature: str) -> bool:
-        expected = self.sign(owner, file_name)
+    def signed_query(self, owner: str, file_name: str, issued_at: float | None = None) -> str | None:
+        """``exp=<time>&sig=<hex>`` for a link valid ``url_ttl_s`` from ``issued_at`` (default now), or None for no key."""
+        expires = int(time.time() if issued_at is None else issued_at) + self.url_ttl_s
+        signature = self.sign(owner, file_name, expires)
+        return None if signature is None else f"exp={expires}&sig={signature}"
+
+    def verify(self, owner: str, file_name: str, signature: str, expires: str | None,
+               now: float | None = None) -> bool:
+        """True for a signature this server made for ``owner``'s file that has not expired; never raises."""
+        if not (isinstance(signature, str) and SIGNATURE.fullmatch(signature)
+                and isinstance(expires, str) and EXPIRY.fullmatch(expires)):
+            return False
+        if int(expires) < (time.time() if now is None else now):
+            return False
+        expected = self.sign(owner, file_name, int(expires))
         return expected is not None and hmac.compare_digest(expected, signature)
 
 
@@ -87,12 +124,13 @@ def owner(request: Request) -> str:
 
 
 def file_url(base_url: str, keys: Keys) -> Callable[[Job, str], str]:
-    """Makes a stored ``files/<name>`` URL absolute under ``base_url``, signed for the job's owner when keys are in use."""
+    """Makes a stored ``files/<name>`` URL absolute under ``base_url``, signed for the job's owner when keys are in
+    use (valid ``url_ttl_s`` from the job's end)."""
 
     def absolute(job: Job, url: str) -> str:
         if not url.startswith(FILES_PREFIX):
             return url
-        signature = keys.sign(job.owner, url[len(FILES_PREFIX):])
-        return base_url.rstrip("/") + "/" + url + (f"?sig={signature}" if signature else "")
+        query = keys.signed_query(job.owner, url[len(FILES_PREFIX):], job.finished_at)
+        return base_url.rstrip("/") + "/" + url + (f"?{query}" if query else "")
 
     return absolute

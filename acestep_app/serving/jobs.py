@@ -58,6 +58,8 @@ class Job:
     started_at: float | None = None
     finished_at: float | None = None
     seq: int = 0  # submission order, where the backend keeps one
+    base_url: str | None = None  # the URL the request came in on (its webhook's file links use it)
+    input_files: list[dict[str, Any]] = field(default_factory=list)  # data: URIs kept out of ``input`` (serving.inputs)
 
     @property
     def inference_time(self) -> float | None:
@@ -163,9 +165,14 @@ def log_entry(message: str, level: str = "INFO") -> dict[str, str]:
 
 
 class JobStore(Protocol):
-    """What the queue protocol needs from a backend. Terminal transitions are first-writer-wins."""
+    """What the queue protocol needs from a backend. Terminal transitions are first-writer-wins; once a
+    cancel was acknowledged, the job's outcome is CANCELLED whatever the run ends with."""
 
-    def create(self, endpoint: str, owner: str, input: dict[str, Any], webhook_url: str | None = None) -> Job: ...
+    def create(self, endpoint: str, owner: str, input: dict[str, Any], webhook_url: str | None = None, *,
+               base_url: str | None = None, input_files: list[dict[str, Any]] | None = None) -> Job: ...
+
+    def pending_count(self, owner: str | None = None) -> int:
+        """Jobs queued or running (of ``owner``, or of everyone)."""
 
     def get(self, request_id: str, owner: str | None = None) -> Job | None:
         """The job, or None when unknown or (with ``owner``) submitted by another key."""

@@ -175,9 +175,9 @@ class Metrics:
         if final:
             self.webhook_deliveries.labels("delivered" if result == "delivered" else "failed").inc()
 
-    def queue(self, store, runner, on_finished: Callable[[Job], None] | None = None):
+    def queue(self, store, runner, on_finished: Callable[[Job], None] | None = None, **options):
         """A :class:`~acestep_app.serving.queue.QueueService` whose submits and terminal transitions are counted
-        (``on_finished`` runs after the count)."""
+        (``on_finished`` runs after the count; ``options``: the service's caps and input stash)."""
         from acestep_app.serving.queue import QueueService
 
         def finished(job: Job) -> None:
@@ -185,7 +185,7 @@ class Metrics:
             if on_finished is not None:
                 on_finished(job)
 
-        return QueueService(store, runner, finished, on_submitted=self.job_submitted)
+        return QueueService(store, runner, finished, on_submitted=self.job_submitted, **options)
 
     def exposition(self) -> bytes:
         """The registry in Prometheus' text format."""

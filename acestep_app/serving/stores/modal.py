@@ -15,13 +15,25 @@ key                    written by                      holds
 
 A cancel and a finished generation race for ``<id>:outcome``; whichever is first is the outcome, and
 only it writes the usage record (``usage/<id>.json`` on the files Volume). So a cancelled request is
-never billed, whichever container finishes last. This module does not import ``modal``: the Modal
-app hands it the Dict and the Volume's commit/reload (tests hand it in-memory ones).
+never billed, whichever container finishes last. The usage record cannot be lost to a crash between
+the two writes: each writer puts its record on the Volume first (``usage/<id>.<token>.pending``) and
+names the token in its outcome; the winner renames its file, a loser deletes its own, and
+:meth:`ModalJobStore.repair_usage` settles files a crash left pending (the usage record is the
+ledger; the Dict's entries expire after a week idle, the Volume's files do not).
+
+Queue positions come from the function's backlog (``backlog()``: inputs waiting for a container):
+a request's position is at most what the backlog was when it was submitted, and at most the
+backlog now, less itself. ``[queue].max_pending`` caps that backlog; the per-key cap needs counts
+per key, which the Dict cannot keep without read-modify-writes, so it is not applied on Modal.
+Inline input files (:mod:`acestep_app.serving.inputs`) go to ``inputs/`` on the files Volume.
+This module does not import ``modal``: the Modal app hands it the Dict and the Volume's
+commit/reload (tests hand it in-memory ones).
 """
 
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 import time
 import uuid
@@ -32,6 +44,7 @@ from typing import Any
 
 from acestep_app.serving import failures
 from acestep_app.serving.endpoints import EndpointRegistry
+from acestep_app.serving.inputs import InputFiles
 from acestep_app.serving.jobs import (
     CancelResult,
     Job,
@@ -50,24 +63,48 @@ logger = logging.getLogger(__name__)
 
 USAGE_DIR = "usage"
 AUDIO_DIR = "audio"
+INPUTS_DIR = "inputs"
+OWNER_SECRET_KEY = "secrets:owner"  # the key owner ids are hashed with (acestep_app.serving.auth)
+STALE_PENDING_SECONDS = 86_400.0  # a pending usage file with no outcome this old was a writer that died
 
 
 class ModalJobStore:
-    """:class:`acestep_app.serving.jobs.JobStore` over a ``modal.Dict`` (``get``, ``put(..., skip_if_exists)``)."""
+    """:class:`acestep_app.serving.jobs.JobStore` over a ``modal.Dict`` (``get``, ``put(..., skip_if_exists)``).
 
-    def __init__(self, registry, files_root: str | Path, commit: Callable[[], None] = lambda: None):
+    ``commit``/``reload``: the files Volume's; ``backlog()``: the GPU function's waiting inputs.
+    """
+
+    def __init__(self, registry, files_root: str | Path, commit: Callable[[], None] = lambda: None,
+                 reload: Callable[[], None] = lambda: None, backlog: Callable[[], int] = lambda: 0):
         self.registry = registry
         self.files_root = Path(files_root)
         self.commit = commit
+        self.reload = reload
+        self.backlog = backlog
 
-    def create(self, endpoint: str, owner: str, input: dict[str, Any], webhook_url: str | None = None) -> Job:
+    def create(self, endpoint: str, owner: str, input: dict[str, Any], webhook_url: str | None = None, *,
+               base_url: str | None = None, input_files: list[dict[str, Any]] | None = None) -> Job:
         request_id = str(uuid.uuid4())
+        if input_files:
+            self.commit()  # the GPU container reads them from the Volume
         submission = {"endpoint": endpoint, "owner": owner, "input": input, "webhook_url": webhook_url,
-                      "created_at": time.time(), "logs": [log_entry("Request queued.")]}
+                      "created_at": time.time(), "logs": [log_entry("Request queued.")],
+                      "input_files": list(input_files or []), "ahead": self.backlog()}
         self.registry.put(f"{request_id}:job", submission, skip_if_exists=True)
         self._add_to_history(owner, request_id)
         return self._job(request_id, submission, None, None)
 
+    def inputs(self, max_bytes: int) -> InputFiles:
+        return InputFiles(self.files_root / INPUTS_DIR, max_bytes)
+
+    def owner_secret(self) -> bytes:
+        """The secret owner ids are keyed with: one for every container, made by the first to ask."""
+        self.registry.put(OWNER_SECRET_KEY, secrets.token_hex(32), skip_if_exists=True)
+        return bytes.fromhex(self.registry.get(OWNER_SECRET_KEY))
+
+    def pending_count(self, owner: str | None = None) -> int:
+        """Requests waiting for a GPU container (all keys: the backlog has no owners; per key: not counted)."""
+        return self.backlog() if owner is None else 0
     def _add_to_history(self, owner: str, request_id: str) -> None:
         """Claim the owner's next history slot; two containers submitting at once each claim their own."""
         slot = self.registry.get(f"{owner}:history") or 0
@@ -101,7 +138,11 @@ class ModalJobStore:
                          self.registry.get(f"{request_id}:outcome"))
 
     def queue_position(self, job: Job) -> int:
-        return 0  # Modal does not expose the depth of a function's input queue
+        """At most the backlog ahead of it at submit, and at most the backlog now less itself."""
+        if job.status is not JobStatus.IN_QUEUE:
+            return 0
+        submission = self.registry.get(f"{job.request_id}:job") or {}
+        return max(0, min(int(submission.get("ahead", 0)), self.backlog() - 1))
 
     def start(self, request_id: str) -> Job | None:
         job = self.get(request_id)
@@ -128,23 +169,48 @@ class ModalJobStore:
         return CancelResult.CANCELLED
 
     def finish(self, job: Job, outcome: Outcome) -> bool:
+        """The outcome, first writer wins, with its usage record: on the Volume before the outcome names it."""
         now = time.time()
         failure = outcome.failure
+        usage_dir = self.files_root / USAGE_DIR
+        usage_dir.mkdir(parents=True, exist_ok=True)
+        token = secrets.token_hex(8)
+        pending = usage_dir / f"{job.request_id}.{token}.pending"
+        pending.write_text(UsageRecord.of(job, outcome, now).to_json(), encoding="utf-8")
+        self.commit()
         record = {"status": outcome.status.value, "result": outcome.result, "billable_seconds": outcome.billable_seconds,
                   "price_usd": outcome.price_usd, "finished_at": now, "log": outcome.log_entry(),
                   "error": failure.detail if failure else None, "error_type": failure.error_type if failure else None,
-                  "error_status": failure.status_code if failure else None}
-        if not self.registry.put(f"{job.request_id}:outcome", record, skip_if_exists=True):
-            return False
-        usage_dir = self.files_root / USAGE_DIR
-        usage_dir.mkdir(parents=True, exist_ok=True)
-        partial = usage_dir / f"{job.request_id}.json.partial"
-        partial.write_text(UsageRecord.of(job, outcome, now).to_json(), encoding="utf-8")
-        partial.replace(usage_dir / f"{job.request_id}.json")
+                  "error_status": failure.status_code if failure else None, "usage_token": token}
+        won = self.registry.put(f"{job.request_id}:outcome", record, skip_if_exists=True)
+        if won:
+            pending.replace(usage_dir / f"{job.request_id}.json")
+        else:
+            pending.unlink(missing_ok=True)
         self.commit()
-        return True
+        return won
+
+    def repair_usage(self, now: float | None = None) -> int:
+        """Settle usage files a crash left pending: the outcome's own is kept, others deleted; how many kept."""
+        now = time.time() if now is None else now
+        kept = changed = 0
+        for pending in sorted((self.files_root / USAGE_DIR).glob("*.pending")):
+            request_id, token = pending.name.split(".")[:2]
+            outcome = self.registry.get(f"{request_id}:outcome")
+            if outcome is not None and outcome.get("usage_token") == token:
+                pending.replace(pending.with_name(f"{request_id}.json"))
+                kept += 1
+            elif outcome is not None or now - pending.stat().st_mtime > STALE_PENDING_SECONDS:
+                pending.unlink(missing_ok=True)
+            else:
+                continue
+            changed += 1
+        if changed:
+            self.commit()
+        return kept
 
     def usage_records(self) -> list[UsageRecord]:
+        self.repair_usage()
         return read_usage_dir(self.files_root / USAGE_DIR)
 
     def _run_logs(self, request_id: str) -> list[dict[str, str]]:
@@ -162,6 +228,7 @@ class ModalJobStore:
             logs=logs, attempts=run["attempts"] if run else 0, billable_seconds=outcome.get("billable_seconds", 0.0),
             price_usd=outcome.get("price_usd", 0.0), created_at=submission["created_at"],
             started_at=run["started_at"] if run else None, finished_at=outcome.get("finished_at"),
+            input_files=submission.get("input_files", []),
         )
 
 
@@ -219,11 +286,20 @@ def run_job(store: ModalJobStore, engine, registry: EndpointRegistry, settings, 
         check()
         log(progress.message)
 
-    audio = AudioStore(store.files_root / AUDIO_DIR)
-    outcome = execute(endpoint, engine, endpoint.input_model.model_validate(job.input), settings,
-                      file_saver(audio, request_id), on_progress=on_progress, log=log, check=check)
-    store.commit()  # the audio is on the Volume before the outcome says so
+    inputs = store.inputs(settings.audio_input.max_download_bytes)
+    try:
+        if job.input_files:
+            store.reload()  # the web container wrote them
+        payload = inputs.restore(job.input, job.input_files)
+    except Exception as error:  # its input file is gone or altered: the request fails, unbilled
+        outcome = Outcome.failed(failures.failure_for(RuntimeError(f"the request's input file is gone: {error}")))
+    else:
+        audio = AudioStore(store.files_root / AUDIO_DIR)
+        outcome = execute(endpoint, engine, endpoint.input_model.model_validate(payload), settings,
+                          file_saver(audio, request_id), on_progress=on_progress, log=log, check=check)
+        store.commit()  # the audio is on the Volume before the outcome says so
     finish_job(store, job, outcome, on_finished)
+    inputs.discard(job.input_files)
     return outcome.status.value
 
 

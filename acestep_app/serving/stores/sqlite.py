@@ -4,6 +4,12 @@ Every transition is a single guarded ``UPDATE`` so two threads can never both cl
 The database (WAL mode, under the data dir) is the queue itself: the worker always takes the oldest
 ``IN_QUEUE`` job, so a restart simply resumes where the previous process stopped. A job found
 ``IN_PROGRESS`` at startup was running when the process died: it is re-queued once, then failed.
+
+Disk stays bounded: log lines are rows of their own (appending one writes one small row), a job
+row never holds input audio (:mod:`acestep_app.serving.inputs` keeps it aside), and :meth:`prune`
+deletes finished jobs past their retention; usage rows, the billing ledger, are never deleted.
+A job with a webhook carries it (URL and base URL) in its own row, written in the same
+transaction as the job, with ``webhook_pending`` set until the delivery is queued.
 """
 
 from __future__ import annotations
@@ -43,12 +49,14 @@ CREATE TABLE IF NOT EXISTS jobs (
     owner TEXT NOT NULL,
     status TEXT NOT NULL CHECK (status IN ('IN_QUEUE','IN_PROGRESS','COMPLETED','FAILED','CANCELLED')),
     input TEXT NOT NULL,
+    input_files TEXT NOT NULL DEFAULT '[]',
     webhook_url TEXT,
+    webhook_pending INTEGER NOT NULL DEFAULT 0,
+    base_url TEXT,
     result TEXT,
     error TEXT,
     error_type TEXT,
     error_status INTEGER,
-    logs TEXT NOT NULL DEFAULT '[]',
     attempts INTEGER NOT NULL DEFAULT 0,
     cancel_requested INTEGER NOT NULL DEFAULT 0,
     billable_seconds REAL NOT NULL DEFAULT 0,
@@ -58,6 +66,13 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (status, seq);
 CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner, seq);
+CREATE INDEX IF NOT EXISTS jobs_owner_status ON jobs (owner, status);
+CREATE TABLE IF NOT EXISTS job_logs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    request_id TEXT NOT NULL,
+    entry TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS job_logs_request ON job_logs (request_id, id);
 CREATE TABLE IF NOT EXISTS usage (
     request_id TEXT PRIMARY KEY,
     endpoint TEXT NOT NULL,
@@ -69,18 +84,23 @@ CREATE TABLE IF NOT EXISTS usage (
     finished_at REAL NOT NULL
 );
 """
+# columns added since the first release, with their definitions (an older database gains them on open)
+ADDED_COLUMNS = {"webhook_url": "TEXT", "input_files": "TEXT NOT NULL DEFAULT '[]'",
+                 "webhook_pending": "INTEGER NOT NULL DEFAULT 0", "base_url": "TEXT"}
+TERMINAL = "('COMPLETED', 'FAILED', 'CANCELLED')"
 
 
-def job_from_row(row: sqlite3.Row) -> Job:
+def job_from_row(row: sqlite3.Row, logs: list[dict[str, str]] | None = None) -> Job:
     return Job(
         request_id=row["request_id"], endpoint=row["endpoint"], owner=row["owner"], status=JobStatus(row["status"]),
         input=json.loads(row["input"]), webhook_url=row["webhook_url"],
         result=json.loads(row["result"]) if row["result"] else None,
         error=json.loads(row["error"]) if row["error"] else None,
-        error_type=row["error_type"], error_status=row["error_status"], logs=json.loads(row["logs"]),
+        error_type=row["error_type"], error_status=row["error_status"], logs=logs or [],
         attempts=row["attempts"], cancel_requested=bool(row["cancel_requested"]),
         billable_seconds=row["billable_seconds"], created_at=row["created_at"], started_at=row["started_at"],
-        finished_at=row["finished_at"], seq=row["seq"],
+        finished_at=row["finished_at"], seq=row["seq"], base_url=row["base_url"],
+        input_files=json.loads(row["input_files"]),
     )
 
 
@@ -90,18 +110,41 @@ class SqliteJobStore(SQLiteBacked):
     def __init__(self, data_dir: str | Path):
         self.data_dir = Path(data_dir)
         self._open(self.data_dir / DATABASE_NAME, SCHEMA, "job database")
+        self._upgrade()
+
+    def _upgrade(self) -> None:
+        """Bring a database an earlier version wrote up to this schema (log lines move to their own rows)."""
         columns = {row["name"] for row in self._db.execute("PRAGMA table_info(jobs)")}
-        if "webhook_url" not in columns:  # a database written before webhooks
-            self._db.execute("ALTER TABLE jobs ADD COLUMN webhook_url TEXT")
+        with self._transaction() as db:
+            for name, definition in ADDED_COLUMNS.items():
+                if name not in columns:
+                    db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {definition}")
+            if "logs" in columns:
+                db.execute("INSERT INTO job_logs (request_id, entry) SELECT jobs.request_id, value FROM jobs, "
+                           "json_each(jobs.logs) WHERE jobs.logs != '[]' ORDER BY jobs.seq, json_each.key")
+                db.execute("UPDATE jobs SET logs = '[]' WHERE logs != '[]'")
 
     # -- reads -----------------------------------------------------------------------------------
 
     def get(self, request_id: str, owner: str | None = None) -> Job | None:
         with self._lock:
             row = self._db.execute("SELECT * FROM jobs WHERE request_id = ?", (request_id,)).fetchone()
-        if row is None or (owner is not None and row["owner"] != owner):
-            return None
-        return job_from_row(row)
+            if row is None or (owner is not None and row["owner"] != owner):
+                return None
+            return job_from_row(row, self._logs(request_id))
+
+    def _logs(self, request_id: str) -> list[dict[str, str]]:
+        rows = self._db.execute("SELECT entry FROM job_logs WHERE request_id = ? ORDER BY id", (request_id,))
+        return [json.loads(entry) for (entry,) in rows]
+
+    def pending_count(self, owner: str | None = None) -> int:
+        query = "SELECT COUNT(*) FROM jobs WHERE status IN ('IN_QUEUE', 'IN_PROGRESS')"
+        with self._lock:
+            if owner is None:
+                (n,) = self._db.execute(query).fetchone()
+            else:
+                (n,) = self._db.execute(query + " AND owner = ?", (owner,)).fetchone()
+        return int(n)
 
     def queue_position(self, job: Job) -> int:
         """How many queued jobs run before this one (0 = next)."""
@@ -133,15 +176,18 @@ class SqliteJobStore(SQLiteBacked):
 
     # -- transitions -----------------------------------------------------------------------------
 
-    def create(self, endpoint: str, owner: str, input: dict[str, Any], webhook_url: str | None = None) -> Job:
+    def create(self, endpoint: str, owner: str, input: dict[str, Any], webhook_url: str | None = None, *,
+               base_url: str | None = None, input_files: list[dict[str, Any]] | None = None) -> Job:
+        """A new queued job; its webhook (if any) is registered in the same transaction."""
         request_id = str(uuid.uuid4())
         with self._transaction() as db:
             db.execute(
-                "INSERT INTO jobs (request_id, endpoint, owner, status, input, webhook_url, logs, created_at) "
-                "VALUES (?, ?, ?, 'IN_QUEUE', ?, ?, ?, ?)",
-                (request_id, endpoint, owner, json.dumps(input), webhook_url,
-                 json.dumps([log_entry("Request queued.")]), time.time()),
+                "INSERT INTO jobs (request_id, endpoint, owner, status, input, input_files, webhook_url, "
+                "webhook_pending, base_url, created_at) VALUES (?, ?, ?, 'IN_QUEUE', ?, ?, ?, ?, ?, ?)",
+                (request_id, endpoint, owner, json.dumps(input), json.dumps(input_files or []), webhook_url,
+                 int(bool(webhook_url)), base_url, time.time()),
             )
+            self._append_logs(db, request_id, [log_entry("Request queued.")])
         job = self.get(request_id)
         assert job is not None
         return job
@@ -211,13 +257,47 @@ class SqliteJobStore(SQLiteBacked):
                 failed += finish(job, Outcome.failed(failures.server_restarted(job.attempts)))
         return requeued, failed
 
+    # -- webhooks and retention ----------------------------------------------------------------------
+
+    def webhooks_to_queue(self) -> list[Job]:
+        """Finished jobs whose webhook delivery was not queued yet (e.g. the process died in between)."""
+        with self._lock:
+            rows = self._db.execute(f"SELECT request_id FROM jobs WHERE webhook_pending = 1 AND status IN {TERMINAL}"
+                                    " ORDER BY seq").fetchall()
+        return [job for job in (self.get(row["request_id"]) for row in rows) if job is not None]
+
+    def webhook_queued(self, request_id: str) -> None:
+        with self._transaction() as db:
+            db.execute("UPDATE jobs SET webhook_pending = 0 WHERE request_id = ?", (request_id,))
+
+    def prune(self, finished_before: float) -> list[Job]:
+        """Delete the jobs (and their log lines) that finished before ``finished_before``; the deleted jobs.
+
+        Jobs still queued or running, jobs whose webhook was not queued yet, and usage rows are kept.
+        """
+        with self._transaction() as db:
+            rows = db.execute(f"SELECT * FROM jobs WHERE status IN {TERMINAL} AND finished_at < ? "
+                              "AND webhook_pending = 0", (finished_before,)).fetchall()
+            ids = [(row["request_id"],) for row in rows]
+            db.executemany("DELETE FROM job_logs WHERE request_id = ?", ids)
+            db.executemany("DELETE FROM jobs WHERE request_id = ?", ids)
+        if rows:
+            self.compact()
+        return [job_from_row(row) for row in rows]
+
     def _append_logs(self, db: sqlite3.Connection, request_id: str, entries: list[dict[str, str]]) -> None:
-        (logs,) = db.execute("SELECT logs FROM jobs WHERE request_id = ?", (request_id,)).fetchone()
-        db.execute("UPDATE jobs SET logs = ? WHERE request_id = ?", (json.dumps(json.loads(logs) + entries), request_id))
+        db.executemany("INSERT INTO job_logs (request_id, entry) VALUES (?, ?)",
+                       [(request_id, json.dumps(entry)) for entry in entries])
 
     def _finish(self, db: sqlite3.Connection, job: Job, outcome: Outcome) -> bool:
-        """Terminal transition + its single usage row, inside the caller's transaction."""
+        """Terminal transition + its single usage row, inside the caller's transaction.
+
+        A job whose cancel was acknowledged ends CANCELLED, billed nothing, whatever ``outcome`` says.
+        """
         now = time.time()
+        row = db.execute("SELECT cancel_requested FROM jobs WHERE request_id = ?", (job.request_id,)).fetchone()
+        if row is not None and row[0] and outcome.status is not JobStatus.CANCELLED:
+            outcome = Outcome.failed(failures.cancelled())
         failure = outcome.failure
         cursor = db.execute(
             "UPDATE jobs SET status = ?, result = ?, error = ?, error_type = ?, error_status = ?, "

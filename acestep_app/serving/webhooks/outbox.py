@@ -358,6 +358,15 @@ class Outbox(SQLiteBacked):
                 (reason, status, final, self.settings.max_attempts, final, self.settings.max_attempts, now,
                  request_id))
 
+    def prune(self, finished_before: float) -> int:
+        """Delete deliveries that ended (delivered, or failed for good) before ``finished_before``; how many."""
+        with self._transaction() as db:
+            cursor = db.execute("DELETE FROM deliveries WHERE state IN ('DELIVERED', 'FAILED') AND finished_at < ?",
+                                (finished_before,))
+        if cursor.rowcount:
+            self.compact()
+        return cursor.rowcount
+
     def count(self, state: DeliveryState) -> int:
         with self._lock:
             return self._db.execute("SELECT COUNT(*) FROM deliveries WHERE state = ?", (state.value,)).fetchone()[0]

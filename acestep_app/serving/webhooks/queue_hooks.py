@@ -1,10 +1,11 @@
-"""The queue's side of webhooks: a submitted request's webhook is registered, and delivered when it finishes.
+"""The queue's side of webhooks: a submitted request's webhook is delivered when the request finishes.
 
-A request's webhook needs two things: its registration (written at submit, with the base URL its
-file links use) and its terminal transition (``on_finished``). Whichever of the two comes second
-enqueues the delivery; :meth:`QueueWebhooks.catch_up` does it at startup for requests that finished
-while no process was there to see it (a kill -9 between the transition and the hook). Enqueueing
-is idempotent, so a request never gets two deliveries.
+A request's webhook is part of its job: the job store writes the URL (and the base URL its file
+links use) in the same transaction that creates the job, marked pending until its delivery is
+queued. ``on_finished`` queues the delivery; :meth:`QueueWebhooks.catch_up` does it at startup for
+requests that finished while no process was there to see it (a kill -9 anywhere between submit and
+the hook). Enqueueing is idempotent, so a request never gets two deliveries. (Registrations an
+earlier version wrote to the outbox at submit, ``WAITING``, are honoured the same way.)
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from fastapi.responses import JSONResponse
 from acestep_app.serving import protocol
 from acestep_app.serving.auth import Keys, file_url
 from acestep_app.serving.jobs import Job, JobStore
-from acestep_app.serving.webhooks.outbox import DeliveryState, Webhooks
+from acestep_app.serving.webhooks.outbox import Webhooks
 
 logger = logging.getLogger(__name__)
 
@@ -41,30 +42,22 @@ class QueueWebhooks:
 
         return router
 
-    def register(self, job: Job, base_url: str) -> None:
-        """Called after each queue submit, before it is answered; notes the request's webhook if it has one."""
-        if not job.webhook_url:
-            return
-        self.webhooks.register(job.request_id, job.webhook_url, self.webhooks.key.user_id(job.owner), base_url)
-        current = self.store.get(job.request_id)
-        if current is not None and current.status.is_terminal:  # it finished before it was registered
-            self._enqueue(current, base_url)
-
     def on_finished(self, job: Job) -> None:
-        """The queue's terminal-transition hook."""
-        if not job.webhook_url:
-            return
-        registration = self.webhooks.registration(job.request_id)
-        if registration is not None and registration.state is DeliveryState.WAITING:
-            self._enqueue(job, registration.base_url)
+        """The queue's terminal-transition hook: queue the request's delivery."""
+        if job.webhook_url:
+            registration = self.webhooks.registration(job.request_id)
+            self._enqueue(job, job.base_url or (registration.base_url if registration else None))
 
     def catch_up(self) -> int:
-        """Enqueue the registered webhooks of requests that already finished; how many there were."""
+        """Queue the deliveries of requests that finished without it; how many there were."""
         caught = 0
         for registration in self.webhooks.waiting():
             job = self.store.get(registration.request_id)
             if job is not None and job.status.is_terminal:
-                caught += self._enqueue(job, registration.base_url)
+                caught += self._enqueue(job, job.base_url or registration.base_url)
+        pending = getattr(self.store, "webhooks_to_queue", None)
+        for job in pending() if pending else ():
+            caught += self._enqueue(job, job.base_url)
         if caught:
             logger.warning("%d webhook(s) of requests that finished while the server was down: queued now", caught)
         return caught
@@ -78,5 +71,9 @@ class QueueWebhooks:
 
     def _enqueue(self, job: Job, base_url: str | None) -> bool:
         payload, error_status = protocol.webhook_payload(job, file_url(base_url or "", self.keys))
-        return self.webhooks.enqueue(job.request_id, job.webhook_url, self.webhooks.key.user_id(job.owner), payload,
-                                     error_status=error_status)
+        added = self.webhooks.enqueue(job.request_id, job.webhook_url, self.webhooks.key.user_id(job.owner), payload,
+                                      error_status=error_status)
+        queued = getattr(self.store, "webhook_queued", None)
+        if queued is not None:
+            queued(job.request_id)
+        return added

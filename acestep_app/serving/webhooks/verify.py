@@ -10,13 +10,17 @@ and the raw request body (the bytes as received, never re-serialised JSON)::
         return Response(status_code=401)
 
 The signed message is the UTF-8 of ``request_id + "\\n" + user_id + "\\n" + timestamp + "\\n" +
-hex(sha256(body))``, taken from the ``X-Fal-Webhook-*`` headers; the signature header is hex.
+hex(sha256(body))``, taken from the ``X-Fal-Webhook-*`` headers; the signature header is the 128
+hex digits of the 64-byte Ed25519 signature. :func:`verify` never raises on what a sender controls:
+anything malformed (a 400-digit timestamp, a signature of the wrong length) is simply not valid.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
+import re
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -29,6 +33,8 @@ USER_ID_HEADER = "X-Fal-Webhook-User-Id"
 TIMESTAMP_HEADER = "X-Fal-Webhook-Timestamp"
 SIGNATURE_HEADER = "X-Fal-Webhook-Signature"
 DEFAULT_MAX_AGE_S = 300.0
+SIGNATURE_HEX = re.compile(r"[0-9a-fA-F]{128}")  # an Ed25519 signature: 64 bytes
+TIMESTAMP = re.compile(r"[0-9]{1,12}")  # Unix seconds (12 digits reach the year 33658)
 
 
 def signed_message(request_id: str, user_id: str, timestamp: str, body: bytes) -> bytes:
@@ -45,12 +51,15 @@ def public_keys(keys: Mapping[str, Any] | Iterable[Any]) -> list[Ed25519PublicKe
         keys = keys.get("keys", [])
     found = []
     for key in keys:
-        if isinstance(key, Ed25519PublicKey):
-            found.append(key)
-        elif isinstance(key, bytes):
-            found.append(Ed25519PublicKey.from_public_bytes(key))
-        elif isinstance(key, Mapping) and key.get("kty") == "OKP" and key.get("crv") == "Ed25519" and "x" in key:
-            found.append(Ed25519PublicKey.from_public_bytes(_b64url_decode(key["x"])))
+        try:
+            if isinstance(key, Ed25519PublicKey):
+                found.append(key)
+            elif isinstance(key, bytes):
+                found.append(Ed25519PublicKey.from_public_bytes(key))
+            elif isinstance(key, Mapping) and key.get("kty") == "OKP" and key.get("crv") == "Ed25519" and "x" in key:
+                found.append(Ed25519PublicKey.from_public_bytes(_b64url_decode(key["x"])))
+        except (TypeError, ValueError, binascii.Error):  # a malformed key is skipped, like a foreign one
+            continue
     return found
 
 
@@ -65,21 +74,24 @@ def verify(headers: Mapping[str, str], body: bytes, keys: Mapping[str, Any] | It
         max_age_s: the largest accepted ``|now - timestamp|`` in seconds (fal uses 300).
         now: the current Unix time (default ``time.time()``).
     """
-    lowered = {str(name).lower(): value for name, value in headers.items()}
-    values = [lowered.get(name.lower()) for name in (REQUEST_ID_HEADER, USER_ID_HEADER, TIMESTAMP_HEADER,
-                                                     SIGNATURE_HEADER)]
-    if any(not value for value in values):
-        return False
-    request_id, user_id, timestamp, signature_hex = values
     try:
+        lowered = {str(name).lower(): value for name, value in headers.items()}
+        values = [lowered.get(name.lower()) for name in (REQUEST_ID_HEADER, USER_ID_HEADER, TIMESTAMP_HEADER,
+                                                         SIGNATURE_HEADER)]
+        if any(not isinstance(value, str) or not value for value in values):
+            return False
+        body = bytes(body)
+        request_id, user_id, timestamp, signature_hex = values
+        if not (TIMESTAMP.fullmatch(timestamp) and SIGNATURE_HEX.fullmatch(signature_hex)):
+            return False
+        if abs((time.time() if now is None else now) - int(timestamp)) > max_age_s:
+            return False
+        message = signed_message(request_id, user_id, timestamp, body)
         signature = bytes.fromhex(signature_hex)
-        sent_at = int(timestamp)
-    except ValueError:
+        candidates = public_keys(keys)
+    except (TypeError, ValueError, AttributeError, OverflowError):  # UnicodeError is a ValueError
         return False
-    if abs((time.time() if now is None else now) - sent_at) > max_age_s:
-        return False
-    message = signed_message(request_id, user_id, timestamp, body)
-    for key in public_keys(keys):
+    for key in candidates:
         try:
             key.verify(signature, message)
             return True
