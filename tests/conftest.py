@@ -120,14 +120,12 @@ def background_soak(request, tmp_path_factory):
     if not any(item.path.name == "test_soak.py" for item in request.session.items):
         yield None
         return
-    from test_soak import start_in_background
+    from test_soak import start_in_background, stop_soak
 
     workdir = tmp_path_factory.mktemp("soak")
     process = start_in_background(workdir, request.getfixturevalue("tiny_weights"))
     yield process, workdir
-    if process.poll() is None:  # the session ended first (-x, an interrupt): nothing keeps running
-        process.kill()
-        process.wait()
+    stop_soak(process)  # when the session ended first (-x, an interrupt): nothing keeps running
 
 
 @pytest.fixture(scope="session")

@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import socket
 import sqlite3
 import statistics
@@ -380,7 +381,14 @@ def start_in_background(workdir: Path, weights: Path) -> subprocess.Popen:
     workdir.mkdir(parents=True, exist_ok=True)
     with open(workdir / "soak.log", "wb") as log:
         return subprocess.Popen([sys.executable, __file__, str(workdir), str(weights)], cwd=PROJECT_ROOT,
-                                stdout=log, stderr=subprocess.STDOUT)
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # see stop_soak
+
+
+def stop_soak(process: subprocess.Popen) -> None:
+    """Ends a soak still running, with the server and probe it started (its whole process group)."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 def test_soak_32_clients_for_3_minutes(background_soak):
