@@ -21,6 +21,7 @@ from acestep_app.quality.takes import (
     load_transcriber,
     lyric_words,
     rank_takes,
+    take_seeds,
     word_error_rate,
 )
 
@@ -64,6 +65,18 @@ class ScriptedTranscriber:
     def transcribe(self, waveforms, sample_rate, language=None):
         self.calls.append((len(waveforms), sample_rate, language))
         return self.heard[: len(waveforms)]
+
+
+def test_take_seeds_rank_only_sung_requests_without_a_given_seed():
+    drawn = iter([11, 12, 13])
+    draw = lambda: next(drawn)  # noqa: E731
+    logs: list[str] = []
+    assert take_seeds(1, 7, seed_given=False, lyrics=LYRICS, logs=logs, draw=draw) == [7] and logs == []
+    assert take_seeds(3, 7, seed_given=True, lyrics=LYRICS, logs=logs, draw=draw) == [7]
+    assert take_seeds(3, 7, seed_given=False, lyrics="[instrumental]", logs=logs, draw=draw) == [7]
+    assert logs == ["seed 7 given: one take, no ranking (the seed a ranked request returns replays its take)",
+                    "instrumental: one take, nothing to rank"]
+    assert take_seeds(3, 7, seed_given=False, lyrics=LYRICS, logs=logs, draw=draw) == [7, 11, 12]
 
 
 def test_rank_takes_returns_the_lowest_wer_and_the_first_of_ties():

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from acestep_app.engine.generation import Generation, Progress, ProgressCallback
 from acestep_app.errors import InputError, WeightsError
 from acestep_app.quality.lyric_timing import duration_warning
-from acestep_app.quality.takes import lyric_words, rank_takes, sample_takes
+from acestep_app.quality.takes import rank_takes, sample_takes, take_seeds
 from acestep_app.serving import billing
 
 from .generation import Conditions, Renderer, sampling_arguments, stereo_tensor
@@ -144,7 +144,8 @@ class AceStep15Engine:
             timings = {"lora": lora_seconds, "prompt": time.perf_counter() - started}
             self._warn_about_duration(conditions, logs)
             arguments = {**conditions.pipeline_arguments(), **self._sampling(request)}
-            seeds = self._take_seeds(request, seed, conditions.lyrics, logs)
+            seeds = take_seeds(self.settings.quality.takes, seed, seed_given=request.seed is not None,
+                               lyrics=conditions.lyrics, logs=logs, draw=lambda: _seed(None))
             sampled = sample_takes(self.renderer, seeds, batched=self.settings.quality.batch_takes,
                                    report=_take_reporter(on_progress), **arguments)
             winner, ranking_logs = (0, []) if len(sampled.takes) == 1 else rank_takes(
@@ -256,19 +257,6 @@ class AceStep15Engine:
         if warning:
             logger.warning(warning)
             logs.append(warning)
-
-    def _take_seeds(self, request, seed: int, lyrics: str, logs: list[str]) -> list[int]:
-        """``[quality].takes`` seeds, the first being ``seed``; one when there is nothing to rank or replay is asked."""
-        count = self.settings.quality.takes
-        if count == 1:
-            return [seed]
-        if request.seed is not None:
-            logs.append(f"seed {seed} given: one take, no ranking (the seed a ranked request returns replays its take)")
-            return [seed]
-        if not lyric_words(lyrics):
-            logs.append("instrumental: one take, nothing to rank")
-            return [seed]
-        return [seed, *(_seed(None) for _ in range(count - 1))]
 
 
 def repaint_window(request: RepaintInput, source_seconds: float) -> tuple[float, float | None]:

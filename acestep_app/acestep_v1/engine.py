@@ -23,7 +23,7 @@ from acestep_app.quality.lyric_timing import duration_warning
 from acestep_app.acestep_v1.schema import AudioInpaintInput, AudioOutpaintInput, AudioToAudioInput, PromptToAudioInput, TextToAudioInput
 from acestep_app.engine.generation import Generation, Progress, ProgressCallback
 from acestep_app.settings import Settings
-from acestep_app.quality.takes import Take, load_transcriber, lyric_words, rank_takes, sample_takes
+from acestep_app.quality.takes import Take, load_transcriber, rank_takes, sample_takes, take_seeds
 
 if TYPE_CHECKING:
     from acestep_app.acestep_v1.lora import LoraSupport
@@ -161,7 +161,8 @@ class Engine:
             if warning:
                 logger.warning(warning)
                 logs.append(warning)
-            seeds = self._take_seeds(request, seed, lyrics, logs)
+            seeds = take_seeds(self.settings.quality.takes, seed, seed_given=request.seed is not None, lyrics=lyrics,
+                               logs=logs, draw=random_seed)
             sampled = sample_takes(
                 self.pipeline,
                 seeds,
@@ -253,21 +254,6 @@ class Engine:
             logs=logs,
             timings={"lora": lora_seconds, **output.timings},
         )
-
-    def _take_seeds(self, request: Request, seed: int, lyrics: str, logs: list[str]) -> list[int]:
-        """``[quality].takes`` seeds, the first being ``seed``; one when there is nothing to rank or replay is asked."""
-        from acestep_app.acestep_v1.pipeline import random_seed
-
-        count = self.settings.quality.takes
-        if count == 1:
-            return [seed]
-        if request.seed is not None:
-            logs.append(f"seed {seed} given: one take, no ranking (the seed a ranked request returns replays its take)")
-            return [seed]
-        if not lyric_words(lyrics):
-            logs.append("instrumental: one take, nothing to rank")
-            return [seed]
-        return [seed, *(random_seed() for _ in range(count - 1))]
 
     def _billable_seconds(self, chosen: Take, takes: list[Take], sample_rate: int) -> float:
         """``[quality].bill_takes``: the returned take's seconds, or every generated take's."""

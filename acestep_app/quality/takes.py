@@ -44,6 +44,21 @@ def lyric_words(text: str) -> list[str]:
     return WORD_TOKEN.findall(APOSTROPHES.sub("", text))
 
 
+def take_seeds(count: int, seed: int, *, seed_given: bool, lyrics: str, logs: list[str],
+               draw: Callable[[], int]) -> list[int]:
+    """``count`` take seeds (``[quality].takes``), the first being ``seed``, the others from ``draw``; one
+    when there is nothing to rank (no sung words) or the caller gave the seed to replay its take."""
+    if count == 1:
+        return [seed]
+    if seed_given:
+        logs.append(f"seed {seed} given: one take, no ranking (the seed a ranked request returns replays its take)")
+        return [seed]
+    if not lyric_words(lyrics):
+        logs.append("instrumental: one take, nothing to rank")
+        return [seed]
+    return [seed, *(draw() for _ in range(count - 1))]
+
+
 def word_error_rate(reference: Sequence[str], hypothesis: Sequence[str]) -> float:
     """(substitutions + deletions + insertions) / len(reference), by Levenshtein distance over words.
 
